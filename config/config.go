@@ -1,0 +1,166 @@
+// Package config defines corral's HCL configuration: its schema, loading
+// (parse -> decode -> defaults -> validate), and the difference between two
+// loaded configurations.
+package config
+
+import (
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// Config is one fully loaded, defaulted and validated configuration file.
+// A *Config is never modified after Load returns it.
+type Config struct {
+	// Path is the absolute path of the file this config was loaded from.
+	Path string
+	// Listen is the public address ("127.0.0.1:8080").
+	Listen string
+	// WorkerPorts is the inclusive range private worker ports are taken from.
+	WorkerPorts PortRange
+	// Admin configures the admin API.
+	Admin Admin
+	// Log configures the root logger.
+	Log Log
+	// Proxy holds the public proxy settings shared by every app.
+	Proxy Proxy
+	// Shutdown holds the settings for a graceful stop of corral.
+	Shutdown Shutdown
+	// Apps are the configured apps, in file order.
+	Apps []*App
+}
+
+// PortRange is an inclusive range of TCP ports.
+type PortRange struct {
+	First, Last int
+}
+
+// Admin configures the admin API listener.
+type Admin struct {
+	// Listen is the admin address; empty disables the admin API.
+	Listen string
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is one of trace, debug, info, warn, error.
+	Level string
+	// Format is "text" or "json".
+	Format string
+}
+
+// Proxy holds settings of the public proxy listener and its forwarding.
+type Proxy struct {
+	ReadHeaderTimeout     time.Duration // client must send all headers within this
+	ReadTimeout           time.Duration // whole request (headers and body); 0 = none
+	WriteTimeout          time.Duration // writing a response; 0 = none (streams)
+	IdleTimeout           time.Duration // client keep-alive idle
+	MaxHeaderBytes        int           // request line + headers; larger -> 431
+	MaxBodyBytes          int64         // request body; larger -> 413; 0 = unlimited
+	DialTimeout           time.Duration // connecting to a worker
+	ResponseHeaderTimeout time.Duration // worker must answer headers within this -> else 504
+	WorkerIdleTimeout     time.Duration // idle pooled connections to workers are closed after this
+	TrustedProxies        []netip.Prefix
+	RequestID             bool // generate X-Request-Id when the client sent none
+	H2C                   bool // accept cleartext HTTP/2 on the public listener
+	TLS                   *TLS // nil = plain HTTP
+}
+
+// TLS configures HTTPS (with HTTP/2) on the public listener.
+type TLS struct {
+	Cert string // absolute path
+	Key  string // absolute path
+}
+
+// Shutdown configures how corral stops.
+type Shutdown struct {
+	// Timeout bounds the whole graceful shutdown (drain requests, stop workers).
+	Timeout time.Duration
+	// PreStopDelay keeps serving after SIGTERM (with /readyz answering 503)
+	// so load balancers stop sending before connections are refused.
+	PreStopDelay time.Duration
+}
+
+// Balance policy names.
+const (
+	BalanceLeastOutstanding = "least_outstanding"
+	BalanceRoundRobin       = "round_robin"
+	BalanceP2C              = "p2c"
+	BalanceIPHash           = "ip_hash"
+	BalanceCookie           = "cookie"
+)
+
+// App is one app block: how to run its workers and how to route to them.
+type App struct {
+	Name string
+
+	// Process settings: a change to any of these needs a rolling restart.
+	Command []string          // argv; "{port}" is replaced in every element
+	Dir     string            // absolute working directory
+	Env     map[string]string // added to the inherited environment
+	User    string            // run workers as this user (corral must be root); "" = same as corral
+	Group   string            // run workers with this group; "" = the user's primary group
+
+	// Pool settings.
+	Instances     int
+	StopSignal    syscall.Signal
+	StopTimeout   time.Duration // drain + signal -> SIGKILL bound
+	StartTimeout  time.Duration // spawn -> ready bound
+	Backoff       Backoff
+	Surge         int           // extra workers started at once during a rolling restart
+	ExitOnFailure time.Duration // 0 = off; else exit corral non-zero when the app has no ready worker for this long
+	Watch         []string      // absolute paths; a change under them rolls the app (dev mode)
+	WatchDebounce time.Duration
+
+	// Health, nil when the app has no health block (readiness = TCP connect).
+	Health *Health
+	// Passive outlier detection from the proxy's side.
+	Passive Passive
+
+	// Routing and balancing.
+	Hosts        []string // exact ("example.com") or wildcard ("*.example.com"), lowercased
+	PathPrefix   string   // "" = no path claim
+	StripPrefix  bool     // remove PathPrefix before forwarding
+	Balance      string   // one of the Balance* names
+	StickyCookie string   // cookie name for BalanceCookie
+	MaxInflight  int      // per worker; 0 = unlimited
+	Queue        Queue
+	Retries      int           // extra tries after the first
+	RetryTimeout time.Duration // total time for all tries
+}
+
+// Backoff bounds the delay before a crashed worker is restarted.
+type Backoff struct {
+	Min        time.Duration // first delay (doubles each crash)
+	Max        time.Duration // largest delay
+	ResetAfter time.Duration // ready this long -> the delay starts again from Min
+}
+
+// Queue bounds requests waiting for a free worker.
+type Queue struct {
+	Size    int           // waiting requests at most; 0 = no queue (503 at once when all are at max_inflight)
+	Timeout time.Duration // longest wait before 503
+}
+
+// Health configures active health probes of each worker.
+type Health struct {
+	Type               string // "http" or "tcp"
+	Path               string // HTTP path
+	Host               string // Host header; "" = the worker's address
+	Interval           time.Duration
+	Timeout            time.Duration
+	ExpectStatus       []int // accepted status codes; empty = any 2xx or 3xx
+	HealthyThreshold   int   // consecutive passes to turn healthy
+	UnhealthyThreshold int   // consecutive failures to turn unhealthy
+	// RestartAfter restarts a worker that stayed unhealthy this long (liveness); 0 = never.
+	RestartAfter time.Duration
+}
+
+// Passive configures outlier ejection from failures the proxy sees.
+type Passive struct {
+	Failures          int           // consecutive failures that eject; 0 = off
+	Count5xx          bool          // 5xx answers count as failures
+	BaseEjection      time.Duration // first ejection; grows with each repeated ejection
+	MaxEjection       time.Duration // ejection never longer than this
+	MaxEjectedPercent int           // never eject more than this share of the app's workers
+}

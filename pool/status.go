@@ -1,0 +1,56 @@
+package pool
+
+import (
+	"time"
+
+	"github.com/corral-dev/corral/health"
+)
+
+// Worker states, as shown in /status.
+const (
+	StateStarting  = "starting"  // spawned, not yet passing its health check
+	StateReady     = "ready"     // in rotation
+	StateUnhealthy = "unhealthy" // out of rotation, still running
+	StateDraining  = "draining"  // out of rotation, finishing in-flight requests
+	StateStopping  = "stopping"  // signalled, waiting for the process group to exit
+	StateBackoff   = "backoff"   // crashed, waiting to restart
+)
+
+// AppStatus is a snapshot of one app for /status and metrics.
+type AppStatus struct {
+	Name      string         `json:"name"`
+	Instances int            `json:"instances"` // desired
+	Ready     int            `json:"ready"`     // workers in rotation
+	Queued    int64          `json:"queued"`
+	Workers   []WorkerStatus `json:"workers"`
+	// Roll describes the last rolling restart (empty before the first).
+	Roll RollStatus `json:"roll"`
+}
+
+// RollStatus describes an app's most recent rolling restart.
+type RollStatus struct {
+	State    string    `json:"state,omitempty"` // "running", "done", "failed"
+	Reason   string    `json:"reason,omitempty"`
+	Started  time.Time `json:"started,omitempty"`
+	Finished time.Time `json:"finished,omitempty"`
+	Message  string    `json:"message,omitempty"`
+}
+
+// WorkerStatus is a snapshot of one worker.
+type WorkerStatus struct {
+	ID          string        `json:"id"`
+	PID         int           `json:"pid"`
+	Port        int           `json:"port"`
+	State       string        `json:"state"`
+	Reason      string        `json:"reason,omitempty"` // why it is in this state
+	Restarts    uint64        `json:"restarts"`
+	StartedAt   time.Time     `json:"started_at"`
+	ReadyAt     time.Time     `json:"ready_at,omitempty"`
+	Inflight    int64         `json:"inflight"`
+	Requests    uint64        `json:"requests"`
+	Ejected     bool          `json:"ejected"`
+	EjectReason string        `json:"eject_reason,omitempty"`
+	Health      *health.Stats `json:"health,omitempty"`
+	Generation  int           `json:"generation"` // grows with each rolling restart of the app
+	LastExit    string        `json:"last_exit,omitempty"`
+}

@@ -1,0 +1,142 @@
+package pool
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/corral-dev/corral/config"
+)
+
+// Upstream is the proxy engine's connection pool to one backend. The pool
+// creates one per backend through Options.NewUpstream and closes its idle
+// connections once the backend has drained.
+type Upstream interface {
+	// CloseIdle closes pooled connections that carry no request.
+	CloseIdle()
+}
+
+// Table is an app's immutable routing table: the backends in rotation.
+// The pool publishes a new *Table whenever rotation changes; readers load it
+// through App.Table without locks and never modify it.
+type Table struct {
+	// App is the spec the table was built from (routing and balancing settings).
+	App *config.App
+	// Backends are the workers in rotation (state ready), ordered by slot.
+	Backends []*Backend
+	// Stats are the app's counters shared with the proxy (queue depth...).
+	Stats *AppStats
+	// Version grows by one with every table the app publishes.
+	Version uint64
+}
+
+// Backend is one running worker process as the proxy sees it. A Backend
+// lives for one process: a restarted worker gets a new Backend (and port)
+// but keeps its slot's Stats.
+type Backend struct {
+	// ID is the stable slot id ("web-1"); it survives restarts of the slot.
+	ID string
+	// Addr is "127.0.0.1:PORT".
+	Addr string
+	// Port is the worker's private port.
+	Port int
+	// Upstream is the engine's connection pool for Addr (nil when no engine is attached).
+	Upstream Upstream
+	// Stats are the slot's monotonic counters (they survive restarts).
+	Stats *WorkerStats
+
+	// Inflight counts requests the proxy is forwarding to this backend now.
+	Inflight atomic.Int64
+	// Draining is set before the backend leaves the table; a proxy that
+	// raised Inflight and then sees Draining must back off and pick again.
+	Draining atomic.Bool
+
+	// Passive health, written by the proxy.
+	ConsecutiveFailures atomic.Int32
+	Ejections           atomic.Int32 // times ejected in a row (ejection time grows with it)
+	EjectedUntil        atomic.Int64 // unix nanoseconds; 0 = not ejected
+	LastEjectReason     atomic.Pointer[string]
+}
+
+// Ejected reports whether passive health has ejected b at time now.
+func (b *Backend) Ejected(now time.Time) bool {
+	u := b.EjectedUntil.Load()
+	return u != 0 && now.UnixNano() < u
+}
+
+// Acquire raises b's in-flight count and reports whether b may take the
+// request; when it may not (b is draining), the count is restored.
+func (b *Backend) Acquire() bool {
+	b.Inflight.Add(1)
+	if b.Draining.Load() {
+		b.Release()
+		return false
+	}
+	return true
+}
+
+// Release lowers b's in-flight count after a request ends.
+func (b *Backend) Release() {
+	b.Inflight.Add(-1)
+}
+
+// AppStats are an app's counters shared by the pool, the proxy and metrics.
+// They are created once per app name and survive reloads.
+type AppStats struct {
+	Queued          atomic.Int64  // requests waiting in the queue now
+	QueueRejected   atomic.Uint64 // 503 because the queue was full
+	QueueTimeouts   atomic.Uint64 // 503 because the wait deadline passed
+	NoBackend       atomic.Uint64 // 503 because no worker was in rotation
+	Retries         atomic.Uint64 // tries after the first
+	ClientCancelled atomic.Uint64 // 499s
+}
+
+// LatencyBuckets are the upper bounds (seconds) of the request latency histogram.
+var LatencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// WorkerStats are one slot's monotonic request counters, written by the
+// proxy with atomics and read by metrics and status. Counters never go back,
+// so Prometheus rates stay correct across worker restarts.
+type WorkerStats struct {
+	Requests   atomic.Uint64    // answered requests, any status
+	Status     [6]atomic.Uint64 // by class: [1]=1xx ... [5]=5xx, [0]=other
+	Errors     atomic.Uint64    // proxy-side failures (502/504 from corral)
+	buckets    [14]atomic.Uint64
+	sumMicros  atomic.Uint64
+	restartCnt atomic.Uint64
+}
+
+// Observe records one answered request with its status code and duration.
+func (s *WorkerStats) Observe(status int, d time.Duration) {
+	s.Requests.Add(1)
+	class := status / 100
+	if class < 1 || class > 5 {
+		class = 0
+	}
+	s.Status[class].Add(1)
+	sec := d.Seconds()
+	i := 0
+	for i < len(LatencyBuckets) && sec > LatencyBuckets[i] {
+		i++
+	}
+	s.buckets[i].Add(1)
+	s.sumMicros.Add(uint64(d.Microseconds()))
+}
+
+// Histogram returns the latency histogram: the count, the sum in seconds and
+// the cumulative count per upper bound of LatencyBuckets.
+func (s *WorkerStats) Histogram() (count uint64, sum float64, cumulative map[float64]uint64) {
+	cumulative = make(map[float64]uint64, len(LatencyBuckets))
+	for i, ub := range LatencyBuckets {
+		count += s.buckets[i].Load()
+		cumulative[ub] = count
+	}
+	count += s.buckets[len(LatencyBuckets)].Load()
+	sum = float64(s.sumMicros.Load()) / 1e6
+	return count, sum, cumulative
+}
+
+// AddRestart counts one restart of the slot.
+func (s *WorkerStats) AddRestart() { s.restartCnt.Add(1) }
+
+// Restarts returns how often the slot was restarted.
+func (s *WorkerStats) Restarts() uint64 { return s.restartCnt.Load() }
