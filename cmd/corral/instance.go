@@ -1,0 +1,470 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/corral-dev/corral/admin"
+	"github.com/corral-dev/corral/config"
+	"github.com/corral-dev/corral/pool"
+	"github.com/corral-dev/corral/proxy"
+)
+
+// instance is one running corral: its apps, the public proxy, the admin API
+// and the goroutine that serialises reloads. It implements the interfaces
+// the admin API consumes.
+type instance struct {
+	log     hclog.Logger
+	path    string
+	started time.Time
+
+	reaper *pool.Reaper
+	ports  *pool.Ports
+	proxy  *proxy.Proxy
+	admin  *admin.Server // nil when admin.listen is ""
+
+	// state is replaced, never modified, by the reload goroutine (its only
+	// writer); everyone else loads it.
+	state atomic.Pointer[state]
+
+	reloads      chan reloadRequest
+	giveUp       chan error
+	shuttingDown atomic.Bool
+	lastReload   atomic.Pointer[admin.ReloadResult]
+
+	// background owns goroutines that must end before shutdown returns:
+	// servers, stops of removed apps, rolls started by signals.
+	background sync.WaitGroup
+}
+
+// state is one applied configuration with the apps and listeners it runs.
+type state struct {
+	cfg      *config.Config
+	apps     map[string]*pool.App
+	public   net.Listener
+	adminLn  net.Listener
+	tlsOn    bool
+	appOrder []string
+}
+
+type reloadRequest struct {
+	trigger string
+	reply   chan admin.ReloadResult
+}
+
+// start brings up a corral for cfg: listeners first (so a busy port fails
+// fast, before any worker is spawned), then the apps, then serving.
+func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance, error) {
+	in := &instance{
+		log:     log,
+		path:    cfg.Path,
+		started: time.Now(),
+		reaper:  pool.NewReaper(log),
+		ports:   pool.NewPorts(cfg.WorkerPorts),
+		proxy:   proxy.New(cfg.Proxy, log),
+		reloads: make(chan reloadRequest),
+		giveUp:  make(chan error, 1),
+	}
+	public, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	var adminLn net.Listener
+	if cfg.Admin.Listen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			public.Close()
+			return nil, fmt.Errorf("listening on admin %s: %w", cfg.Admin.Listen, err)
+		}
+		in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Logger: log, Version: version})
+	}
+
+	in.goBackground(func() { in.reaper.Run(ctx) })
+
+	st := &state{cfg: cfg, apps: map[string]*pool.App{}, public: public, adminLn: adminLn, tlsOn: cfg.Proxy.TLS != nil}
+	for _, spec := range cfg.Apps {
+		a := pool.New(spec, in.poolOptions())
+		a.Start()
+		st.apps[spec.Name] = a
+	}
+	st.appOrder = appNames(cfg)
+	in.proxy.SetApps(cfg.Apps, tableSources(st.apps))
+	in.state.Store(st)
+	in.servePublic(public, st.tlsOn)
+	if adminLn != nil {
+		in.goBackground(func() {
+			if err := in.admin.Serve(adminLn); err != nil {
+				log.Error("admin server stopped", "error", err)
+			}
+		})
+	}
+	in.goBackground(func() { in.runReloads(ctx) })
+	first := admin.ReloadResult{At: in.started, Trigger: "start", Applied: true, Changes: describeStart(cfg)}
+	in.lastReload.Store(&first)
+	log.Info("corral started", "version", version, "listen", cfg.Listen, "admin", cfg.Admin.Listen,
+		"config", cfg.Path, "apps", describeStart(cfg))
+	return in, nil
+}
+
+func (in *instance) goBackground(f func()) {
+	in.background.Add(1)
+	go func() {
+		defer in.background.Done()
+		f()
+	}()
+}
+
+func (in *instance) poolOptions() pool.Options {
+	return pool.Options{
+		Logger:      in.log,
+		Ports:       in.ports,
+		Reaper:      in.reaper,
+		NewUpstream: in.proxy.NewUpstream,
+		OnGiveUp: func(app string, err error) {
+			select {
+			case in.giveUp <- fmt.Errorf("app %s gave up: %w", app, err):
+			default:
+			}
+		},
+	}
+}
+
+func (in *instance) servePublic(ln net.Listener, tlsOn bool) {
+	in.goBackground(func() {
+		serve := in.proxy.Serve
+		if tlsOn {
+			serve = in.proxy.ServeTLS
+		}
+		if err := serve(ln); err != nil {
+			in.log.Error("public listener stopped", "addr", ln.Addr().String(), "error", err)
+		}
+	})
+}
+
+func tableSources(apps map[string]*pool.App) map[string]proxy.TableSource {
+	m := make(map[string]proxy.TableSource, len(apps))
+	for name, a := range apps {
+		m[name] = a
+	}
+	return m
+}
+
+func appNames(cfg *config.Config) []string {
+	names := make([]string, len(cfg.Apps))
+	for i, a := range cfg.Apps {
+		names[i] = a.Name
+	}
+	return names
+}
+
+func describeStart(cfg *config.Config) string {
+	s := ""
+	for i, a := range cfg.Apps {
+		if i > 0 {
+			s += "; "
+		}
+		s += fmt.Sprintf("%s: %d instances", a.Name, a.Instances)
+	}
+	return s
+}
+
+// Reload asks the reload goroutine to load and apply the config file and
+// waits for the outcome.
+func (in *instance) Reload(ctx context.Context, trigger string) admin.ReloadResult {
+	req := reloadRequest{trigger: trigger, reply: make(chan admin.ReloadResult, 1)}
+	select {
+	case in.reloads <- req:
+	case <-ctx.Done():
+		return admin.ReloadResult{At: time.Now(), Trigger: trigger, Error: "reload not started: " + ctx.Err().Error()}
+	}
+	select {
+	case res := <-req.reply:
+		return res
+	case <-ctx.Done():
+		return admin.ReloadResult{At: time.Now(), Trigger: trigger, Error: "reload still running: " + ctx.Err().Error()}
+	}
+}
+
+// runReloads is the one goroutine that applies configs, so reloads from the
+// file watcher, SIGHUP and the admin API never interleave.
+func (in *instance) runReloads(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-in.reloads:
+			res := in.reload(ctx, req.trigger)
+			in.lastReload.Store(&res)
+			if in.admin != nil {
+				in.admin.ObserveReload(res)
+			}
+			req.reply <- res
+		}
+	}
+}
+
+// reload loads the file and applies only what changed. A config that does
+// not load changes nothing; listeners are bound before anything else is
+// touched, so a busy new address also changes nothing.
+func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResult {
+	res := admin.ReloadResult{At: time.Now(), Trigger: trigger}
+	if in.shuttingDown.Load() {
+		res.Error = "shutting down"
+		return res
+	}
+	cfg, err := config.Load(in.path)
+	if err != nil {
+		var problems config.Problems
+		if errors.As(err, &problems) {
+			for _, p := range problems {
+				res.Problems = append(res.Problems, p.String())
+			}
+		} else {
+			res.Error = err.Error()
+		}
+		in.log.Error("config rejected; keeping the running config", "trigger", trigger, "error", err)
+		return res
+	}
+	old := in.state.Load()
+	diff := config.Compare(old.cfg, cfg)
+	res.Changes = diff.String()
+	if diff.Empty() {
+		res.Applied = true
+		in.log.Info("config unchanged", "trigger", trigger)
+		return res
+	}
+
+	next := &state{cfg: cfg, apps: make(map[string]*pool.App, len(cfg.Apps)), public: old.public, adminLn: old.adminLn, tlsOn: cfg.Proxy.TLS != nil}
+	rebindPublic := diff.ListenChanged || next.tlsOn != old.tlsOn || (diff.ProxyChanged && !sameTLS(old.cfg.Proxy.TLS, cfg.Proxy.TLS))
+	if rebindPublic {
+		ln, err := listenReplacing(old.public, old.cfg.Listen, cfg.Listen)
+		if err != nil {
+			res.Error = err.Error()
+			in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
+			return res
+		}
+		next.public = ln
+	}
+	if diff.AdminChanged && in.admin != nil && cfg.Admin.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			if rebindPublic && next.public != old.public {
+				next.public.Close()
+			}
+			res.Error = fmt.Sprintf("listening on admin %s: %v", cfg.Admin.Listen, err)
+			in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
+			return res
+		}
+		next.adminLn = ln
+	}
+
+	if diff.LogChanged {
+		in.log.SetLevel(hclog.LevelFromString(cfg.Log.Level))
+		if cfg.Log.Format != old.cfg.Log.Format {
+			in.log.Warn("log format changes take effect when corral restarts", "format", cfg.Log.Format)
+		}
+	}
+	if diff.ProxyChanged {
+		in.proxy.SetSettings(cfg.Proxy)
+		if cfg.WorkerPorts != old.cfg.WorkerPorts {
+			in.log.Warn("worker_ports changes take effect when corral restarts")
+		}
+	}
+
+	removed := map[string]bool{}
+	for _, name := range diff.Removed {
+		removed[name] = true
+	}
+	for name, a := range old.apps {
+		if !removed[name] {
+			next.apps[name] = a
+		}
+	}
+	for _, name := range diff.Added {
+		a := pool.New(appSpec(cfg, name), in.poolOptions())
+		a.Start()
+		next.apps[name] = a
+	}
+	for _, ch := range diff.Changed {
+		next.apps[ch.Name].Update(appSpec(cfg, ch.Name))
+	}
+	next.appOrder = appNames(cfg)
+
+	// Routing switches before removed apps stop, so no new request reaches them.
+	in.proxy.SetApps(cfg.Apps, tableSources(next.apps))
+	in.state.Store(next)
+
+	for _, name := range diff.Removed {
+		a := old.apps[name]
+		in.goBackground(func() {
+			stopCtx, cancel := context.WithTimeout(context.Background(), appStopBound(old.cfg, name))
+			defer cancel()
+			if err := a.Stop(stopCtx); err != nil {
+				in.log.Warn("stopping removed app", "app", name, "error", err)
+			}
+		})
+	}
+	if next.public != old.public {
+		in.servePublic(next.public, next.tlsOn)
+		// Closing the old listener stops new connections only; requests
+		// already accepted there finish.
+		old.public.Close()
+	}
+	if next.adminLn != old.adminLn {
+		adminLn := next.adminLn
+		in.goBackground(func() { in.admin.Serve(adminLn) })
+		old.adminLn.Close()
+	}
+	res.Applied = true
+	in.log.Info("config reloaded", "trigger", trigger, "changes", res.Changes)
+	return res
+}
+
+// listenReplacing binds the new public address. When only TLS changed the
+// address is the same, so the old listener must be closed first.
+func listenReplacing(old net.Listener, oldAddr, newAddr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", newAddr)
+	if err == nil {
+		return ln, nil
+	}
+	if oldAddr != newAddr {
+		return nil, fmt.Errorf("listening on %s: %w", newAddr, err)
+	}
+	old.Close()
+	ln, err = net.Listen("tcp", newAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listening again on %s: %w", newAddr, err)
+	}
+	return ln, nil
+}
+
+func sameTLS(a, b *config.TLS) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func appSpec(cfg *config.Config, name string) *config.App {
+	for _, a := range cfg.Apps {
+		if a.Name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// appStopBound is how long stopping an app may take: its stop timeout plus
+// a margin for the SIGKILL and the reap.
+func appStopBound(cfg *config.Config, name string) time.Duration {
+	if spec := appSpec(cfg, name); spec != nil {
+		return spec.StopTimeout + 5*time.Second
+	}
+	return 35 * time.Second
+}
+
+// Status implements admin.Runtime.
+func (in *instance) Status() admin.Status {
+	st := in.state.Load()
+	s := admin.Status{
+		Version:      version,
+		PID:          os.Getpid(),
+		StartedAt:    in.started,
+		Config:       in.path,
+		Listen:       st.cfg.Listen,
+		ShuttingDown: in.shuttingDown.Load(),
+		LastReload:   in.lastReload.Load(),
+	}
+	for _, name := range st.appOrder {
+		s.Apps = append(s.Apps, st.apps[name].Status())
+	}
+	return s
+}
+
+// Restart implements admin.Restarter: a rolling restart of one app.
+func (in *instance) Restart(ctx context.Context, app string) error {
+	a := in.state.Load().apps[app]
+	if a == nil {
+		return fmt.Errorf("restarting %s: %w", app, admin.ErrUnknownApp)
+	}
+	return a.Restart(ctx)
+}
+
+// restartAll rolls every app at once (SIGUSR2); each app rolls within its
+// own surge, so capacity never dips.
+func (in *instance) restartAll(ctx context.Context) {
+	st := in.state.Load()
+	in.log.Info("rolling restart of every app", "apps", len(st.apps))
+	for name, a := range st.apps {
+		in.goBackground(func() {
+			if err := a.Restart(ctx); err != nil {
+				in.log.Error("rolling restart failed; old workers keep serving", "app", name, "error", err)
+				return
+			}
+			in.log.Info("rolling restart done", "app", name)
+		})
+	}
+}
+
+// MetricsSnapshot implements admin.Metrics.
+func (in *instance) MetricsSnapshot() []admin.AppMetrics {
+	st := in.state.Load()
+	out := make([]admin.AppMetrics, 0, len(st.apps))
+	for _, name := range st.appOrder {
+		a := st.apps[name]
+		stats, workers := a.Stats()
+		out = append(out, admin.AppMetrics{Name: name, Stats: stats, Workers: workers, Status: a.Status()})
+	}
+	return out
+}
+
+// shutdown stops corral gracefully. This is the one place the order lives:
+//
+//  1. /readyz turns 503 (load balancers stop sending new traffic);
+//  2. the pre-stop delay keeps serving while they notice;
+//  3. the public listeners stop accepting; in-flight requests and streams
+//     finish, bounded by ctx;
+//  4. every app drains and stops its workers (process groups, SIGKILL after
+//     stop_timeout or at once when ctx is done);
+//  5. the admin API stops;
+//  6. the caller cancels the root context, which ends the reaper and the
+//     reload loop, and waits for background goroutines.
+func (in *instance) shutdown(ctx context.Context) {
+	in.shuttingDown.Store(true)
+	st := in.state.Load()
+	if d := st.cfg.Shutdown.PreStopDelay; d > 0 {
+		in.log.Info("pre-stop delay: still serving", "delay", d)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	in.log.Info("shutting down: draining requests")
+	if err := in.proxy.Shutdown(ctx); err != nil {
+		in.log.Warn("requests still in flight at shutdown deadline", "error", err)
+	}
+	in.log.Info("stopping workers")
+	var wg sync.WaitGroup
+	for name, a := range in.state.Load().apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Stop(ctx); err != nil {
+				in.log.Warn("stopping app", "app", name, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if in.admin != nil {
+		adminCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+		in.admin.Shutdown(adminCtx)
+		cancel()
+	}
+}

@@ -1,0 +1,207 @@
+// Command corral runs N copies of any web app on private loopback ports and
+// serves them on one public port through a load-balancing reverse proxy.
+//
+//	corral run [-config FILE]        # default ./config.hcl (or $CORRAL_CONFIG); `corral` alone = run
+//	corral validate [-config FILE]   # exit 0 if valid, else every problem as file:line:col, exit 1
+//	corral status [-admin ADDR]      # table of apps and workers
+//	corral reload [-admin ADDR]      # ask the running corral to reload its config
+//	corral health [-admin ADDR]      # exit 0 when the running corral answers /healthz
+//	corral version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/corral-dev/corral/admin"
+	"github.com/corral-dev/corral/config"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const (
+	defaultConfig = "config.hcl"
+	defaultAdmin  = "127.0.0.1:9180"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a command line and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runCommand(args, stderr)
+	case "validate":
+		return validateCommand(args, stdout, stderr)
+	case "status":
+		return statusCommand(args, stdout, stderr)
+	case "reload":
+		return reloadCommand(args, stdout, stderr)
+	case "health":
+		return healthCommand(args, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintf(stdout, "corral %s\n", version)
+		return 0
+	case "help", "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "corral: unknown command %q\n\n", cmd)
+		usage(stderr)
+		return 2
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  corral run [-config FILE]        run the apps of FILE (default ./config.hcl or $CORRAL_CONFIG)
+  corral validate [-config FILE]   check FILE; print every problem as file:line:col
+  corral status [-admin ADDR]      show apps and workers of a running corral
+  corral reload [-admin ADDR]      make a running corral reload its config
+  corral health [-admin ADDR]      exit 0 when a running corral is alive (for HEALTHCHECK)
+  corral version                   print the version
+`)
+}
+
+// configPath resolves the config file: the flag, else $CORRAL_CONFIG, else ./config.hcl.
+func configPath(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := os.Getenv("CORRAL_CONFIG"); env != "" {
+		return env
+	}
+	return defaultConfig
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("corral "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func validateCommand(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("validate", stderr)
+	file := fs.String("config", "", "config file (default ./config.hcl or $CORRAL_CONFIG)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	path := configPath(*file)
+	cfg, err := config.Load(path)
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	workers := 0
+	for _, a := range cfg.Apps {
+		workers += a.Instances
+	}
+	fmt.Fprintf(stdout, "%s: valid (%d apps, %d workers)\n", path, len(cfg.Apps), workers)
+	return 0
+}
+
+// printConfigError prints every problem of a config error on its own line.
+func printConfigError(w io.Writer, err error) {
+	var problems config.Problems
+	if errors.As(err, &problems) {
+		for _, p := range problems {
+			fmt.Fprintln(w, p.String())
+		}
+		return
+	}
+	fmt.Fprintln(w, err)
+}
+
+// adminAddr resolves the admin address for the client commands: the flag,
+// else $CORRAL_ADMIN, else admin.listen of the local config file if it loads,
+// else the default.
+func adminAddr(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env := os.Getenv("CORRAL_ADMIN"); env != "" {
+		return env
+	}
+	if cfg, err := config.Load(configPath("")); err == nil && cfg.Admin.Listen != "" {
+		return cfg.Admin.Listen
+	}
+	return defaultAdmin
+}
+
+func clientFlags(name string, stderr io.Writer, args []string) (string, bool) {
+	fs := newFlags(name, stderr)
+	addr := fs.String("admin", "", "admin API address (default: admin.listen of ./config.hcl, else "+defaultAdmin+")")
+	if fs.Parse(args) != nil {
+		return "", false
+	}
+	return adminAddr(*addr), true
+}
+
+func statusCommand(args []string, stdout, stderr io.Writer) int {
+	addr, ok := clientFlags("status", stderr, args)
+	if !ok {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := admin.FetchStatus(ctx, addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "corral: status from %s: %v\n", addr, err)
+		return 1
+	}
+	admin.WriteStatusTable(stdout, st)
+	return 0
+}
+
+func reloadCommand(args []string, stdout, stderr io.Writer) int {
+	addr, ok := clientFlags("reload", stderr, args)
+	if !ok {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := admin.RequestReload(ctx, addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "corral: reload via %s: %v\n", addr, err)
+		return 1
+	}
+	if !res.Applied {
+		fmt.Fprintln(stderr, "reload rejected; the running config is unchanged:")
+		for _, p := range res.Problems {
+			fmt.Fprintln(stderr, "  "+p)
+		}
+		if res.Error != "" {
+			fmt.Fprintln(stderr, "  "+res.Error)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "reloaded: %s\n", res.Changes)
+	return 0
+}
+
+func healthCommand(args []string, stdout, stderr io.Writer) int {
+	addr, ok := clientFlags("health", stderr, args)
+	if !ok {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := admin.CheckHealth(ctx, addr); err != nil {
+		fmt.Fprintf(stderr, "corral: unhealthy (%s): %v\n", addr, err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ok")
+	return 0
+}

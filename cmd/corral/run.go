@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/corral-dev/corral/config"
+)
+
+// Exit codes of `corral run`.
+const (
+	exitOK      = 0
+	exitFailure = 1 // bad config, busy port, an app gave up (exit_on_failure)
+	exitForced  = 2 // a second SIGTERM/SIGINT cut the graceful shutdown short
+)
+
+// Reload triggers debounce and poll intervals of the config file watcher.
+const (
+	watchDebounce = 250 * time.Millisecond
+	watchPoll     = 5 * time.Second
+)
+
+func runCommand(args []string, stderr io.Writer) int {
+	fs := newFlags("run", stderr)
+	file := fs.String("config", "", "config file (default ./config.hcl or $CORRAL_CONFIG)")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	path := configPath(*file)
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "corral: cannot start with %s:\n", path)
+		printConfigError(stderr, err)
+		return exitFailure
+	}
+	log := newLogger(cfg.Log, stderr)
+
+	// Signals are caught before anything is spawned: as PID 1 corral gets no
+	// default signal actions, and a SIGTERM during start-up must not be lost.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	in, err := start(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return exitFailure
+	}
+	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, watchPoll)
+	in.goBackground(func() {
+		watcher.Run(ctx, func() { in.Reload(ctx, "file") })
+	})
+
+	code := exitOK
+	var reason string
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGHUP:
+				in.goBackground(func() { in.Reload(ctx, "signal") })
+			case syscall.SIGUSR2:
+				in.restartAll(ctx)
+			default:
+				reason = s.String()
+				break wait
+			}
+		case err := <-in.giveUp:
+			log.Error("giving up: exiting so the supervisor can restart corral", "error", err)
+			reason, code = "exit_on_failure", exitFailure
+			break wait
+		}
+	}
+
+	log.Info("shutdown requested", "reason", reason, "timeout", cfg.Shutdown.Timeout)
+	shutdownCtx, stopNow := context.WithTimeout(context.Background(), in.state.Load().cfg.Shutdown.Timeout)
+	defer stopNow()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		in.shutdown(shutdownCtx)
+	}()
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		case s := <-sigs:
+			if s == syscall.SIGTERM || s == syscall.SIGINT {
+				log.Warn("second signal: stopping at once", "signal", s.String())
+				code = exitForced
+				stopNow()
+			}
+		}
+	}
+	cancel()
+	in.background.Wait()
+	if errors.Is(shutdownCtx.Err(), context.DeadlineExceeded) {
+		log.Warn("shutdown deadline reached; remaining work was cut short")
+	}
+	log.Info("stopped", "exit_code", code)
+	return code
+}
+
+// newLogger makes the one root logger; subsystems derive Named loggers from it.
+func newLogger(c config.Log, out io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "corral",
+		Level:      hclog.LevelFromString(c.Level),
+		JSONFormat: c.Format == "json",
+		Output:     out,
+		Color:      hclog.ColorOff,
+	})
+}
