@@ -1,0 +1,376 @@
+// Package admin serves corral's admin API on admin.listen: status JSON,
+// Prometheus metrics, health and readiness, config reload, rolling restarts
+// and a human dashboard. It also holds the client side the CLI uses.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/corral-dev/corral/pool"
+)
+
+// ErrUnknownApp is returned (wrapped) by a Restarter asked to roll an app
+// the running config does not have.
+var ErrUnknownApp = errors.New("unknown app")
+
+// Reload triggers, as recorded in ReloadResult.Trigger.
+const (
+	TriggerFile   = "file"
+	TriggerSignal = "signal"
+	TriggerAPI    = "api"
+	TriggerCLI    = "cli"
+	TriggerStart  = "start"
+)
+
+// Status is the body of GET /status.
+type Status struct {
+	Version      string           `json:"version"`
+	PID          int              `json:"pid"`
+	StartedAt    time.Time        `json:"started_at"`
+	Config       string           `json:"config"` // path
+	Listen       string           `json:"listen"`
+	ShuttingDown bool             `json:"shutting_down"`
+	LastReload   *ReloadResult    `json:"last_reload,omitempty"`
+	Apps         []pool.AppStatus `json:"apps"`
+}
+
+// ReloadResult is the outcome of one reload.
+type ReloadResult struct {
+	At       time.Time `json:"at"`
+	Trigger  string    `json:"trigger"`            // "file", "signal", "api", "cli", "start"
+	Applied  bool      `json:"applied"`            // false when invalid (or failed to apply)
+	Changes  string    `json:"changes,omitempty"`  // config.Diff.String() e.g. "web: 2 -> 4 instances"
+	Problems []string  `json:"problems,omitempty"` // "config.hcl:12:3: app.web.instances: must be at least 1"
+	Error    string    `json:"error,omitempty"`
+}
+
+// Runtime is the running corral instance as the admin API sees it.
+type Runtime interface {
+	// Status returns a snapshot of the instance; it is called per request.
+	Status() Status
+	// Reload loads and applies the config file now and reports the outcome.
+	Reload(ctx context.Context, trigger string) ReloadResult
+}
+
+// Restarter rolls one app.
+type Restarter interface {
+	// Restart does a zero-downtime rolling restart of app and returns when it
+	// is done; it returns ErrUnknownApp (wrapped) for unknown names.
+	Restart(ctx context.Context, app string) error
+}
+
+// Metrics gives the counters behind /metrics.
+type Metrics interface {
+	// MetricsSnapshot is called once per scrape, never on the request path.
+	MetricsSnapshot() []AppMetrics
+}
+
+// AppMetrics are one app's counters and status for a scrape.
+type AppMetrics struct {
+	Name    string
+	Stats   *pool.AppStats
+	Workers map[string]*pool.WorkerStats // slot id -> counters (including scaled-down slots)
+	Status  pool.AppStatus
+}
+
+// Options configure a Server.
+type Options struct {
+	// Runtime is required.
+	Runtime Runtime
+	// Restarter is optional; without it restart answers 501.
+	Restarter Restarter
+	// Metrics is optional; without it /metrics has only process and reload metrics.
+	Metrics Metrics
+	// Logger is the root logger; the server logs under the name "admin".
+	Logger hclog.Logger
+	// Version is shown in build_info and used when Status has none.
+	Version string
+}
+
+// readHeaderTimeout bounds slow clients on the admin port.
+const readHeaderTimeout = 10 * time.Second
+
+// Server is the admin API. Create it with New, serve it with Serve and stop
+// it with Shutdown.
+type Server struct {
+	opts     Options
+	log      hclog.Logger
+	handler  http.Handler
+	registry *prometheus.Registry
+	reloads  *reloadMetrics
+	http     *http.Server
+
+	// rolls bounds rolling restarts started by this server; Shutdown cancels it.
+	rolls       context.Context
+	cancelRolls context.CancelFunc
+	running     sync.WaitGroup
+}
+
+// New builds a Server with its router and metrics registry.
+func New(opts Options) *Server {
+	log := opts.Logger
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	log = log.Named("admin")
+	s := &Server{opts: opts, log: log}
+	s.rolls, s.cancelRolls = context.WithCancel(context.Background())
+	s.registry, s.reloads = newRegistry(opts.Metrics, opts.Version)
+	s.handler = s.routes()
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	return s
+}
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(sameOrigin)
+	r.Get("/", s.dashboard)
+	r.Get("/status", s.status)
+	r.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
+		ErrorLog:      s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Post("/reload", s.reload)
+	r.Post("/apps/{app}/restart", s.restart)
+	return r
+}
+
+// Handler returns the admin router, for tests and for embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve answers admin requests on ln until Shutdown; it returns nil after
+// Shutdown and the listener's error otherwise.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("serving admin api: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, cancels rolling restarts started with
+// ?wait=false and waits for open requests and those restarts until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	// Cancel rolls first: a waiting restart request would otherwise hold
+	// http.Server.Shutdown until the roll finishes.
+	s.cancelRolls()
+	err := s.http.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("shutting down admin api: %w", err)
+	}
+	return nil
+}
+
+// ObserveReload counts one reload outcome for metrics. The admin server does
+// not call it itself, so the caller reports every reload exactly once
+// whatever triggered it.
+func (s *Server) ObserveReload(r ReloadResult) { s.reloads.observe(r) }
+
+// sameOrigin refuses state-changing requests sent by a browser from another
+// origin: the admin port is on loopback, so any web page the operator opens
+// could otherwise POST /reload to it. Clients that send no Origin (the CLI,
+// curl) pass.
+func sameOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if origin := r.Header.Get("Origin"); origin != "" {
+				u, err := url.Parse(origin)
+				if err != nil || u.Host != r.Host {
+					http.Error(w, "cross-origin request refused", http.StatusForbidden)
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// snapshot returns the runtime's status with the fields the JSON shape
+// promises filled in (non-null lists, a version).
+func (s *Server) snapshot() Status {
+	st := s.opts.Runtime.Status()
+	if st.Version == "" {
+		st.Version = s.opts.Version
+	}
+	if st.Apps == nil {
+		st.Apps = []pool.AppStatus{}
+	}
+	for i := range st.Apps {
+		if st.Apps[i].Workers == nil {
+			st.Apps[i].Workers = []pool.WorkerStatus{}
+		}
+	}
+	return st
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, http.StatusOK, s.snapshot())
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	st := s.opts.Runtime.Status()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if st.ShuttingDown {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "shutting down")
+		return
+	}
+	var unready []string
+	for _, a := range st.Apps {
+		if a.Ready < 1 {
+			unready = append(unready, a.Name)
+		}
+	}
+	if len(unready) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "no ready worker: %s\n", strings.Join(unready, ", "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	res := s.opts.Runtime.Reload(r.Context(), TriggerAPI)
+	code := http.StatusOK
+	switch {
+	case res.Applied:
+	case len(res.Problems) > 0:
+		code = http.StatusUnprocessableEntity
+	default:
+		code = http.StatusInternalServerError
+	}
+	s.writeJSON(w, code, res)
+}
+
+// RestartResult is the body of POST /apps/{app}/restart.
+type RestartResult struct {
+	App    string `json:"app"`
+	Result string `json:"result"` // "done", "started" (wait=false) or "failed"
+	Error  string `json:"error,omitempty"`
+}
+
+func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
+	app := chi.URLParam(r, "app")
+	if s.opts.Restarter == nil {
+		s.writeJSON(w, http.StatusNotImplemented, RestartResult{App: app, Result: "failed", Error: "restart not supported"})
+		return
+	}
+	if !s.hasApp(app) {
+		s.writeJSON(w, http.StatusNotFound, RestartResult{App: app, Result: "failed", Error: ErrUnknownApp.Error()})
+		return
+	}
+	wait := true
+	if v := r.URL.Query().Get("wait"); v == "false" || v == "0" {
+		wait = false
+	}
+	done := s.startRoll(app)
+	if !wait {
+		s.writeJSON(w, http.StatusAccepted, RestartResult{App: app, Result: "started"})
+		return
+	}
+	// A client that hangs up does not cancel the roll: stopping a roll
+	// half-way helps nobody, and it stays bounded by Shutdown.
+	select {
+	case err := <-done:
+		switch {
+		case err == nil:
+			s.writeJSON(w, http.StatusOK, RestartResult{App: app, Result: "done"})
+		case errors.Is(err, ErrUnknownApp):
+			s.writeJSON(w, http.StatusNotFound, RestartResult{App: app, Result: "failed", Error: err.Error()})
+		default:
+			s.writeJSON(w, http.StatusConflict, RestartResult{App: app, Result: "failed", Error: err.Error()})
+		}
+	case <-r.Context().Done():
+	}
+}
+
+// startRoll runs one rolling restart in the background under the server's
+// roll context and returns a channel that carries its outcome.
+func (s *Server) startRoll(app string) <-chan error {
+	done := make(chan error, 1)
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		log := s.log.With("app", app)
+		log.Info("rolling restart requested")
+		err := s.opts.Restarter.Restart(s.rolls, app)
+		if err != nil {
+			log.Warn("rolling restart failed", "error", err)
+		} else {
+			log.Debug("rolling restart done")
+		}
+		done <- err
+	}()
+	return done
+}
+
+func (s *Server) hasApp(name string) bool {
+	for _, a := range s.opts.Runtime.Status().Apps {
+		if a.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		s.log.Debug("writing response failed", "error", err)
+	}
+}
+
+// sortedKeys returns m's keys in order, so output is stable across scrapes.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,245 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/corral-dev/corral/pool"
+)
+
+// HTTPError is an unexpected answer from the admin API.
+type HTTPError struct {
+	Code int
+	Body string // the first line of the body, trimmed
+}
+
+func (e *HTTPError) Error() string {
+	if e.Body == "" {
+		return fmt.Sprintf("admin api answered %d", e.Code)
+	}
+	return fmt.Sprintf("admin api answered %d: %s", e.Code, e.Body)
+}
+
+// maxClientBody bounds what the CLI reads from an admin answer.
+const maxClientBody = 16 << 20
+
+// baseURL turns an admin address into a URL prefix: "host:port" gets
+// http://, and an empty host (":9180") means loopback.
+func baseURL(addr string) string {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return strings.TrimSuffix(addr, "/")
+	}
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	return "http://" + addr
+}
+
+// call does one request against the admin API and returns the status code
+// and body. Each call uses its own transport without keep-alive or proxy:
+// the CLI makes one call per run, and HTTP_PROXY must not capture loopback.
+func call(ctx context.Context, method, addr, path string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, baseURL(addr)+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxClientBody))
+	if err != nil {
+		return resp.StatusCode, nil, err
+	}
+	return resp.StatusCode, body, nil
+}
+
+func httpError(code int, body []byte) *HTTPError {
+	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+	return &HTTPError{Code: code, Body: line}
+}
+
+// FetchStatus reads GET /status from the admin API at addr (host:port).
+func FetchStatus(ctx context.Context, addr string) (Status, error) {
+	var st Status
+	code, body, err := call(ctx, http.MethodGet, addr, "/status")
+	if err != nil {
+		return st, fmt.Errorf("fetching status: %w", err)
+	}
+	if code != http.StatusOK {
+		return st, fmt.Errorf("fetching status: %w", httpError(code, body))
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("decoding status: %w", err)
+	}
+	return st, nil
+}
+
+// RequestReload asks the instance at addr to reload its config now. An
+// invalid config (422) or a failed apply (500) comes back as a result with
+// Applied=false and a nil error; err is set only when no outcome was read.
+func RequestReload(ctx context.Context, addr string) (ReloadResult, error) {
+	var res ReloadResult
+	code, body, err := call(ctx, http.MethodPost, addr, "/reload")
+	if err != nil {
+		return res, fmt.Errorf("requesting reload: %w", err)
+	}
+	switch code {
+	case http.StatusOK, http.StatusUnprocessableEntity, http.StatusInternalServerError:
+		if err := json.Unmarshal(body, &res); err != nil {
+			return res, fmt.Errorf("decoding reload result: %w", err)
+		}
+		return res, nil
+	default:
+		return res, fmt.Errorf("requesting reload: %w", httpError(code, body))
+	}
+}
+
+// CheckHealth returns nil when GET /healthz at addr answers 200.
+func CheckHealth(ctx context.Context, addr string) error {
+	code, body, err := call(ctx, http.MethodGet, addr, "/healthz")
+	if err != nil {
+		return fmt.Errorf("checking health: %w", err)
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("checking health: %w", httpError(code, body))
+	}
+	return nil
+}
+
+// WriteStatusTable writes s for humans: a header with version, listen
+// address and last reload, then one row per worker.
+func WriteStatusTable(w io.Writer, s Status) {
+	writeStatusTable(w, s, time.Now())
+}
+
+func writeStatusTable(w io.Writer, s Status, now time.Time) {
+	head := fmt.Sprintf("corral %s  pid %d  listen %s  config %s", orDash(s.Version), s.PID, orDash(s.Listen), orDash(s.Config))
+	if !s.StartedAt.IsZero() {
+		head += "  up " + formatAge(now.Sub(s.StartedAt))
+	}
+	if s.ShuttingDown {
+		head += "  SHUTTING DOWN"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, "last reload: "+reloadLine(s.LastReload))
+	if r := s.LastReload; r != nil {
+		for _, p := range r.Problems {
+			fmt.Fprintln(w, "  "+p)
+		}
+	}
+	var apps []string
+	for _, a := range s.Apps {
+		line := fmt.Sprintf("%s %d/%d ready", a.Name, a.Ready, a.Instances)
+		if a.Queued > 0 {
+			line += fmt.Sprintf(" %d queued", a.Queued)
+		}
+		if a.Roll.State != "" {
+			line += " roll " + a.Roll.State
+		}
+		apps = append(apps, line)
+	}
+	fmt.Fprintln(w, "apps: "+orDash(strings.Join(apps, ", ")))
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP\tWORKER\tPID\tPORT\tSTATE\tRESTARTS\tINFLIGHT\tREQUESTS\tUPTIME\tREASON")
+	for _, a := range s.Apps {
+		if len(a.Workers) == 0 {
+			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\tno workers\n", a.Name)
+		}
+		for _, wk := range a.Workers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n",
+				a.Name, wk.ID, positive(wk.PID), positive(wk.Port), wk.State,
+				wk.Restarts, wk.Inflight, wk.Requests, uptime(wk, now), workerReason(wk))
+		}
+	}
+	tw.Flush()
+}
+
+func reloadLine(r *ReloadResult) string {
+	if r == nil {
+		return "none"
+	}
+	line := r.At.Local().Format(time.DateTime) + " (" + r.Trigger + ") "
+	switch {
+	case r.Applied && r.Changes != "":
+		line += "applied: " + r.Changes
+	case r.Applied:
+		line += "applied, no change"
+	case len(r.Problems) > 0:
+		line += fmt.Sprintf("invalid, %d problem(s), old config kept", len(r.Problems))
+	default:
+		line += "failed: " + r.Error
+	}
+	return line
+}
+
+// workerReason explains a worker's state in one cell: its reason, else why
+// it was ejected, else how its last process ended.
+func workerReason(w pool.WorkerStatus) string {
+	var parts []string
+	if w.Reason != "" {
+		parts = append(parts, w.Reason)
+	}
+	if w.Ejected {
+		parts = append(parts, "ejected: "+orDash(w.EjectReason))
+	}
+	if len(parts) == 0 && w.LastExit != "" && w.State == pool.StateBackoff {
+		parts = append(parts, w.LastExit)
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// uptime is how long the worker's process has run; "-" when none runs.
+func uptime(w pool.WorkerStatus, now time.Time) string {
+	if w.StartedAt.IsZero() || w.PID <= 0 || w.State == pool.StateBackoff {
+		return "-"
+	}
+	return formatAge(now.Sub(w.StartedAt))
+}
+
+// formatAge renders d coarsely: "45s", "12m3s", "5h2m", "3d4h".
+func formatAge(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	default:
+		return fmt.Sprintf("%dd%dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
+	}
+}
+
+func positive(n int) string {
+	if n <= 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

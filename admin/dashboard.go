@@ -1,0 +1,56 @@
+package admin
+
+import (
+	"bytes"
+	_ "embed"
+	"html/template"
+	"net/http"
+	"time"
+
+	"github.com/corral-dev/corral/pool"
+)
+
+//go:embed dashboard.html
+var dashboardSource string
+
+// dashboardTemplate renders the first paint of GET /; the page's script then
+// redraws it from /status every two seconds.
+var dashboardTemplate = template.Must(template.New("dashboard").Funcs(template.FuncMap{
+	"stateClass": stateClass,
+	"uptime":     func(w pool.WorkerStatus) string { return uptime(w, time.Now()) },
+	"reason":     workerReason,
+	"reloadLine": reloadLine,
+	"latency": func(w pool.WorkerStatus) string {
+		if w.Health == nil || w.Health.LastCheck.IsZero() {
+			return "-"
+		}
+		return time.Duration(w.Health.LastLatencyMillis * float64(time.Millisecond)).Round(100 * time.Microsecond).String()
+	},
+}).Parse(dashboardSource))
+
+// stateClass maps a worker state to its CSS class; unknown states get a
+// neutral class rather than a class name taken from data.
+func stateClass(state string) string {
+	for _, s := range workerStates {
+		if s == state {
+			return "state state-" + s
+		}
+	}
+	return "state"
+}
+
+func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
+	var buf bytes.Buffer
+	if err := dashboardTemplate.Execute(&buf, s.snapshot()); err != nil {
+		s.log.Error("rendering dashboard failed", "error", err)
+		http.Error(w, "rendering dashboard failed", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	// Everything the page needs is inline; nothing may load from elsewhere.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.Write(buf.Bytes())
+}

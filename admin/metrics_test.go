@@ -1,0 +1,288 @@
+package admin
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/corral-dev/corral/pool"
+)
+
+// sampleMetrics returns a snapshot source over sampleStatus with live
+// counters the test can drive.
+func sampleMetrics() (metricsFunc, *pool.AppStats, map[string]*pool.WorkerStats) {
+	st := sampleStatus()
+	stats := &pool.AppStats{}
+	workers := map[string]*pool.WorkerStats{
+		"web-1": {}, "web-2": {}, "web-3": {},
+		"web-4": {}, // scaled down: counters stay, no live worker
+	}
+	apiWorkers := map[string]*pool.WorkerStats{"api-1": {}}
+	src := metricsFunc(func() []AppMetrics {
+		return []AppMetrics{
+			{Name: "web", Stats: stats, Workers: workers, Status: st.Apps[0]},
+			{Name: "api", Stats: &pool.AppStats{}, Workers: apiWorkers, Status: st.Apps[1]},
+		}
+	})
+	return src, stats, workers
+}
+
+func TestMetricsValues(t *testing.T) {
+	src, stats, workers := sampleMetrics()
+	workers["web-1"].Observe(200, 3*time.Millisecond)
+	workers["web-1"].Observe(204, 20*time.Millisecond)
+	workers["web-1"].Observe(503, 2*time.Second)
+	workers["web-1"].Errors.Add(1)
+	workers["web-3"].AddRestart()
+	workers["web-3"].AddRestart()
+	stats.Queued.Store(5)
+	stats.QueueRejected.Add(7)
+	stats.QueueTimeouts.Add(2)
+	stats.NoBackend.Add(3)
+	stats.Retries.Add(4)
+	stats.ClientCancelled.Add(6)
+
+	srv := New(Options{Runtime: &fakeRuntime{}, Metrics: src, Version: "1.2.3"})
+	reg := srv.registry
+
+	expected := `
+# HELP corral_requests_total Requests answered through a worker, by status class.
+# TYPE corral_requests_total counter
+corral_requests_total{app="api",code="1xx",worker="api-1"} 0
+corral_requests_total{app="api",code="2xx",worker="api-1"} 0
+corral_requests_total{app="api",code="3xx",worker="api-1"} 0
+corral_requests_total{app="api",code="4xx",worker="api-1"} 0
+corral_requests_total{app="api",code="5xx",worker="api-1"} 0
+corral_requests_total{app="web",code="1xx",worker="web-1"} 0
+corral_requests_total{app="web",code="2xx",worker="web-1"} 2
+corral_requests_total{app="web",code="3xx",worker="web-1"} 0
+corral_requests_total{app="web",code="4xx",worker="web-1"} 0
+corral_requests_total{app="web",code="5xx",worker="web-1"} 1
+corral_requests_total{app="web",code="1xx",worker="web-2"} 0
+corral_requests_total{app="web",code="2xx",worker="web-2"} 0
+corral_requests_total{app="web",code="3xx",worker="web-2"} 0
+corral_requests_total{app="web",code="4xx",worker="web-2"} 0
+corral_requests_total{app="web",code="5xx",worker="web-2"} 0
+corral_requests_total{app="web",code="1xx",worker="web-3"} 0
+corral_requests_total{app="web",code="2xx",worker="web-3"} 0
+corral_requests_total{app="web",code="3xx",worker="web-3"} 0
+corral_requests_total{app="web",code="4xx",worker="web-3"} 0
+corral_requests_total{app="web",code="5xx",worker="web-3"} 0
+corral_requests_total{app="web",code="1xx",worker="web-4"} 0
+corral_requests_total{app="web",code="2xx",worker="web-4"} 0
+corral_requests_total{app="web",code="3xx",worker="web-4"} 0
+corral_requests_total{app="web",code="4xx",worker="web-4"} 0
+corral_requests_total{app="web",code="5xx",worker="web-4"} 0
+# HELP corral_proxy_errors_total Proxy-side failures (502/504 from corral) per worker.
+# TYPE corral_proxy_errors_total counter
+corral_proxy_errors_total{app="api",worker="api-1"} 0
+corral_proxy_errors_total{app="web",worker="web-1"} 1
+corral_proxy_errors_total{app="web",worker="web-2"} 0
+corral_proxy_errors_total{app="web",worker="web-3"} 0
+corral_proxy_errors_total{app="web",worker="web-4"} 0
+# HELP corral_worker_restarts_total Restarts of a worker slot.
+# TYPE corral_worker_restarts_total counter
+corral_worker_restarts_total{app="api",worker="api-1"} 0
+corral_worker_restarts_total{app="web",worker="web-1"} 0
+corral_worker_restarts_total{app="web",worker="web-2"} 0
+corral_worker_restarts_total{app="web",worker="web-3"} 2
+corral_worker_restarts_total{app="web",worker="web-4"} 0
+# HELP corral_inflight_requests Requests being forwarded to a live worker now.
+# TYPE corral_inflight_requests gauge
+corral_inflight_requests{app="api",worker="api-1"} 0
+corral_inflight_requests{app="web",worker="web-1"} 3
+corral_inflight_requests{app="web",worker="web-2"} 0
+corral_inflight_requests{app="web",worker="web-3"} 0
+# HELP corral_worker_ejected 1 while passive health has ejected the worker.
+# TYPE corral_worker_ejected gauge
+corral_worker_ejected{app="api",worker="api-1"} 0
+corral_worker_ejected{app="web",worker="web-1"} 0
+corral_worker_ejected{app="web",worker="web-2"} 1
+corral_worker_ejected{app="web",worker="web-3"} 0
+# HELP corral_health_check_latency_seconds Latency of the worker's last health probe.
+# TYPE corral_health_check_latency_seconds gauge
+corral_health_check_latency_seconds{app="web",worker="web-1"} 0.0025
+# HELP corral_workers Workers of an app by state.
+# TYPE corral_workers gauge
+corral_workers{app="api",state="backoff"} 0
+corral_workers{app="api",state="draining"} 0
+corral_workers{app="api",state="ready"} 1
+corral_workers{app="api",state="starting"} 0
+corral_workers{app="api",state="stopping"} 0
+corral_workers{app="api",state="unhealthy"} 0
+corral_workers{app="web",state="backoff"} 1
+corral_workers{app="web",state="draining"} 0
+corral_workers{app="web",state="ready"} 2
+corral_workers{app="web",state="starting"} 0
+corral_workers{app="web",state="stopping"} 0
+corral_workers{app="web",state="unhealthy"} 0
+# HELP corral_instances_desired Configured instances of an app.
+# TYPE corral_instances_desired gauge
+corral_instances_desired{app="api"} 1
+corral_instances_desired{app="web"} 3
+# HELP corral_queue_depth Requests waiting for a free worker now.
+# TYPE corral_queue_depth gauge
+corral_queue_depth{app="api"} 0
+corral_queue_depth{app="web"} 5
+# HELP corral_queue_rejected_total Requests answered 503 by the queue, by reason (full, timeout).
+# TYPE corral_queue_rejected_total counter
+corral_queue_rejected_total{app="api",reason="full"} 0
+corral_queue_rejected_total{app="api",reason="timeout"} 0
+corral_queue_rejected_total{app="web",reason="full"} 7
+corral_queue_rejected_total{app="web",reason="timeout"} 2
+# HELP corral_no_backend_total Requests answered 503 because no worker was in rotation.
+# TYPE corral_no_backend_total counter
+corral_no_backend_total{app="api"} 0
+corral_no_backend_total{app="web"} 3
+# HELP corral_retries_total Tries after the first one.
+# TYPE corral_retries_total counter
+corral_retries_total{app="api"} 0
+corral_retries_total{app="web"} 4
+# HELP corral_client_cancelled_total Requests the client gave up on (499).
+# TYPE corral_client_cancelled_total counter
+corral_client_cancelled_total{app="api"} 0
+corral_client_cancelled_total{app="web"} 6
+# HELP corral_build_info Always 1; the version label carries the corral version.
+# TYPE corral_build_info gauge
+corral_build_info{version="1.2.3"} 1
+`
+	names := []string{
+		"corral_requests_total", "corral_proxy_errors_total", "corral_worker_restarts_total",
+		"corral_inflight_requests", "corral_worker_ejected", "corral_health_check_latency_seconds",
+		"corral_workers", "corral_instances_desired", "corral_queue_depth", "corral_queue_rejected_total",
+		"corral_no_backend_total", "corral_retries_total", "corral_client_cancelled_total", "corral_build_info",
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected), names...); err != nil {
+		t.Error(err)
+	}
+
+	// The histogram: 3ms and 20ms fall under 0.025, 2s under 2.5.
+	h := `
+# HELP corral_request_duration_seconds Time from forwarding a request to the end of its response.
+# TYPE corral_request_duration_seconds histogram
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.001"} 0
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.0025"} 0
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.005"} 1
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.01"} 1
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.025"} 2
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.05"} 2
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.1"} 2
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.25"} 2
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.5"} 2
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="1"} 2
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="2.5"} 3
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="5"} 3
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="10"} 3
+corral_request_duration_seconds_bucket{app="web",worker="web-1",le="+Inf"} 3
+corral_request_duration_seconds_sum{app="web",worker="web-1"} 2.023
+corral_request_duration_seconds_count{app="web",worker="web-1"} 3
+`
+	web1Only := metricsFunc(func() []AppMetrics {
+		all := src()
+		return []AppMetrics{{Name: "web", Workers: map[string]*pool.WorkerStats{"web-1": all[0].Workers["web-1"]}}}
+	})
+	if err := testutil.CollectAndCompare(newPoolCollector(web1Only), strings.NewReader(h), "corral_request_duration_seconds"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMetricsCountersFollowObserve(t *testing.T) {
+	src, _, workers := sampleMetrics()
+	c := newPoolCollector(src)
+	before := testutil.CollectAndCount(c, "corral_requests_total")
+	for i := 0; i < 5; i++ {
+		workers["web-2"].Observe(404, time.Millisecond)
+	}
+	if after := testutil.CollectAndCount(c, "corral_requests_total"); after != before {
+		t.Errorf("series count changed from %d to %d; classes must always be present", before, after)
+	}
+	exp := `
+# HELP corral_requests_total Requests answered through a worker, by status class.
+# TYPE corral_requests_total counter
+corral_requests_total{app="web",code="1xx",worker="web-2"} 0
+corral_requests_total{app="web",code="2xx",worker="web-2"} 0
+corral_requests_total{app="web",code="3xx",worker="web-2"} 0
+corral_requests_total{app="web",code="4xx",worker="web-2"} 5
+corral_requests_total{app="web",code="5xx",worker="web-2"} 0
+`
+	only := metricsFunc(func() []AppMetrics {
+		return []AppMetrics{{Name: "web", Workers: map[string]*pool.WorkerStats{"web-2": workers["web-2"]}}}
+	})
+	if err := testutil.CollectAndCompare(newPoolCollector(only), strings.NewReader(exp), "corral_requests_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMetricsDuplicateWorkerIDsFold(t *testing.T) {
+	st := sampleStatus().Apps[0]
+	// Mid-roll: the old and the new process of web-1 both show up.
+	dup := st.Workers[0]
+	dup.PID, dup.Inflight, dup.State = 999, 2, pool.StateStarting
+	st.Workers = append(st.Workers, dup)
+	src := metricsFunc(func() []AppMetrics { return []AppMetrics{{Name: "web", Status: st}} })
+
+	exp := `
+# HELP corral_inflight_requests Requests being forwarded to a live worker now.
+# TYPE corral_inflight_requests gauge
+corral_inflight_requests{app="web",worker="web-1"} 5
+corral_inflight_requests{app="web",worker="web-2"} 0
+corral_inflight_requests{app="web",worker="web-3"} 0
+`
+	if err := testutil.CollectAndCompare(newPoolCollector(src), strings.NewReader(exp), "corral_inflight_requests"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(newPoolCollector(src), "corral_workers"); n != len(workerStates) {
+		t.Errorf("corral_workers has %d series, want one per state (%d)", n, len(workerStates))
+	}
+}
+
+func TestObserveReload(t *testing.T) {
+	srv := New(Options{Runtime: &fakeRuntime{}})
+	at := time.Unix(1_700_000_000, 0)
+	srv.ObserveReload(ReloadResult{At: at, Trigger: TriggerStart, Applied: true})
+	srv.ObserveReload(ReloadResult{At: at.Add(time.Hour), Trigger: TriggerFile, Problems: []string{"x"}})
+	srv.ObserveReload(ReloadResult{Trigger: TriggerAPI, Error: "boom"})
+	srv.ObserveReload(ReloadResult{At: at.Add(time.Minute), Trigger: TriggerSignal, Applied: true})
+
+	exp := `
+# HELP corral_config_reloads_total Config reloads by result (applied, invalid, failed).
+# TYPE corral_config_reloads_total counter
+corral_config_reloads_total{result="applied"} 2
+corral_config_reloads_total{result="failed"} 1
+corral_config_reloads_total{result="invalid"} 1
+# HELP corral_config_last_reload_success_timestamp_seconds Unix time of the last successfully applied config.
+# TYPE corral_config_last_reload_success_timestamp_seconds gauge
+corral_config_last_reload_success_timestamp_seconds 1.70000006e+09
+`
+	if err := testutil.GatherAndCompare(srv.registry, strings.NewReader(exp),
+		"corral_config_reloads_total", "corral_config_last_reload_success_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestMetricsScrapeOverSocket(t *testing.T) {
+	src, _, workers := sampleMetrics()
+	workers["web-1"].Observe(201, 4*time.Millisecond)
+	srv, addr := startServer(t, Options{Runtime: &fakeRuntime{}, Metrics: src, Version: "1.2.3"})
+	srv.ObserveReload(ReloadResult{Applied: true, Trigger: TriggerStart})
+
+	code, ctype, body := do(t, "GET", addr, "/metrics")
+	if code != 200 || !strings.HasPrefix(ctype, "text/plain") {
+		t.Fatalf("GET /metrics = %d %q", code, ctype)
+	}
+	mustContain(t, body,
+		`corral_requests_total{app="web",code="2xx",worker="web-1"} 1`,
+		`corral_request_duration_seconds_bucket{app="web",worker="web-1",le="0.005"} 1`,
+		`corral_request_duration_seconds_count{app="web",worker="web-1"} 1`,
+		`corral_workers{app="web",state="backoff"} 1`,
+		`corral_workers{app="web",state="draining"} 0`,
+		`corral_inflight_requests{app="web",worker="web-1"} 3`,
+		`corral_config_reloads_total{result="applied"} 1`,
+		`corral_config_reloads_total{result="invalid"} 0`,
+		`corral_build_info{version="1.2.3"} 1`,
+		"go_goroutines ",
+		"process_start_time_seconds ",
+	)
+}
