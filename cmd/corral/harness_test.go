@@ -33,10 +33,16 @@ func TestMain(m *testing.M) {
 	}
 	corralBin = filepath.Join(dir, "corral")
 	testappBin = filepath.Join(dir, "testapp")
-	for _, b := range [][]string{{corralBin, "."}, {testappBin, "./testdata/testapp"}} {
-		out, err := exec.Command("go", "build", "-o", b[0], b[1]).CombinedOutput()
+	// CORRAL_E2E_RACE=1 builds corral with the race detector, so the
+	// end-to-end tests also check the real wiring for data races.
+	corralArgs := []string{"build", "-o", corralBin}
+	if os.Getenv("CORRAL_E2E_RACE") != "" {
+		corralArgs = append(corralArgs, "-race")
+	}
+	for _, args := range [][]string{append(corralArgs, "."), {"build", "-o", testappBin, "./testdata/testapp"}} {
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", b[1], err, out)
+			fmt.Fprintf(os.Stderr, "go %v: %v\n%s", args, err, out)
 			os.Exit(1)
 		}
 	}
@@ -171,6 +177,9 @@ func (c *corralProc) start(wrap ...string) {
 		default:
 			syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 			<-c.exited
+		}
+		if strings.Contains(c.log.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector fired in corral")
 		}
 		if t.Failed() {
 			t.Logf("corral log:\n%s", c.log.String())
