@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -118,8 +119,15 @@ type Server struct {
 	// rolls bounds rolling restarts started by this server; Shutdown cancels it.
 	rolls       context.Context
 	cancelRolls context.CancelFunc
-	running     sync.WaitGroup
+	// mu guards closed so that no roll is added to running once Shutdown
+	// has started waiting for it.
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup
 }
+
+// errShuttingDown refuses rolling restarts asked for during Shutdown.
+var errShuttingDown = errors.New("admin api is shutting down")
 
 // New builds a Server with its router and metrics registry.
 func New(opts Options) *Server {
@@ -142,10 +150,11 @@ func New(opts Options) *Server {
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(sameOrigin)
+	// HEAD /healthz and /readyz are what some load balancers send.
+	r.Use(middleware.GetHead, sameOrigin)
 	r.Get("/", s.dashboard)
 	r.Get("/status", s.status)
-	r.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
+	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
 		ErrorLog:      s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
@@ -177,6 +186,9 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	// Cancel rolls first: a waiting restart request would otherwise hold
 	// http.Server.Shutdown until the roll finishes.
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 	s.cancelRolls()
 	err := s.http.Shutdown(ctx)
 	done := make(chan struct{})
@@ -304,7 +316,11 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("wait"); v == "false" || v == "0" {
 		wait = false
 	}
-	done := s.startRoll(app)
+	done, err := s.startRoll(app)
+	if err != nil {
+		s.writeJSON(w, http.StatusServiceUnavailable, RestartResult{App: app, Result: "failed", Error: err.Error()})
+		return
+	}
 	if !wait {
 		s.writeJSON(w, http.StatusAccepted, RestartResult{App: app, Result: "started"})
 		return
@@ -326,8 +342,14 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 }
 
 // startRoll runs one rolling restart in the background under the server's
-// roll context and returns a channel that carries its outcome.
-func (s *Server) startRoll(app string) <-chan error {
+// roll context and returns a channel that carries its outcome; it refuses
+// once Shutdown has begun.
+func (s *Server) startRoll(app string) (<-chan error, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errShuttingDown
+	}
 	done := make(chan error, 1)
 	s.running.Add(1)
 	go func() {
@@ -342,7 +364,7 @@ func (s *Server) startRoll(app string) <-chan error {
 		}
 		done <- err
 	}()
-	return done
+	return done, nil
 }
 
 func (s *Server) hasApp(name string) bool {

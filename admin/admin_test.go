@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -278,6 +279,23 @@ func TestShutdownReleasesWaitingRestart(t *testing.T) {
 	}
 }
 
+func TestRestartRefusedAfterShutdown(t *testing.T) {
+	var calls atomic.Int32
+	rs := restartFunc(func(ctx context.Context, app string) error { calls.Add(1); return nil })
+	srv := New(Options{Runtime: &fakeRuntime{status: sampleStatus()}, Restarter: rs})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The handler still works in-process (e.g. a request that raced Shutdown).
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/apps/web/restart?wait=false", nil))
+	if rec.Code != http.StatusServiceUnavailable || calls.Load() != 0 {
+		t.Errorf("restart after Shutdown = %d with %d rolls, want 503 and none", rec.Code, calls.Load())
+	}
+}
+
 func TestRestartWithoutRestarter(t *testing.T) {
 	_, addr := startServer(t, Options{Runtime: &fakeRuntime{status: sampleStatus()}})
 	if code, _, _ := do(t, "POST", addr, "/apps/web/restart"); code != http.StatusNotImplemented {
@@ -297,6 +315,9 @@ func TestUnknownRouteAndWrongMethod(t *testing.T) {
 		{"POST", "/status", http.StatusMethodNotAllowed},
 		{"GET", "/apps/web/restart", http.StatusMethodNotAllowed},
 		{"DELETE", "/", http.StatusMethodNotAllowed},
+		{"POST", "/metrics", http.StatusMethodNotAllowed},
+		{"HEAD", "/healthz", http.StatusOK},
+		{"HEAD", "/", http.StatusOK},
 	}
 	for _, tt := range tests {
 		if code, _, _ := do(t, tt.method, addr, tt.path); code != tt.code {
