@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -257,5 +258,26 @@ func TestReason(t *testing.T) {
 		if got := reason(tc.err); got != tc.want {
 			t.Errorf("reason(%v) = %q, want %q", tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestKeepAliveReusesOneConnection(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	p := newTestProbe(t, httpSpec(1, 1), strings.TrimPrefix(srv.URL, "http://"), nil)
+	for range 20 {
+		step(t, p, true)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("20 probes opened %d connections, want 1", n)
 	}
 }

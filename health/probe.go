@@ -21,16 +21,22 @@ var StartInterval = 100 * time.Millisecond
 
 // Defaults used when the app has no health block or leaves a setting zero.
 const (
-	DefaultInterval           = 2 * time.Second
-	DefaultTimeout            = 1 * time.Second
-	DefaultHealthyThreshold   = 1
+	// DefaultInterval is the time between probes of a started worker.
+	DefaultInterval = 2 * time.Second
+	// DefaultTimeout bounds one probe.
+	DefaultTimeout = 1 * time.Second
+	// DefaultHealthyThreshold is the consecutive passes that turn a worker healthy again.
+	DefaultHealthyThreshold = 1
+	// DefaultUnhealthyThreshold is the consecutive failures that turn a worker unhealthy.
 	DefaultUnhealthyThreshold = 3
 )
 
-// Probe types.
+// Probe types, as in config.Health.Type.
 const (
+	// TypeHTTP probes with an HTTP GET of the health path.
 	TypeHTTP = "http"
-	TypeTCP  = "tcp"
+	// TypeTCP probes by connecting and closing at once.
+	TypeTCP = "tcp"
 )
 
 // jitterFraction is how far each normal interval may stray from the

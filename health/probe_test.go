@@ -3,6 +3,11 @@ package health
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -311,4 +316,47 @@ func TestNormalizeDefaults(t *testing.T) {
 	if got := normalize(&config.Health{Path: "health"}); got.Type != TypeHTTP || got.Path != "/health" {
 		t.Fatalf("path without type: %+v", got)
 	}
+}
+
+func BenchmarkStepHTTP(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	}))
+	defer srv.Close()
+	p := NewProbe(httpSpec(1, 1), "web-1", strings.TrimPrefix(srv.URL, "http://"), nil, nil)
+	defer p.transport.CloseIdleConnections()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Step(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkStepTCP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	p := NewProbe(nil, "web-1", ln.Addr().String(), nil, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Step(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ln.Close()
+	<-done
 }
