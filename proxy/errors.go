@@ -1,0 +1,82 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+)
+
+// Error is a failure the proxy answers itself. Its status and body are what
+// the client sees; nothing internal (addresses, Go errors) leaks into them.
+type Error struct {
+	// Status is the HTTP status code sent (499 is counted, never sent).
+	Status int
+	// Body is the short plain-text body.
+	Body string
+	// RetryAfter is the Retry-After value in seconds, "" for none.
+	RetryAfter string
+	// Close asks for Connection: close because the connection state is unclear.
+	Close bool
+}
+
+func (e *Error) Error() string { return e.Body[:len(e.Body)-1] }
+
+// Failures the proxy answers itself.
+var (
+	ErrNoRoute        = &Error{Status: 404, Body: "404 no app for this host and path\n"}
+	ErrNoBackend      = &Error{Status: 503, Body: "503 no worker available\n", RetryAfter: "1"}
+	ErrQueueFull      = &Error{Status: 503, Body: "503 server busy, queue full\n", RetryAfter: "1"}
+	ErrQueueTimeout   = &Error{Status: 503, Body: "503 server busy, queue timeout\n", RetryAfter: "1"}
+	ErrBadGateway     = &Error{Status: 502, Body: "502 bad gateway\n"}
+	ErrGatewayTimeout = &Error{Status: 504, Body: "504 gateway timeout\n"}
+	ErrBodyTooLarge   = &Error{Status: 413, Body: "413 request body too large\n", Close: true}
+	ErrHeaderTooLarge = &Error{Status: 431, Body: "431 request header fields too large\n", Close: true}
+	ErrBadRequest     = &Error{Status: 400, Body: "400 bad request\n", Close: true}
+	ErrClientGone     = &Error{Status: 499, Body: "499 client closed request\n", Close: true}
+)
+
+// dialError marks a failure to connect to a worker: the request was not
+// sent, so any method may be retried elsewhere.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "dialing worker: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// errorFor maps any failure to the answer the client gets: the proxy's own
+// errors as they are, timeouts to 504, every other engine or connection
+// error to 502. It is the one place that decides status codes for failures.
+func errorFor(err error) *Error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	if isTimeout(err) {
+		return ErrGatewayTimeout
+	}
+	return ErrBadGateway
+}
+
+// isTimeout reports whether err is a deadline or timeout error, but not a
+// dial timeout (the worker did not accept: that is a connection failure).
+func isTimeout(err error) bool {
+	var de *dialError
+	if errors.As(err, &de) {
+		return false
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var t interface{ Timeout() bool }
+	if errors.As(err, &t) && t.Timeout() {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// notSent reports whether err happened before any byte of the request
+// reached the worker.
+func notSent(err error) bool {
+	var de *dialError
+	return errors.As(err, &de)
+}

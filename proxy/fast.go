@@ -1,0 +1,487 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/corral-dev/corral/config"
+	"github.com/corral-dev/corral/pool"
+)
+
+// bodyBufferLimit is the largest request body read into memory before the
+// request is forwarded; such bodies can be replayed on a retry. Larger
+// bodies are streamed to the worker and never retried once sent.
+const bodyBufferLimit = 256 << 10
+
+// noReadTimeout stands for "no limit" where fasthttp takes 0 as "default".
+const noReadTimeout = 365 * 24 * time.Hour
+
+// Serve serves plain HTTP/1.1 (and h2c when enabled) on ln until ln is
+// closed or Shutdown; it returns nil then. Several listeners may be served
+// at once; each gets an engine server built from the current settings.
+func (p *Proxy) Serve(ln net.Listener) error {
+	s := p.newFastServer()
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return nil
+	}
+	p.fast = append(p.fast, s)
+	p.mu.Unlock()
+	if p.settings.Load().H2C {
+		ln = newH2CListener(ln, p)
+	}
+	err := s.Serve(ln)
+	if err == nil || errors.Is(err, net.ErrClosed) || p.isClosing() {
+		return nil
+	}
+	return fmt.Errorf("serving http: %w", err)
+}
+
+func (p *Proxy) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closing
+}
+
+func (p *Proxy) newFastServer() *fasthttp.Server {
+	st := p.settings.Load()
+	header := st.MaxHeaderBytes
+	if header < 4096 {
+		header = 4096
+	}
+	return &fasthttp.Server{
+		Handler:                      p.serveFast,
+		ErrorHandler:                 p.fastError,
+		HeaderReceived:               p.headerReceived,
+		ConnState:                    p.trackConn,
+		Logger:                       fastLogger{p.log.Named("http")},
+		ReadBufferSize:               header,
+		ReadTimeout:                  st.ReadHeaderTimeout,
+		WriteTimeout:                 st.WriteTimeout,
+		IdleTimeout:                  st.IdleTimeout,
+		MaxRequestBodySize:           bodyBufferLimit,
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		NoDefaultDate:                true,
+		SecureErrorLogMessage:        true,
+		CloseOnShutdown:              true,
+		KeepHijackedConns:            true,
+	}
+}
+
+// headerReceived extends the connection's read deadline from the header
+// timeout to the whole-request timeout once headers are in.
+func (p *Proxy) headerReceived(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	st := p.settings.Load()
+	rt := st.ReadTimeout
+	if rt <= 0 {
+		rt = noReadTimeout
+	}
+	return fasthttp.RequestConfig{ReadTimeout: rt, WriteTimeout: st.WriteTimeout}
+}
+
+// fastError answers requests the engine could not parse.
+func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		writeFastError(ctx, ErrHeaderTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeFastError(ctx, ErrBodyTooLarge)
+	case isTimeout(err):
+		ctx.SetConnectionClose()
+	default:
+		p.log.Debug("bad request", "client", ctx.RemoteAddr().String(), "error", err)
+		writeFastError(ctx, ErrBadRequest)
+	}
+}
+
+// writeFastError writes the proxy's own answer for e.
+func writeFastError(ctx *fasthttp.RequestCtx, e *Error) {
+	r := &ctx.Response
+	r.Reset()
+	r.SetStatusCode(e.Status)
+	r.Header.SetContentTypeBytes(textPlain)
+	r.Header.Set("X-Content-Type-Options", "nosniff")
+	if e.RetryAfter != "" {
+		r.Header.Set("Retry-After", e.RetryAfter)
+	}
+	if e.Close {
+		r.SetConnectionClose()
+	}
+	r.SetBodyString(e.Body)
+}
+
+var textPlain = []byte("text/plain; charset=utf-8")
+
+// fastCall is one request's scratch state, pooled to keep the hot path
+// free of allocations.
+type fastCall struct {
+	req   Request
+	buf   []byte
+	reqID []byte
+}
+
+var fastCalls = sync.Pool{New: func() any { return &fastCall{buf: make([]byte, 0, 128)} }}
+
+// serveFast is the fasthttp request handler.
+func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
+	st := p.settings.Load()
+	h := &ctx.Request.Header
+	uri := h.RequestURI()
+	rt := p.router.Load().match(b2s(h.Host()), b2s(uriPath(uri)))
+	if rt == nil {
+		writeFastError(ctx, ErrNoRoute)
+		return
+	}
+	t := rt.src.Table()
+	if t == nil {
+		writeFastError(ctx, ErrNoBackend)
+		return
+	}
+	cl := h.ContentLength()
+	if st.MaxBodyBytes > 0 && int64(cl) > st.MaxBodyBytes {
+		writeFastError(ctx, ErrBodyTooLarge)
+		return
+	}
+	replayable := true
+	if ctx.Request.IsBodyStream() {
+		if cl >= 0 && cl <= bodyBufferLimit {
+			ctx.Request.Body() // small: buffer it so a retry can send it again
+		} else {
+			replayable = false
+		}
+	}
+
+	c := fastCalls.Get().(*fastCall)
+	clientClose := h.ConnectionClose()
+	defer func() {
+		if clientClose {
+			ctx.Response.SetConnectionClose()
+		}
+		c.req = Request{}
+		c.buf = c.buf[:0]
+		c.reqID = c.reqID[:0]
+		fastCalls.Put(c)
+	}()
+	peer := remoteAddr(ctx.RemoteAddr())
+	upgrade := isUpgrade(h)
+	c.prepare(ctx, p, st, rt, peer, uri, upgrade)
+
+	r := &c.req
+	r.ClientIP = peer
+	if rt.cookieName != "" {
+		r.Sticky = h.Cookie(rt.cookieName)
+	}
+	if upgrade {
+		p.tunnelFast(ctx, rt, t, c)
+		return
+	}
+	policy := retryPolicy{
+		left:       t.App.Retries,
+		idempotent: idempotentMethod(b2s(h.Method())) || len(h.Peek("Idempotency-Key")) > 0,
+		replayable: replayable,
+	}
+	if t.App.RetryTimeout > 0 {
+		policy.deadline = ctx.Time().Add(t.App.RetryTimeout)
+	}
+	for {
+		r.now = time.Now().UnixNano()
+		r.max = int64(t.App.MaxInflight)
+		b, err := acquire(rt, t, r, clientWatch{conn: ctx.Conn()})
+		if err != nil {
+			if err == ErrClientGone {
+				p.log.Debug("client left while queued", "app", rt.name)
+			}
+			writeFastError(ctx, err.(*Error))
+			return
+		}
+		err = p.forwardFast(ctx, rt, t, b, c)
+		if err == nil {
+			return
+		}
+		release(rt, b)
+		now := time.Now()
+		passiveFailure(p.log, t, b, now, failureReason(err))
+		if policy.again(err, now) {
+			t.Stats.Retries.Add(1)
+			p.log.Debug("retrying request", "app", rt.name, "worker", b.ID, "error", err)
+			r.avoid = b
+			if nt := rt.src.Table(); nt != nil {
+				t = nt
+			}
+			continue
+		}
+		e := errorFor(err)
+		b.Stats.Observe(e.Status, now.Sub(ctx.Time()))
+		b.Stats.Errors.Add(1)
+		p.log.Debug("request failed", "app", rt.name, "worker", b.ID, "status", e.Status, "error", err)
+		writeFastError(ctx, e)
+		return
+	}
+}
+
+// forwardFast sends the request to b and, on success, sets the client's
+// response to stream b's answer. b's slot is released when that stream
+// is closed (after the last byte was written or the client left).
+func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, b *pool.Backend, c *fastCall) error {
+	u, ok := b.Upstream.(*upstream)
+	if !ok {
+		return &dialError{err: errors.New("backend has no upstream")}
+	}
+	st := p.settings.Load()
+	resp := fasthttp.AcquireResponse()
+	var err error
+	if st.ResponseHeaderTimeout > 0 {
+		err = u.hc.DoTimeout(&ctx.Request, resp, st.ResponseHeaderTimeout+st.DialTimeout)
+	} else {
+		err = u.hc.Do(&ctx.Request, resp)
+	}
+	if err != nil {
+		fasthttp.ReleaseResponse(resp)
+		if errors.Is(err, fasthttp.ErrNoFreeConns) {
+			return &dialError{err: err}
+		}
+		return err
+	}
+	liftReadDeadline(resp.RemoteAddr())
+	status := resp.StatusCode()
+	if status >= 500 && t.App.Passive.Count5xx {
+		passiveFailure(p.log, t, b, time.Now(), "status "+statusText(status))
+	} else {
+		passiveSuccess(b, time.Now().UnixNano())
+	}
+
+	out := &ctx.Response
+	resp.Header.CopyTo(&out.Header)
+	out.Header.ResetConnectionClose()
+	stripResponseHops(&out.Header)
+	if len(c.reqID) > 0 {
+		out.Header.SetBytesV("X-Request-Id", c.reqID)
+	}
+	if rt.cookieName != "" && string(c.req.Sticky) != b.ID {
+		out.Header.Add("Set-Cookie", rt.cookieName+"="+b.ID+"; Path=/; HttpOnly; SameSite=Lax")
+	}
+
+	body := resp.BodyStream()
+	if body == nil {
+		b.Stats.Observe(status, time.Since(ctx.Time()))
+		fasthttp.ReleaseResponse(resp)
+		release(rt, b)
+		return nil
+	}
+	size := resp.Header.ContentLength()
+	if size < -1 {
+		size = -1 // read-until-close from the worker: re-frame as chunked
+	}
+	rl := relays.Get().(*relay)
+	*rl = relay{body: body, resp: resp, rt: rt, b: b, start: ctx.Time(), status: status}
+	out.SetBodyStream(rl, size)
+	return nil
+}
+
+// relay is the client response body: it reads the worker's body and, when
+// the engine closes it, records the request and frees the worker slot.
+type relay struct {
+	body   io.Reader
+	resp   *fasthttp.Response
+	rt     *route
+	b      *pool.Backend
+	start  time.Time
+	status int
+}
+
+var relays = sync.Pool{New: func() any { return &relay{} }}
+
+func (r *relay) Read(p []byte) (int, error) { return r.body.Read(p) }
+
+// Close ends the stream: the worker connection goes back to its pool (or
+// is closed when the body was not read to its end).
+func (r *relay) Close() error {
+	err := r.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(r.resp)
+	r.b.Stats.Observe(r.status, time.Since(r.start))
+	release(r.rt, r.b)
+	*r = relay{}
+	relays.Put(r)
+	return err
+}
+
+// prepare rewrites the request headers for the worker: hop-by-hop headers
+// out, X-Forwarded-*, X-Request-Start and X-Request-Id in, the path
+// stripped of the app's prefix when asked.
+func (c *fastCall) prepare(ctx *fasthttp.RequestCtx, p *Proxy, st *config.Proxy, rt *route, peer netip.Addr, uri []byte, upgrade bool) {
+	h := &ctx.Request.Header
+	if conn := h.Peek("Connection"); len(conn) > 0 {
+		connectionTokens(conn, func(tok []byte) {
+			if !equalFold(tok, "close") && !equalFold(tok, "keep-alive") && !equalFold(tok, "upgrade") {
+				h.DelBytes(tok)
+			}
+		})
+	}
+	if !upgrade {
+		h.Del("Connection")
+		h.Del("Upgrade")
+	}
+	for _, name := range requestHops {
+		if len(h.Peek(name)) > 0 {
+			h.Del(name)
+		}
+	}
+	// The worker connection stays open even when the client's closes.
+	h.ResetConnectionClose()
+	// The Host header goes to the worker as the client sent it (the engine
+	// would otherwise rebuild it, lowercased, from the parsed URI).
+	ctx.Request.UseHostHeader = true
+
+	isTrusted := len(st.TrustedProxies) > 0 && trusted(st.TrustedProxies, peer)
+	buf := c.buf[:0]
+	if prior := h.Peek("X-Forwarded-For"); isTrusted && len(prior) > 0 {
+		buf = append(buf, prior...)
+		buf = append(buf, ", "...)
+	}
+	buf = peer.AppendTo(buf)
+	h.SetBytesV("X-Forwarded-For", buf)
+	if !isTrusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
+		h.Set("X-Forwarded-Proto", "http")
+	}
+	if !isTrusted || len(h.Peek("X-Forwarded-Host")) == 0 {
+		h.SetBytesV("X-Forwarded-Host", h.Host())
+	}
+	buf = appendRequestStart(buf[:0], ctx.Time())
+	h.SetBytesV("X-Request-Start", buf)
+	if id := h.Peek("X-Request-Id"); len(id) > 0 {
+		if st.RequestID {
+			c.reqID = append(c.reqID[:0], id...)
+		}
+	} else if st.RequestID {
+		c.reqID = p.ids.appendNext(c.reqID[:0])
+		h.SetBytesV("X-Request-Id", c.reqID)
+	}
+	if rt.strip && rt.prefix != "" {
+		path := uriPath(uri)
+		if hasPathPrefix(b2s(path), rt.prefix) {
+			buf = append(buf[:0], rt.strippedPath(b2s(path))...)
+			buf = append(buf, uri[len(path):]...)
+			ctx.Request.SetRequestURIBytes(buf)
+		}
+	}
+	c.buf = buf
+}
+
+// requestHops are the hop-by-hop request headers besides Connection and
+// Upgrade, which upgrades keep.
+var requestHops = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Te", "Trailer"}
+
+// stripResponseHops removes hop-by-hop headers from a worker's response
+// (names as the worker wrote them, any case).
+func stripResponseHops(h *fasthttp.ResponseHeader) {
+	var drop []string
+	if conn := h.Peek("Connection"); len(conn) > 0 {
+		connectionTokens(conn, func(tok []byte) { drop = append(drop, string(tok)) })
+	}
+	for k := range h.All() {
+		if isHopHeader(k) && !equalFold(k, "Transfer-Encoding") {
+			drop = append(drop, string(k))
+		}
+	}
+	for _, k := range drop {
+		h.Del(k)
+	}
+}
+
+// uriPath returns the path of a raw request target, without the query and,
+// for absolute-form targets, without scheme and authority.
+func uriPath(uri []byte) []byte {
+	if len(uri) > 0 && uri[0] != '/' {
+		if i := indexOf(uri, "://"); i >= 0 {
+			rest := uri[i+3:]
+			j := 0
+			for j < len(rest) && rest[j] != '/' && rest[j] != '?' {
+				j++
+			}
+			uri = rest[j:]
+		}
+	}
+	for i, ch := range uri {
+		if ch == '?' || ch == '#' {
+			return uri[:i]
+		}
+	}
+	return uri
+}
+
+func indexOf(b []byte, s string) int {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if string(b[i:i+len(s)]) == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// isUpgrade reports whether the request asks to switch protocols (but not
+// to h2c, which is answered on this hop, never passed on).
+func isUpgrade(h *fasthttp.RequestHeader) bool {
+	if !h.ConnectionUpgrade() {
+		return false
+	}
+	up := h.Peek("Upgrade")
+	return len(up) > 0 && !equalFold(up, "h2c")
+}
+
+// remoteAddr returns the IP of a peer address.
+func remoteAddr(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// b2s views b as a string without copying; the string must not outlive b.
+func b2s(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// fastLogger sends the engine's own log lines to hclog at debug level
+// (they are about individual client connections).
+type fastLogger struct{ log hclog.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	if l.log.IsDebug() {
+		l.log.Debug(fmt.Sprintf(format, args...))
+	}
+}
+
+// failureReason names a failure for the ejection log line.
+func failureReason(err error) string {
+	switch {
+	case notSent(err):
+		return "connection failed"
+	case isTimeout(err):
+		return "timeout"
+	default:
+		return "connection error"
+	}
+}
+
+func statusText(code int) string {
+	return string(rune('0'+code/100)) + string(rune('0'+code/10%10)) + string(rune('0'+code%10))
+}

@@ -1,0 +1,197 @@
+// Package proxy is corral's public reverse proxy: it routes each request to
+// an app by host and path, picks a worker by the app's balancing policy
+// under a per-worker concurrency cap with a bounded FIFO queue, retries
+// failures that are safe to retry, ejects failing workers (passive health),
+// and streams bodies, SSE and upgraded connections. Plain HTTP/1.1 runs on
+// fasthttp for speed; HTTPS with HTTP/2 (and h2c) runs on net/http, both
+// over the same routing, balancing, queue and retry core.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/valyala/fasthttp"
+
+	"github.com/corral-dev/corral/config"
+	"github.com/corral-dev/corral/pool"
+)
+
+// Proxy is the public reverse proxy. Its routing and settings are swapped
+// atomically, so requests never take a lock unless they must queue.
+type Proxy struct {
+	log      hclog.Logger
+	settings atomic.Pointer[config.Proxy]
+	router   atomic.Pointer[router]
+	ids      *requestIDs
+	std      http.Handler
+
+	mu       sync.Mutex // guards everything below
+	queues   map[string]*queue
+	fast     []*fasthttp.Server
+	https    []*http.Server
+	conns    map[net.Conn]struct{} // client connections, closed when Shutdown gives up
+	tunnels  map[*tunnel]struct{}
+	closing  bool
+	shutdown chan struct{} // closed when Shutdown starts
+	streams  sync.WaitGroup
+}
+
+// New returns a proxy with the given settings and no apps (every request
+// answers 404 until SetApps).
+func New(settings config.Proxy, log hclog.Logger) *Proxy {
+	p := &Proxy{
+		log:      log.Named("proxy"),
+		ids:      newRequestIDs(),
+		queues:   map[string]*queue{},
+		conns:    map[net.Conn]struct{}{},
+		tunnels:  map[*tunnel]struct{}{},
+		shutdown: make(chan struct{}),
+	}
+	p.settings.Store(&settings)
+	p.router.Store(newRouter(nil))
+	p.std = http.HandlerFunc(p.serveStd)
+	return p
+}
+
+// SetApps publishes a new router built from apps; tables maps app name to
+// its source. Safe to call at any time (reload): requests in flight keep
+// what they loaded, and the queues of apps that keep their name survive.
+func (p *Proxy) SetApps(apps []*config.App, tables map[string]TableSource) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	routes := make([]*route, 0, len(apps))
+	keep := make(map[string]*queue, len(apps))
+	for _, a := range apps {
+		src := tables[a.Name]
+		if src == nil {
+			p.log.Warn("app has no routing table, skipping", "app", a.Name)
+			continue
+		}
+		q := p.queues[a.Name]
+		if q == nil {
+			q = &queue{}
+		}
+		keep[a.Name] = q
+		rt := &route{
+			name:   a.Name,
+			spec:   a,
+			src:    src,
+			sel:    newSelector(a.Balance),
+			queue:  q,
+			prefix: a.PathPrefix,
+			strip:  a.StripPrefix,
+		}
+		if a.Balance == config.BalanceCookie {
+			rt.cookieName = a.StickyCookie
+			if rt.cookieName == "" {
+				rt.cookieName = "corral_" + a.Name
+			}
+		}
+		routes = append(routes, rt)
+	}
+	p.queues = keep
+	p.router.Store(newRouter(routes))
+	for _, rt := range routes {
+		rt.queue.rt.Store(rt)
+		// A reload may raise caps or add backends: let waiters through.
+		rt.queue.handoff()
+	}
+}
+
+// SetSettings applies proxy settings in place. Request-level settings
+// (timeouts, body limit, trusted proxies, request id) apply to the next
+// request; listener-level ones (header size, idle timeout) apply to
+// listeners served after the call.
+func (p *Proxy) SetSettings(s config.Proxy) {
+	p.settings.Store(&s)
+}
+
+// Handler returns the net/http form of the proxy (used by ServeTLS, h2c and tests).
+func (p *Proxy) Handler() http.Handler {
+	return p.std
+}
+
+// Shutdown stops accepting, waits for in-flight requests and streams to
+// finish until ctx is done, then closes what remains. It is idempotent.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	if !p.closing {
+		p.closing = true
+		close(p.shutdown)
+	}
+	fast := append([]*fasthttp.Server(nil), p.fast...)
+	https := append([]*http.Server(nil), p.https...)
+	p.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, len(fast)+len(https))
+	for _, s := range fast {
+		wg.Go(func() { errs <- s.ShutdownWithContext(ctx) })
+	}
+	for _, s := range https {
+		wg.Go(func() { errs <- s.Shutdown(ctx) })
+	}
+	streamsDone := make(chan struct{})
+	go func() {
+		p.streams.Wait()
+		close(streamsDone)
+	}()
+	wg.Wait()
+	select {
+	case <-streamsDone:
+	case <-ctx.Done():
+	}
+	if ctx.Err() != nil {
+		p.closeRemaining()
+		<-streamsDone
+	}
+	close(errs)
+	for err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// closeRemaining closes client connections and tunnels that outlived the
+// shutdown deadline.
+func (p *Proxy) closeRemaining() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	for t := range p.tunnels {
+		t.close()
+	}
+	for _, s := range p.https {
+		_ = s.Close()
+	}
+}
+
+// trackConn follows client connections of the fasthttp listeners so that
+// Shutdown can close the ones still busy at its deadline.
+func (p *Proxy) trackConn(c net.Conn, state fasthttp.ConnState) {
+	switch state {
+	case fasthttp.StateNew:
+		p.mu.Lock()
+		p.conns[c] = struct{}{}
+		p.mu.Unlock()
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		p.mu.Lock()
+		delete(p.conns, c)
+		p.mu.Unlock()
+	}
+}
+
+// NewUpstream makes the engine's connection pool for one backend.
+func (p *Proxy) NewUpstream(addr string, spec *config.App) pool.Upstream {
+	return newUpstream(p, addr, spec)
+}
