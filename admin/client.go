@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -186,8 +187,9 @@ func reloadLine(r *ReloadResult) string {
 	return line
 }
 
-// workerReason explains a worker's state in one cell: its reason, else why
-// it was ejected, else how its last process ended.
+// workerReason explains a worker's state in one cell: its reason, why it
+// was ejected, how its last process ended (in backoff) and its last failed
+// probe, without saying the same thing twice.
 func workerReason(w pool.WorkerStatus) string {
 	var parts []string
 	if w.Reason != "" {
@@ -196,8 +198,11 @@ func workerReason(w pool.WorkerStatus) string {
 	if w.Ejected {
 		parts = append(parts, "ejected: "+orDash(w.EjectReason))
 	}
-	if len(parts) == 0 && w.LastExit != "" && w.State == pool.StateBackoff {
+	if w.State == pool.StateBackoff && w.LastExit != "" && !slices.Contains(parts, w.LastExit) {
 		parts = append(parts, w.LastExit)
+	}
+	if h := w.Health; h != nil && h.LastError != "" && !slices.Contains(parts, h.LastError) {
+		parts = append(parts, "health: "+h.LastError)
 	}
 	if len(parts) == 0 {
 		return "-"

@@ -3,6 +3,7 @@ package admin
 import (
 	"bytes"
 	_ "embed"
+	"fmt"
 	"html/template"
 	"net/http"
 	"time"
@@ -19,14 +20,22 @@ var dashboardTemplate = template.Must(template.New("dashboard").Funcs(template.F
 	"stateClass": stateClass,
 	"uptime":     func(w pool.WorkerStatus) string { return uptime(w, time.Now()) },
 	"reason":     workerReason,
+	"positive":   positive,
 	"reloadLine": reloadLine,
-	"latency": func(w pool.WorkerStatus) string {
-		if w.Health == nil || w.Health.LastCheck.IsZero() {
-			return "-"
-		}
-		return time.Duration(w.Health.LastLatencyMillis * float64(time.Millisecond)).Round(100 * time.Microsecond).String()
-	},
+	"latency":    probeLatency,
 }).Parse(dashboardSource))
+
+// probeLatency renders the last probe's latency as the page's script does.
+func probeLatency(w pool.WorkerStatus) string {
+	h := w.Health
+	if h == nil || h.LastCheck.IsZero() {
+		return "-"
+	}
+	if h.LastLatencyMillis < 1 {
+		return fmt.Sprintf("%.0fµs", h.LastLatencyMillis*1000)
+	}
+	return fmt.Sprintf("%.1fms", h.LastLatencyMillis)
+}
 
 // stateClass maps a worker state to its CSS class; unknown states get a
 // neutral class rather than a class name taken from data.
