@@ -1,0 +1,235 @@
+# lib.sh: helpers shared by proxy.sh and live-change.sh. Source it, do not run it.
+#
+# Every process a script starts goes through start_bg, so the EXIT trap can
+# stop exactly those processes by PID and nothing else on the machine.
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+
+STARTED_PIDS=()  # processes this script started, in start order
+ORPHAN_PIDS=()   # corral workers, stopped by corral itself; killed only if they outlive it
+LAST_PID=""
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+# stop_pid PID GRACE_SECONDS: SIGTERM, wait up to GRACE, then SIGKILL.
+stop_pid() {
+  local pid=$1 grace=$2 deadline
+  alive "$pid" || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  deadline=$((SECONDS + grace))
+  while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  if alive "$pid"; then
+    log "pid $pid ignored SIGTERM for ${grace}s, killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
+
+# cleanup stops, newest first, every process start_bg started, then any corral
+# worker that outlived corral. Installed as the EXIT trap by bench_init.
+cleanup() {
+  local rc=$? i
+  trap - EXIT
+  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+    stop_pid "${STARTED_PIDS[i]}" 20
+  done
+  for i in "${ORPHAN_PIDS[@]}"; do
+    if alive "$i"; then
+      log "worker pid $i outlived corral, killing it"
+      kill -KILL "$i" 2>/dev/null || true
+    fi
+  done
+  if [[ -n ${WORK:-} && -d $WORK && -z ${KEEP_WORK:-} ]]; then
+    rm -rf "$WORK"
+  elif [[ -n ${WORK:-} ]]; then
+    log "kept $WORK"
+  fi
+  exit "$rc"
+}
+
+# bench_init makes the work directory ($WORK) and installs the traps.
+bench_init() {
+  WORK=$(mktemp -d /tmp/corral-bench.XXXXXX)
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# ensure_packages TOOL...: installs the Debian packages named like the missing
+# tools. A policy-rc.d that denies service starts keeps the packages' own
+# services (nginx on :80, haproxy) from starting during the install.
+ensure_packages() {
+  local missing=() tool policy=/usr/sbin/policy-rc.d added=""
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  ((EUID == 0)) || die "missing ${missing[*]}; install them or run as root"
+  log "installing ${missing[*]}"
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  local rc=0
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
+    >"$WORK/apt.log" 2>&1 || rc=$?
+  [[ -n $added ]] && rm -f "$policy"
+  ((rc == 0)) || { tail -20 "$WORK/apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
+}
+
+# build_binaries sets CORRAL and HELLO, building them into $WORK unless
+# CORRAL_BIN / HELLO_BIN name prebuilt ones.
+build_binaries() {
+  CORRAL=${CORRAL_BIN:-$WORK/corral}
+  HELLO=${HELLO_BIN:-$WORK/hello}
+  if [[ -z ${CORRAL_BIN:-} ]]; then
+    log "building corral"
+    (cd "$REPO_DIR" && go build -o "$CORRAL" ./cmd/corral) || die "building corral failed"
+  fi
+  if [[ -z ${HELLO_BIN:-} ]]; then
+    log "building examples/hello"
+    (cd "$REPO_DIR" && go build -o "$HELLO" ./examples/hello) || die "building examples/hello failed"
+  fi
+}
+
+# require_free_ports PORT...: fails when something already listens there.
+require_free_ports() {
+  local p
+  for p in "$@"; do
+    if ss -Htln "( sport = :$p )" | grep -q .; then
+      die "port $p is in use; pick other ports (see the variables at the top of the script)"
+    fi
+  done
+}
+
+# require_free_range FIRST-LAST: require_free_ports for a whole range.
+require_free_range() {
+  local first=${1%-*} last=${1#*-}
+  # shellcheck disable=SC2046
+  require_free_ports $(seq "$first" "$last")
+}
+
+# start_bg LOGFILE CMD...: starts CMD in the background, remembers its PID for
+# cleanup and leaves it in LAST_PID.
+start_bg() {
+  local logfile=$1
+  shift
+  "$@" >"$logfile" 2>&1 &
+  LAST_PID=$!
+  STARTED_PIDS+=("$LAST_PID")
+}
+
+# wait_until DESCRIPTION TIMEOUT_SECONDS CMD...: polls CMD every 0.1s until it
+# succeeds; returns 1 (after logging) when the deadline passes.
+wait_until() {
+  local what=$1 timeout=$2 deadline
+  shift 2
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out after ${timeout}s waiting for $what"
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# answers URL PATTERN: the URL answers 2xx with a body matching PATTERN.
+answers() {
+  curl -fsS --max-time 2 "$1" 2>/dev/null | grep -q "$2"
+}
+
+# corral_status ADMIN_ADDR: the /status JSON.
+corral_status() {
+  curl -fsS --max-time 2 "http://$1/status"
+}
+
+# status_check ADMIN_ADDR JQ_FILTER [JQ_ARGS...]: the /status JSON passes
+# jq -e JQ_ARGS FILTER (JQ_ARGS such as --arg name value).
+status_check() {
+  local admin=$1 filter=$2
+  shift 2
+  corral_status "$admin" | jq -e "$@" "$filter" >/dev/null 2>&1
+}
+
+# start_corral CONFIG ADMIN_ADDR: starts corral, waits for /readyz and records
+# its workers' PIDs so cleanup can check none outlived corral. Sets CORRAL_PID.
+start_corral() {
+  local config=$1 admin=$2
+  start_bg "$WORK/corral.log" "$CORRAL" run -config "$config"
+  CORRAL_PID=$LAST_PID
+  if ! wait_until "corral /readyz" 60 curl -fsS --max-time 2 "http://$admin/readyz"; then
+    tail -30 "$WORK/corral.log" >&2
+    die "corral did not become ready"
+  fi
+  remember_workers "$admin"
+}
+
+# remember_workers ADMIN_ADDR: adds the PIDs of corral's current workers to
+# ORPHAN_PIDS.
+remember_workers() {
+  local pid
+  for pid in $(corral_status "$1" | jq -r '.apps[].workers[].pid | select(. > 0)'); do
+    ORPHAN_PIDS+=("$pid")
+  done
+}
+
+# rss_kb PID: VmRSS of PID plus its direct children in kB (nginx's master and
+# workers, haproxy's single process, corral alone when called with
+# CHILDREN=0, since corral's children are the app workers, not the proxy).
+rss_kb() {
+  local pid=$1 total=0 p kb
+  local pids=("$pid")
+  if [[ ${CHILDREN:-1} == 1 ]]; then
+    # shellcheck disable=SC2207
+    pids+=($(ps -o pid= --ppid "$pid" 2>/dev/null || true))
+  fi
+  for p in "${pids[@]}"; do
+    kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
+# wrk_field FILE FIELD: one number from a wrk report. FIELD is rps, p50, p99
+# (latencies in ms), non2xx, or sockerr (connect+read+write+timeout).
+wrk_field() {
+  awk -v want="$2" '
+    function ms(v,   n, u) {
+      n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+      if (u == "us") return n / 1000
+      if (u == "ms") return n
+      if (u == "s") return n * 1000
+      if (u == "m") return n * 60000
+      return n
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ { gsub(/,/, ""); sockerr = $4 + $6 + $8 + $10 }
+    END {
+      if (want == "rps") print rps + 0
+      else if (want == "p50") printf "%.2f\n", p50
+      else if (want == "p99") printf "%.2f\n", p99
+      else if (want == "non2xx") print non2xx + 0
+      else if (want == "sockerr") print sockerr + 0
+    }' "$1"
+}
+
+# median NUMBER...: the median (the mean of the middle two for an even count).
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print 0; exit }
+    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
