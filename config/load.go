@@ -176,7 +176,7 @@ func (c *checker) build(raw *rawFile, root node, base string) *Config {
 	a := deref(raw.Admin)
 	cfg.Admin.Listen = c.address(admin, "listen", a.Listen, "127.0.0.1:9180", true)
 	if cfg.Admin.Listen != "" && cfg.Admin.Listen == cfg.Listen {
-		c.add(admin.sub("listen"), admin.rangeOf("listen"), "must differ from listen %q", cfg.Listen)
+		c.bad(admin, "listen", "must differ from listen %q", cfg.Listen)
 	}
 
 	logNode := root.child("log")
@@ -237,7 +237,7 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		User:    valueOr(r.User, ""),
 		Group:   valueOr(r.Group, ""),
 
-		Instances:     c.intIn(n, "instances", r.Instances, runtime.NumCPU(), 1, 256),
+		Instances:     c.intIn(n, "instances", r.Instances, min(runtime.NumCPU(), 256), 1, 256),
 		StopSignal:    c.signal(n, "stop_signal", r.StopSignal),
 		StopTimeout:   c.duration(n, "stop_timeout", r.StopTimeout, 30*time.Second),
 		StartTimeout:  c.duration(n, "start_timeout", r.StartTimeout, 60*time.Second),
@@ -258,10 +258,14 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 	case r.Command == nil:
 		c.add(n.sub("command"), n.at, "is required, e.g. command = [\"./server\", \"--port={port}\"]")
 	case len(r.Command) == 0 || r.Command[0] == "":
-		c.add(n.sub("command"), n.rangeOf("command"), "must name a program to run")
+		c.bad(n, "command", "must name a program to run")
 	}
 	c.positive(n, "start_timeout", a.StartTimeout)
-	a.Surge = c.intIn(n, "surge", r.Surge, 1, 1, max(a.Instances, 1))
+	maxSurge := a.Instances
+	if !c.fine(n.sub("instances")) {
+		maxSurge = 256 // judge surge against instances only once they are valid
+	}
+	a.Surge = c.intIn(n, "surge", r.Surge, 1, 1, maxSurge)
 
 	backoff := n.child("backoff")
 	b := deref(r.Backoff)
@@ -271,8 +275,8 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		ResetAfter: c.duration(backoff, "reset_after", b.ResetAfter, 30*time.Second),
 	}
 	c.positive(backoff, "min", a.Backoff.Min)
-	if a.Backoff.Min > a.Backoff.Max {
-		c.add(backoff.sub("max"), backoff.rangeOf("max"), "must not be less than min (%s), got %s", a.Backoff.Min, a.Backoff.Max)
+	if c.fine(backoff.sub("min"), backoff.sub("max")) && a.Backoff.Min > a.Backoff.Max {
+		c.bad(backoff, "max", "must not be less than min (%s), got %s", a.Backoff.Min, a.Backoff.Max)
 	}
 
 	if r.Health != nil {
@@ -302,16 +306,16 @@ func (c *checker) health(n node, r *rawHealth) *Health {
 		RestartAfter:       c.duration(n, "restart_after", r.RestartAfter, 60*time.Second),
 	}
 	if h.Type == "http" && (h.Path == "" || h.Path[0] != '/') {
-		c.add(n.sub("path"), n.rangeOf("path"), "must start with \"/\", got %q", h.Path)
+		c.bad(n, "path", "must start with \"/\", got %q", h.Path)
 	}
 	c.positive(n, "interval", h.Interval)
 	c.positive(n, "timeout", h.Timeout)
-	if h.Timeout > h.Interval && h.Interval > 0 {
-		c.add(n.sub("timeout"), n.rangeOf("timeout"), "must not be longer than interval (%s), got %s", h.Interval, h.Timeout)
+	if c.fine(n.sub("interval"), n.sub("timeout")) && h.Timeout > h.Interval {
+		c.bad(n, "timeout", "must not be longer than interval (%s), got %s", h.Interval, h.Timeout)
 	}
-	for _, code := range h.ExpectStatus {
+	for i, code := range h.ExpectStatus {
 		if code < 100 || code > 599 {
-			c.add(n.sub("expect_status"), n.rangeOf("expect_status"), "must hold HTTP status codes 100..599, got %d", code)
+			c.badItem(n, "expect_status", i, "must hold HTTP status codes 100..599, got %d", code)
 		}
 	}
 	return h
@@ -325,8 +329,8 @@ func (c *checker) passive(n node, r rawPassive) Passive {
 		MaxEjection:       c.duration(n, "max_ejection", r.MaxEjection, 5*time.Minute),
 		MaxEjectedPercent: c.intIn(n, "max_ejected_percent", r.MaxEjectedPercent, 50, 0, 100),
 	}
-	if p.BaseEjection > p.MaxEjection {
-		c.add(n.sub("max_ejection"), n.rangeOf("max_ejection"), "must not be less than base_ejection (%s), got %s", p.BaseEjection, p.MaxEjection)
+	if c.fine(n.sub("base_ejection"), n.sub("max_ejection")) && p.BaseEjection > p.MaxEjection {
+		c.bad(n, "max_ejection", "must not be less than base_ejection (%s), got %s", p.BaseEjection, p.MaxEjection)
 	}
 	return p
 }
@@ -362,7 +366,7 @@ func (c *checker) crossApps(cfg *Config, raw *rawFile, root node) {
 				if len(a.Hosts) > 0 {
 					key = "hosts"
 				}
-				c.add(n.sub(key), n.rangeOf(key), "claims the same hosts and path_prefix as app %q", other.Name)
+				c.bad(n, key, "claims the same hosts and path_prefix as app %q", other.Name)
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 )
 
 // Problem is one thing wrong with a config file, located by file, line,
@@ -51,10 +52,38 @@ type checker struct {
 	// failed holds keys whose value hcl could not decode; later checks on the
 	// zero value left behind would only repeat the same problem.
 	failed map[string]bool
+	// reported holds keys with a problem, so that checks across several
+	// keys do not judge a value that was already rejected.
+	reported map[string]bool
 }
 
 func newChecker(file string) *checker {
-	return &checker{file: file, failed: map[string]bool{}}
+	return &checker{file: file, failed: map[string]bool{}, reported: map[string]bool{}}
+}
+
+// fine reports whether none of the keys has a problem yet.
+func (c *checker) fine(keys ...string) bool {
+	for _, key := range keys {
+		if c.failed[key] || c.reported[key] {
+			return false
+		}
+	}
+	return true
+}
+
+// bad records a problem with the value of attribute name of n.
+func (c *checker) bad(n node, name, format string, args ...any) {
+	c.add(n.sub(name), n.rangeOf(name), format, args...)
+}
+
+// badItem records a problem with element i of the list attribute name of n.
+func (c *checker) badItem(n node, name string, i int, format string, args ...any) {
+	c.add(n.sub(name), n.itemRange(name, i), format, args...)
+}
+
+// badKey records a problem with entry key of the map attribute name of n.
+func (c *checker) badKey(n node, name, key, format string, args ...any) {
+	c.add(n.sub(name), n.keyRange(name, key), format, args...)
 }
 
 // add records a problem for key at rng.
@@ -62,6 +91,7 @@ func (c *checker) add(key string, rng hcl.Range, format string, args ...any) {
 	if c.failed[key] {
 		return
 	}
+	c.reported[key] = true
 	c.problems = append(c.problems, Problem{
 		File:    c.file,
 		Line:    rng.Start.Line,
@@ -217,4 +247,35 @@ func (n node) blockAt(def hcl.Range) node {
 		}
 	}
 	return node{key: n.key, at: def}
+}
+
+// itemRange is the range of element i of a list attribute, or of the whole
+// value when it is not written as a list literal.
+func (n node) itemRange(name string, i int) hcl.Range {
+	if n.body != nil {
+		if attr, ok := n.body.Attributes[name]; ok {
+			if tuple, ok := attr.Expr.(*hclsyntax.TupleConsExpr); ok && i < len(tuple.Exprs) {
+				return tuple.Exprs[i].Range()
+			}
+		}
+	}
+	return n.rangeOf(name)
+}
+
+// keyRange is the range of the entry with the given key in a map attribute,
+// or of the whole value when the entry cannot be found.
+func (n node) keyRange(name, key string) hcl.Range {
+	if n.body != nil {
+		if attr, ok := n.body.Attributes[name]; ok {
+			if object, ok := attr.Expr.(*hclsyntax.ObjectConsExpr); ok {
+				for _, item := range object.Items {
+					v, diags := item.KeyExpr.Value(nil)
+					if !diags.HasErrors() && v.Type() == cty.String && v.IsKnown() && v.AsString() == key {
+						return item.KeyExpr.Range()
+					}
+				}
+			}
+		}
+	}
+	return n.rangeOf(name)
 }

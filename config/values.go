@@ -31,10 +31,10 @@ func (c *checker) duration(n node, name string, p *string, def time.Duration) ti
 	d, err := time.ParseDuration(*p)
 	switch {
 	case err != nil:
-		c.add(n.sub(name), n.rangeOf(name), "must be a duration like \"2s\", got %q", *p)
+		c.bad(n, name, "must be a duration like \"2s\", got %q", *p)
 		return def
 	case d < 0:
-		c.add(n.sub(name), n.rangeOf(name), "must not be negative, got %q", *p)
+		c.bad(n, name, "must not be negative, got %q", *p)
 		return def
 	}
 	return d
@@ -43,7 +43,7 @@ func (c *checker) duration(n node, name string, p *string, def time.Duration) ti
 // positive reports a duration that was set to zero where zero makes no sense.
 func (c *checker) positive(n node, name string, d time.Duration) {
 	if d <= 0 {
-		c.add(n.sub(name), n.rangeOf(name), "must be greater than 0")
+		c.bad(n, name, "must be greater than 0")
 	}
 }
 
@@ -52,7 +52,7 @@ func (c *checker) intIn(n node, name string, p *int, def, lo, hi int) int {
 		return def
 	}
 	if *p < lo || *p > hi {
-		c.add(n.sub(name), n.rangeOf(name), "must be between %d and %d, got %d", lo, hi, *p)
+		c.bad(n, name, "must be between %d and %d, got %d", lo, hi, *p)
 		return def
 	}
 	return *p
@@ -63,7 +63,7 @@ func (c *checker) oneOf(n node, name string, p *string, def string, allowed ...s
 		return def
 	}
 	if !slices.Contains(allowed, *p) {
-		c.add(n.sub(name), n.rangeOf(name), "must be one of %s; got %q", strings.Join(allowed, ", "), *p)
+		c.bad(n, name, "must be one of %s; got %q", strings.Join(allowed, ", "), *p)
 		return def
 	}
 	return *p
@@ -82,7 +82,7 @@ func (c *checker) address(n node, name string, p *string, def string, allowEmpty
 		_, err = strconv.ParseUint(port, 10, 16)
 	}
 	if err != nil {
-		c.add(n.sub(name), n.rangeOf(name), "must be host:port like \"127.0.0.1:8080\", got %q", *p)
+		c.bad(n, name, "must be host:port like \"127.0.0.1:8080\", got %q", *p)
 		return def
 	}
 	return *p
@@ -97,11 +97,11 @@ func (c *checker) portRange(n node, name string, p *string, def PortRange) PortR
 	l, err2 := strconv.Atoi(strings.TrimSpace(last))
 	switch {
 	case !ok || err1 != nil || err2 != nil:
-		c.add(n.sub(name), n.rangeOf(name), "must be a port range like \"20000-29999\", got %q", *p)
+		c.bad(n, name, "must be a port range like \"20000-29999\", got %q", *p)
 	case f < 1024 || l > 65535:
-		c.add(n.sub(name), n.rangeOf(name), "must lie within 1024-65535, got %q", *p)
+		c.bad(n, name, "must lie within 1024-65535, got %q", *p)
 	case f > l:
-		c.add(n.sub(name), n.rangeOf(name), "first port must not exceed the last, got %q", *p)
+		c.bad(n, name, "first port must not exceed the last, got %q", *p)
 	default:
 		return PortRange{First: f, Last: l}
 	}
@@ -115,7 +115,7 @@ func (c *checker) size(n node, name string, expr hcl.Expression) int64 {
 	}
 	v, diags := expr.Value(nil)
 	if diags.HasErrors() {
-		c.add(n.sub(name), n.rangeOf(name), "%s", diagnosticMessage(diags[0]))
+		c.bad(n, name, "%s", diagnosticMessage(diags[0]))
 		return 0
 	}
 	switch {
@@ -131,7 +131,7 @@ func (c *checker) size(n node, name string, expr hcl.Expression) int64 {
 			return b
 		}
 	}
-	c.add(n.sub(name), n.rangeOf(name), "must be a byte count or a size like \"10MiB\", \"512KB\", \"1GB\"")
+	c.bad(n, name, "must be a byte count or a size like \"10MiB\", \"512KB\", \"1GB\"")
 	return 0
 }
 
@@ -163,7 +163,7 @@ func parseSize(s string) (int64, bool) {
 // prefixes reads CIDRs; a bare IP stands for itself alone.
 func (c *checker) prefixes(n node, name string, list []string) []netip.Prefix {
 	var out []netip.Prefix
-	for _, s := range list {
+	for i, s := range list {
 		if p, err := netip.ParsePrefix(s); err == nil {
 			out = append(out, p.Masked())
 			continue
@@ -172,7 +172,7 @@ func (c *checker) prefixes(n node, name string, list []string) []netip.Prefix {
 			out = append(out, netip.PrefixFrom(a, a.BitLen()))
 			continue
 		}
-		c.add(n.sub(name), n.rangeOf(name), "must hold CIDRs or IP addresses, got %q", s)
+		c.badItem(n, name, i, "must hold CIDRs or IP addresses, got %q", s)
 	}
 	return out
 }
@@ -200,13 +200,13 @@ func (c *checker) exists(n node, name, path string, wantDir bool) {
 	info, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		c.add(n.sub(name), n.rangeOf(name), "%q does not exist", path)
+		c.bad(n, name, "%q does not exist", path)
 	case err != nil:
-		c.add(n.sub(name), n.rangeOf(name), "cannot use %q: %v", path, err)
+		c.bad(n, name, "cannot use %q: %v", path, err)
 	case wantDir && !info.IsDir():
-		c.add(n.sub(name), n.rangeOf(name), "%q is not a directory", path)
+		c.bad(n, name, "%q is not a directory", path)
 	case !wantDir && info.IsDir():
-		c.add(n.sub(name), n.rangeOf(name), "%q is a directory, not a file", path)
+		c.bad(n, name, "%q is a directory, not a file", path)
 	}
 }
 
@@ -242,9 +242,9 @@ func (c *checker) env(n node, name string, m map[string]string) map[string]strin
 	for _, k := range keys {
 		switch {
 		case !envName.MatchString(k):
-			c.add(n.sub(name), n.rangeOf(name), "%q is not a valid environment variable name", k)
+			c.badKey(n, name, k, "%q is not a valid environment variable name", k)
 		case slices.Contains(reservedEnv, k):
-			c.add(n.sub(name), n.rangeOf(name), "%q is set by corral for each worker and cannot be overridden", k)
+			c.badKey(n, name, k, "%q is set by corral for each worker and cannot be overridden", k)
 		default:
 			out[k] = m[k]
 		}
@@ -264,7 +264,7 @@ func (c *checker) signal(n node, name string, p *string) syscall.Signal {
 	if sig, ok := signals[strings.TrimPrefix(strings.ToUpper(*p), "SIG")]; ok {
 		return sig
 	}
-	c.add(n.sub(name), n.rangeOf(name), "must be one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL, SIGWINCH; got %q", *p)
+	c.bad(n, name, "must be one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL, SIGWINCH; got %q", *p)
 	return syscall.SIGTERM
 }
 
@@ -273,16 +273,16 @@ var hostLabel = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?$`)
 // hosts lowercases host names and checks that a wildcard is only a leading "*.".
 func (c *checker) hosts(n node, name string, list []string) []string {
 	var out []string
-	for _, h := range list {
+	for i, h := range list {
 		h = strings.ToLower(strings.TrimSpace(h))
 		bare := strings.TrimPrefix(h, "*.")
 		switch {
 		case strings.Contains(bare, "*"):
-			c.add(n.sub(name), n.rangeOf(name), "%q: a wildcard is allowed only as a leading \"*.\"", h)
+			c.badItem(n, name, i, "%q: a wildcard is allowed only as a leading \"*.\"", h)
 		case strings.Contains(bare, ":"):
-			c.add(n.sub(name), n.rangeOf(name), "%q: must be a host name without a port", h)
+			c.badItem(n, name, i, "%q: must be a host name without a port", h)
 		case !validHostName(bare):
-			c.add(n.sub(name), n.rangeOf(name), "%q is not a valid host name", h)
+			c.badItem(n, name, i, "%q is not a valid host name", h)
 		default:
 			out = append(out, h)
 		}
@@ -308,7 +308,7 @@ func (c *checker) pathPrefix(n node, name string, p *string) string {
 		return ""
 	}
 	if (*p)[0] != '/' || strings.ContainsAny(*p, "?# \t") {
-		c.add(n.sub(name), n.rangeOf(name), "must be a URL path starting with \"/\", got %q", *p)
+		c.bad(n, name, "must be a URL path starting with \"/\", got %q", *p)
 		return ""
 	}
 	if trimmed := strings.TrimRight(*p, "/"); trimmed != "" {
@@ -324,7 +324,7 @@ func (c *checker) cookieName(n node, name string, p *string) string {
 		return "corral_sticky"
 	}
 	if !cookieToken.MatchString(*p) {
-		c.add(n.sub(name), n.rangeOf(name), "must be a valid cookie name, got %q", *p)
+		c.bad(n, name, "must be a valid cookie name, got %q", *p)
 		return "corral_sticky"
 	}
 	return *p
