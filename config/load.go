@@ -2,9 +2,11 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -178,6 +180,9 @@ func (c *checker) build(raw *rawFile, root node, base string) *Config {
 	if cfg.Admin.Listen != "" && cfg.Admin.Listen == cfg.Listen {
 		c.bad(admin, "listen", "must differ from listen %q", cfg.Listen)
 	}
+
+	c.outsideWorkerPorts(root, "listen", cfg.Listen, cfg.WorkerPorts)
+	c.outsideWorkerPorts(admin, "listen", cfg.Admin.Listen, cfg.WorkerPorts)
 
 	logNode := root.child("log")
 	l := deref(raw.Log)
@@ -374,6 +379,18 @@ func (c *checker) crossApps(cfg *Config, raw *rawFile, root node) {
 	if ports > 0 && ports < 2*instances {
 		c.add("worker_ports", root.rangeOf("worker_ports"),
 			"holds %d ports, but the apps need at least %d (twice their instances plus surge)", ports, 2*instances)
+	}
+}
+
+// outsideWorkerPorts reports a listen address whose port workers could be
+// given, which would make one of them fail to bind at some point.
+func (c *checker) outsideWorkerPorts(n node, name, addr string, r PortRange) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return // empty (disabled) or already reported
+	}
+	if port, _ := strconv.Atoi(p); port >= r.First && port <= r.Last {
+		c.bad(n, name, "port %d lies within worker_ports %d-%d", port, r.First, r.Last)
 	}
 }
 

@@ -328,6 +328,8 @@ func TestLoadProblems(t *testing.T) {
 		{"worker_ports below 1024", "worker_ports = \"80-2000\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "within 1024-65535"},
 		{"worker_ports reversed", "worker_ports = \"30000-20000\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "must not exceed"},
 		{"worker_ports too small", "worker_ports = \"20000-20009\"\napp \"web\" {\n  command = [\"x\"]\n  instances = 5\n}\n", 1, "worker_ports", "need at least 12"},
+		{"listen inside worker_ports", "worker_ports = \"20000-29999\"\nlisten = \"127.0.0.1:20080\"\napp \"web\" { command = [\"x\"] }\n", 2, "listen", "lies within worker_ports 20000-29999"},
+		{"admin inside worker_ports", "admin {\n  listen = \":25000\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "admin.listen", "lies within worker_ports"},
 		{"zero dial_timeout", "proxy {\n  dial_timeout = \"0s\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.dial_timeout", "greater than 0"},
 	}
 	for _, tt := range tests {
