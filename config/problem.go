@@ -15,7 +15,10 @@ import (
 // Problem is one thing wrong with a config file, located by file, line,
 // column and dotted key.
 type Problem struct {
-	File         string
+	// File is the config file's name as given to Load or Parse.
+	File string
+	// Line and Column locate the value at fault, or the block it belongs in
+	// when the value is missing; both start at 1.
 	Line, Column int
 	// Key is the dotted path of the setting at fault ("app.web.health.interval");
 	// empty when the problem is not about one setting (a syntax error).
