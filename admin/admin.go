@@ -103,8 +103,12 @@ type Options struct {
 	Version string
 }
 
-// readHeaderTimeout bounds slow clients on the admin port.
-const readHeaderTimeout = 10 * time.Second
+// Timeouts of the admin listener. There is no write timeout: a restart
+// request waits for the whole roll.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 2 * time.Minute
+)
 
 // Server is the admin API. Create it with New, serve it with Serve and stop
 // it with Shutdown.
@@ -116,9 +120,10 @@ type Server struct {
 	reloads  *reloadMetrics
 	http     *http.Server
 
-	// rolls bounds rolling restarts started by this server; Shutdown cancels it.
-	rolls       context.Context
-	cancelRolls context.CancelFunc
+	// work bounds what admin requests start that must not stop when the
+	// client hangs up (rolls, reloads); Shutdown cancels it.
+	work       context.Context
+	cancelWork context.CancelFunc
 	// mu guards closed so that no roll is added to running once Shutdown
 	// has started waiting for it.
 	mu      sync.Mutex
@@ -137,12 +142,13 @@ func New(opts Options) *Server {
 	}
 	log = log.Named("admin")
 	s := &Server{opts: opts, log: log}
-	s.rolls, s.cancelRolls = context.WithCancel(context.Background())
+	s.work, s.cancelWork = context.WithCancel(context.Background())
 	s.registry, s.reloads = newRegistry(opts.Metrics, opts.Version)
 	s.handler = s.routes()
 	s.http = &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
 		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	return s
@@ -151,7 +157,7 @@ func New(opts Options) *Server {
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	// HEAD /healthz and /readyz are what some load balancers send.
-	r.Use(middleware.GetHead, sameOrigin)
+	r.Use(s.traceRequests, middleware.GetHead, sameOrigin)
 	r.Get("/", s.dashboard)
 	r.Get("/status", s.status)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
@@ -184,12 +190,12 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, cancels rolling restarts started with
 // ?wait=false and waits for open requests and those restarts until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	// Cancel rolls first: a waiting restart request would otherwise hold
+	// Cancel work first: a waiting restart request would otherwise hold
 	// http.Server.Shutdown until the roll finishes.
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	s.cancelRolls()
+	s.cancelWork()
 	err := s.http.Shutdown(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -213,6 +219,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // not call it itself, so the caller reports every reload exactly once
 // whatever triggered it.
 func (s *Server) ObserveReload(r ReloadResult) { s.reloads.observe(r) }
+
+// traceRequests logs each admin request at trace level only: scrapers and
+// the dashboard poll, so anything louder would drown the log.
+func (s *Server) traceRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.log.IsTrace() {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		s.log.Trace("request", "method", r.Method, "path", r.URL.Path, "status", ww.Status(), "duration", time.Since(start))
+	})
+}
 
 // sameOrigin refuses state-changing requests sent by a browser from another
 // origin: the admin port is on loopback, so any web page the operator opens
@@ -283,7 +304,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
-	res := s.opts.Runtime.Reload(r.Context(), TriggerAPI)
+	// Not the request's context: a reload that rolls changed apps must not
+	// stop half-way because curl was interrupted.
+	res := s.opts.Runtime.Reload(s.work, TriggerAPI)
 	code := http.StatusOK
 	switch {
 	case res.Applied:
@@ -356,7 +379,7 @@ func (s *Server) startRoll(app string) (<-chan error, error) {
 		defer s.running.Done()
 		log := s.log.With("app", app)
 		log.Info("rolling restart requested")
-		err := s.opts.Restarter.Restart(s.rolls, app)
+		err := s.opts.Restarter.Restart(s.work, app)
 		if err != nil {
 			log.Warn("rolling restart failed", "error", err)
 		} else {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 func TestStatusJSONShape(t *testing.T) {
@@ -131,6 +133,54 @@ func TestReload(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestReloadOutlivesClientHangup(t *testing.T) {
+	started := make(chan struct{})
+	ctxErr := make(chan error, 1)
+	rt := &fakeRuntime{reload: ReloadResult{Applied: true}, hook: func(ctx context.Context) {
+		close(started)
+		// A request's context ends within milliseconds of the hang-up; a
+		// reload's context must still be live well after that. Absence of
+		// an event can only be shown by waiting a while.
+		select {
+		case <-ctx.Done():
+			ctxErr <- ctx.Err()
+		case <-time.After(time.Second):
+			ctxErr <- nil
+		}
+	}}
+	_, addr := startServer(t, Options{Runtime: rt})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/reload", nil)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		if resp, err := send(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	cancel() // the client hangs up mid-reload
+	<-sent
+	select {
+	case err := <-ctxErr:
+		if err != nil {
+			t.Errorf("reload context ended with %v when the client hung up; the reload must go on", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reload never finished")
+	}
+}
+
+func TestTraceLogsRequests(t *testing.T) {
+	var buf syncBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Trace})
+	_, addr := startServer(t, Options{Runtime: &fakeRuntime{}, Logger: log})
+	do(t, "GET", addr, "/healthz")
+	waitFor(t, "trace line", func() bool { return strings.Contains(buf.String(), "path=/healthz") })
+	mustContain(t, buf.String(), "admin: request", "method=GET", "status=200")
 }
 
 func TestRestart(t *testing.T) {

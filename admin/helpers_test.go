@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -28,6 +29,8 @@ type fakeRuntime struct {
 	status   Status
 	reload   ReloadResult
 	triggers []string
+	// hook, when set, runs inside Reload before it answers.
+	hook func(ctx context.Context)
 }
 
 func (f *fakeRuntime) Status() Status {
@@ -37,6 +40,9 @@ func (f *fakeRuntime) Status() Status {
 }
 
 func (f *fakeRuntime) Reload(ctx context.Context, trigger string) ReloadResult {
+	if f.hook != nil {
+		f.hook(ctx)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.triggers = append(f.triggers, trigger)
@@ -186,6 +192,24 @@ func mustContain(t *testing.T, s string, wants ...string) {
 			t.Errorf("missing %q in:\n%s", w, s)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 var errRollFailed = errors.New("new worker web-4 failed its health check")
