@@ -386,8 +386,8 @@ func (c *checker) crossApps(cfg *Config, raw *rawFile, root node) {
 // given, which would make one of them fail to bind at some point.
 func (c *checker) outsideWorkerPorts(n node, name, addr string, r PortRange) {
 	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		return // empty (disabled) or already reported
+	if err != nil || !c.fine("worker_ports") {
+		return // disabled, or a value already reported
 	}
 	if port, _ := strconv.Atoi(p); port >= r.First && port <= r.Last {
 		c.bad(n, name, "port %d lies within worker_ports %d-%d", port, r.First, r.Last)

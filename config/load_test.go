@@ -330,6 +330,7 @@ func TestLoadProblems(t *testing.T) {
 		{"worker_ports too small", "worker_ports = \"20000-20009\"\napp \"web\" {\n  command = [\"x\"]\n  instances = 5\n}\n", 1, "worker_ports", "need at least 12"},
 		{"listen inside worker_ports", "worker_ports = \"20000-29999\"\nlisten = \"127.0.0.1:20080\"\napp \"web\" { command = [\"x\"] }\n", 2, "listen", "lies within worker_ports 20000-29999"},
 		{"admin inside worker_ports", "admin {\n  listen = \":25000\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "admin.listen", "lies within worker_ports"},
+		{"listen not judged against bad worker_ports", "worker_ports = \"29000-21000\"\nlisten = \"127.0.0.1:25000\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "must not exceed"},
 		{"zero dial_timeout", "proxy {\n  dial_timeout = \"0s\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.dial_timeout", "greater than 0"},
 	}
 	for _, tt := range tests {

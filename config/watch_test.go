@@ -148,6 +148,22 @@ func TestWatcherConfigMapSymlinkSwap(t *testing.T) {
 	rw.waitFired(t)
 }
 
+func TestWatcherBackupRenameThenCreate(t *testing.T) {
+	// vim without backupcopy: the old file is renamed away, then a new one
+	// is written under the name; for a moment there is no config at all.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.hcl")
+	writeFile(t, path, "one")
+	rw := startWatcher(t, path, 20*time.Millisecond, 0)
+	for _, content := range []string{"two", "three"} {
+		if err := os.Rename(path, path+"~"); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, path, content)
+		rw.waitFired(t)
+	}
+}
+
 func mustSymlink(t *testing.T, target, link string) {
 	t.Helper()
 	if err := os.Symlink(target, link); err != nil {
