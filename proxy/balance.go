@@ -91,7 +91,8 @@ func (leastOutstanding) Select(t *pool.Table, r *Request) *pool.Backend {
 	return best
 }
 
-// roundRobin cycles through the eligible backends.
+// roundRobin cycles through the eligible backends. A skipped backend
+// consumes its turn, so the others keep equal shares.
 type roundRobin struct {
 	next atomic.Uint64
 }
@@ -101,9 +102,8 @@ func (s *roundRobin) Select(t *pool.Table, r *Request) *pool.Backend {
 	if n == 0 {
 		return nil
 	}
-	start := s.next.Add(1) - 1
-	for k := uint64(0); k < n; k++ {
-		if b := t.Backends[(start+k)%n]; r.eligible(b) {
+	for range n {
+		if b := t.Backends[(s.next.Add(1)-1)%n]; r.eligible(b) {
 			return b
 		}
 	}

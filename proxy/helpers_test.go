@@ -101,7 +101,7 @@ func newBackend(p *Proxy, app *config.App, id, addr string) *pool.Backend {
 }
 
 func itoa(i int) string {
-	return string(rune('0'+i/10%10))[:boolInt(i >= 10)] + string(rune('0'+i%10))
+	return string(rune('0' + i/10%10))[:boolInt(i >= 10)] + string(rune('0'+i%10))
 }
 
 func boolInt(b bool) int {
