@@ -184,25 +184,38 @@ remember_workers() {
   done
 }
 
-# rss_kb PID: VmRSS of PID plus its direct children in kB (nginx's master and
-# workers, haproxy's single process, corral alone when called with
-# CHILDREN=0, since corral's children are the app workers, not the proxy).
+# proxy_pids PID: PID and its direct children (nginx's master and workers,
+# haproxy's single process), or PID alone when CHILDREN=0 (corral, whose
+# children are the app workers, not the proxy).
+proxy_pids() {
+  echo "$1"
+  if [[ ${CHILDREN:-1} == 1 ]]; then ps -o pid= --ppid "$1" 2>/dev/null || true; fi
+}
+
+# rss_kb PID: VmRSS in kB summed over proxy_pids PID.
 rss_kb() {
-  local pid=$1 total=0 p kb
-  local pids=("$pid")
-  if [[ ${CHILDREN:-1} == 1 ]]; then
-    # shellcheck disable=SC2207
-    pids+=($(ps -o pid= --ppid "$pid" 2>/dev/null || true))
-  fi
-  for p in "${pids[@]}"; do
+  local total=0 p kb
+  for p in $(proxy_pids "$1"); do
     kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
     total=$((total + ${kb:-0}))
   done
   echo "$total"
 }
 
+# cpu_ticks PID: user+system CPU time in clock ticks summed over proxy_pids PID.
+cpu_ticks() {
+  local total=0 p t
+  for p in $(proxy_pids "$1"); do
+    # Fields 14 and 15 (utime, stime), counted after the "(comm)" field,
+    # which may itself hold spaces.
+    t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || true)
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
 # wrk_field FILE FIELD: one number from a wrk report. FIELD is rps, p50, p99
-# (latencies in ms), non2xx, or sockerr (connect+read+write+timeout).
+# (latencies in ms), requests, non2xx, or sockerr (connect+read+write+timeout).
 wrk_field() {
   awk -v want="$2" '
     function ms(v,   n, u) {
@@ -214,6 +227,7 @@ wrk_field() {
       return n
     }
     /^Requests\/sec:/ { rps = $2 }
+    $2 == "requests" && $3 == "in" { requests = $1 }
     $1 == "50%" { p50 = ms($2) }
     $1 == "99%" { p99 = ms($2) }
     /Non-2xx or 3xx responses:/ { non2xx = $NF }
@@ -224,6 +238,7 @@ wrk_field() {
       else if (want == "p99") printf "%.2f\n", p99
       else if (want == "non2xx") print non2xx + 0
       else if (want == "sockerr") print sockerr + 0
+      else if (want == "requests") print requests + 0
     }' "$1"
 }
 

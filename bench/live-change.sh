@@ -13,7 +13,7 @@
 # Usage: bench/live-change.sh     (as root it installs wrk and jq if missing)
 #   DURATION=25 CONNS=32 THREADS=2   wrk settings
 #   STEP_TIMEOUT=60   seconds each step may take to reach its state
-#   SETTLE=1          seconds of load held in each state before the next step
+#   SETTLE=2          seconds of load held in each state before the next step
 #   CORRAL_BIN= HELLO_BIN=   prebuilt binaries; KEEP_WORK=1 keeps the temp dir
 #   ports: CORRAL_PORT=18180 ADMIN_PORT=19280 WORKER_PORTS=21911-21930
 #
@@ -27,7 +27,7 @@ DURATION=${DURATION:-25}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 STEP_TIMEOUT=${STEP_TIMEOUT:-60}
-SETTLE=${SETTLE:-1}
+SETTLE=${SETTLE:-2}
 CORRAL_PORT=${CORRAL_PORT:-18180}
 ADMIN_PORT=${ADMIN_PORT:-19280}
 WORKER_PORTS=${WORKER_PORTS:-21911-21930}

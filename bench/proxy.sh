@@ -172,16 +172,30 @@ run_wrk() {
   wrk "${args[@]}" "${URL[$1]}" >"$3" 2>&1 || { cat "$3" >&2; die "wrk against $1 failed"; }
 }
 
+# proxy_cpu TARGET: CPU ticks the target's proxy has used so far (0 for direct).
+proxy_cpu() {
+  case ${1%-close} in
+  nginx) cpu_ticks "$NGINX_PID" ;;
+  haproxy) cpu_ticks "$HAPROXY_PID" ;;
+  corral) CHILDREN=0 cpu_ticks "$CORRAL_PID" ;;
+  *) echo 0 ;;
+  esac
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 if ((WARMUP > 0)); then
   log "warming up (${WARMUP}s each)"
   for t in "${TARGETS[@]}"; do run_wrk "$t" "$WARMUP" "$WORK/warmup-$t.txt"; done
 fi
 
 n=${#TARGETS[@]}
+declare -A TICKS
 for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
     t=${TARGETS[(i + r - 1) % n]}
+    c0=$(proxy_cpu "$t")
     run_wrk "$t" "$DURATION" "$WORK/wrk-$t-$r.txt"
+    TICKS[$t-$r]=$(($(proxy_cpu "$t") - c0))
     log "round $r/$ROUNDS $t: $(wrk_field "$WORK/wrk-$t-$r.txt" rps) req/s"
   done
 done
@@ -189,15 +203,18 @@ done
 # Sampled right after the last run, while the proxies still hold their buffers.
 declare -A RSS=([nginx]=$(rss_kb "$NGINX_PID") [haproxy]=$(rss_kb "$HAPROXY_PID") [corral]=0)
 [[ $SKIP_CORRAL == 1 ]] || RSS[corral]=$(CHILDREN=0 rss_kb "$CORRAL_PID")
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -------------------------------------------------------------------
-declare -A RPS P50 P99 ERRS ALL
+declare -A RPS P50 P99 CPU ERRS ALL
 failed=()
+hz=$(getconf CLK_TCK)
 for t in "${TARGETS[@]}"; do
-  rps=() p50=() p99=() non2xx=0 sockerr=0
+  rps=() p50=() p99=() cpu=() non2xx=0 sockerr=0
   for ((r = 1; r <= ROUNDS; r++)); do
     f=$WORK/wrk-$t-$r.txt
     rps+=("$(wrk_field "$f" rps)")
+    cpu+=("$(awk -v t="${TICKS[$t-$r]}" -v hz="$hz" -v n="$(wrk_field "$f" requests)" 'BEGIN { print (n > 0 ? t / hz * 1e6 / n : 0) }')")
     p50+=("$(wrk_field "$f" p50)")
     p99+=("$(wrk_field "$f" p99)")
     non2xx=$((non2xx + $(wrk_field "$f" non2xx)))
@@ -206,6 +223,7 @@ for t in "${TARGETS[@]}"; do
   RPS[$t]=$(median "${rps[@]}")
   P50[$t]=$(median "${p50[@]}")
   P99[$t]=$(median "${p99[@]}")
+  CPU[$t]=$(median "${cpu[@]}")
   ALL[$t]=$(printf '%.0f ' "${rps[@]}")
   ERRS[$t]="$non2xx / $sockerr"
   ((non2xx == 0)) || failed+=("$t")
@@ -218,19 +236,20 @@ echo "## corral vs nginx vs HAProxy ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
 echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
 echo "- $(go version 2>/dev/null || echo 'go: not found'); $([[ $SKIP_CORRAL == 1 ]] && echo "corral skipped" || "$CORRAL" version); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, $ROUNDS rounds (rotated order), median of rounds; wrk, proxy and workers share the same $(nproc) cores"
+echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency; rounds: $ROUNDS (rotated order), each cell the median of rounds; wrk, proxy and workers share the same $(nproc) cores"
+echo "- load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (a 1-min value well above 2 while the table runs means other work competed)"
 echo "- backends: 2 examples/hello workers on ports ${PORTS[*]}, the same processes behind every proxy; \"direct\" is one worker without a proxy"
 echo
-echo "| proxy | req/s | p50 ms | p99 ms | vs nginx | proxy RSS MiB | non-2xx / socket errors |"
-echo "|---|---:|---:|---:|---:|---:|---|"
+echo "| proxy | req/s | p50 ms | p99 ms | vs nginx | proxy CPU µs/req | proxy RSS MiB | non-2xx / socket errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|---|"
 for t in "${TARGETS[@]}"; do
   case $t in
-  direct) name="direct (1 worker, no proxy)" base=${RPS[nginx]} rss="-" ;;
-  *-close) name="${t%-close} (Connection: close)" base=${RPS[nginx-close]} rss="-" ;;
-  *) name=$t base=${RPS[nginx]} rss=$(mib "${RSS[$t]}") ;;
+  direct) name="direct (1 worker, no proxy)" base=${RPS[nginx]} rss="-" cpu="-" ;;
+  *-close) name="${t%-close} (Connection: close)" base=${RPS[nginx-close]} rss="-" cpu=$(printf '%.1f' "${CPU[$t]}") ;;
+  *) name=$t base=${RPS[nginx]} rss=$(mib "${RSS[$t]}") cpu=$(printf '%.1f' "${CPU[$t]}") ;;
   esac
-  printf '| %s | %.0f | %.2f | %.2f | %s | %s | %s |\n' "$name" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
-    "$(ratio "${RPS[$t]}" "$base")" "$rss" "${ERRS[$t]}"
+  printf '| %s | %.0f | %.2f | %.2f | %s | %s | %s | %s |\n' "$name" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+    "$(ratio "${RPS[$t]}" "$base")" "$cpu" "$rss" "${ERRS[$t]}"
 done
 echo
 echo "req/s of each round:"
