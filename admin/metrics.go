@@ -146,10 +146,10 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 
 func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		ch <- constMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+		ch <- constMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 
 	for _, id := range sortedKeys(a.Workers) {
@@ -164,7 +164,11 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 			counter(c.requests, other, a.Name, id, statusClasses[0])
 		}
 		count, sum, buckets := ws.Histogram()
-		ch <- prometheus.MustNewConstHistogram(c.duration, count, sum, buckets, a.Name, id)
+		h, err := prometheus.NewConstHistogram(c.duration, count, sum, buckets, a.Name, id)
+		if err != nil {
+			h = prometheus.NewInvalidMetric(c.duration, err)
+		}
+		ch <- h
 		counter(c.proxyErrors, ws.Errors.Load(), a.Name, id)
 		counter(c.restarts, ws.Restarts(), a.Name, id)
 	}
@@ -200,6 +204,17 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		counter(c.clientCancelled, a.Stats.ClientCancelled.Load(), a.Name)
 	}
 	gauge(c.queueDepth, float64(queued), a.Name)
+}
+
+// constMetric is prometheus.MustNewConstMetric without the panic: Collect
+// runs in a goroutine of the registry, where a panic (say, a label that is
+// not UTF-8) would take corral down. An invalid metric fails only its series.
+func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(d, t, v, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
 }
 
 // liveWorker is the per-slot gauge values of the processes in a status.

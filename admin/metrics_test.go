@@ -241,6 +241,22 @@ corral_inflight_requests{app="web",worker="web-3"} 0
 	}
 }
 
+func TestMetricsBadLabelDoesNotPanic(t *testing.T) {
+	bad := "web\xff"
+	src := metricsFunc(func() []AppMetrics {
+		return []AppMetrics{
+			{Name: bad, Workers: map[string]*pool.WorkerStats{bad + "-1": {}}},
+			{Name: "ok", Status: pool.AppStatus{Instances: 2}},
+		}
+	})
+	_, addr := startServer(t, Options{Runtime: &fakeRuntime{}, Metrics: src})
+	code, _, body := do(t, "GET", addr, "/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics = %d, want 200 with the valid series", code)
+	}
+	mustContain(t, body, `corral_instances_desired{app="ok"} 2`)
+}
+
 func TestObserveReload(t *testing.T) {
 	srv := New(Options{Runtime: &fakeRuntime{}})
 	at := time.Unix(1_700_000_000, 0)
