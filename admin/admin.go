@@ -174,11 +174,12 @@ func (s *Server) routes() http.Handler {
 // Handler returns the admin router, for tests and for embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve answers admin requests on ln until Shutdown; it returns nil after
-// Shutdown and the listener's error otherwise.
+// Serve answers admin requests on ln until Shutdown or until the caller
+// closes ln (as when a reload moves admin.listen); both return nil. It may
+// run on several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
 	err := s.http.Serve(ln)
-	if errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	if err != nil {

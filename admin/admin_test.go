@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -343,6 +344,32 @@ func TestRestartRefusedAfterShutdown(t *testing.T) {
 	srv.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/apps/web/restart?wait=false", nil))
 	if rec.Code != http.StatusServiceUnavailable || calls.Load() != 0 {
 		t.Errorf("restart after Shutdown = %d with %d rolls, want 503 and none", rec.Code, calls.Load())
+	}
+}
+
+func TestServeMovesToANewListener(t *testing.T) {
+	srv, oldAddr := startServer(t, Options{Runtime: &fakeRuntime{}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if code, _, _ := do(t, "GET", ln.Addr().String(), "/healthz"); code != http.StatusOK {
+		t.Fatalf("second listener /healthz = %d", code)
+	}
+	if code, _, _ := do(t, "GET", oldAddr, "/healthz"); code != http.StatusOK {
+		t.Fatalf("first listener /healthz = %d", code)
+	}
+	// A reload that moves admin.listen closes the old listener itself.
+	ln.Close()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve after its listener was closed = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its listener closed")
 	}
 }
 
