@@ -43,6 +43,16 @@ func runCommand(args []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 
+	// The watcher records the file as it is when it is made, so it is made
+	// before the config that runs is loaded: an edit in between is then either
+	// in that load or reported by the watcher, never lost.
+	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, watchPoll)
+	if cfg, err = config.Load(path); err != nil {
+		fmt.Fprintf(stderr, "corral: cannot start with %s:\n", path)
+		printConfigError(stderr, err)
+		return exitFailure
+	}
+
 	// Signals are caught before anything is spawned: as PID 1 corral gets no
 	// default signal actions, and a SIGTERM during start-up must not be lost.
 	sigs := make(chan os.Signal, 8)
@@ -56,7 +66,6 @@ func runCommand(args []string, stderr io.Writer) int {
 		log.Error("cannot start", "error", err)
 		return exitFailure
 	}
-	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, watchPoll)
 	in.goBackground(func() {
 		watcher.Run(ctx, func() { in.Reload(ctx, "file") })
 	})
