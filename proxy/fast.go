@@ -82,14 +82,19 @@ func (p *Proxy) newFastServer() *fasthttp.Server {
 }
 
 // headerReceived extends the connection's read deadline from the header
-// timeout to the whole-request timeout once headers are in.
-func (p *Proxy) headerReceived(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+// timeout to the whole-request timeout once headers are in. A body
+// declared over the limit is not waited for: the handler answers 413 at once.
+func (p *Proxy) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	st := p.settings.Load()
 	rt := st.ReadTimeout
 	if rt <= 0 {
 		rt = noReadTimeout
 	}
-	return fasthttp.RequestConfig{ReadTimeout: rt, WriteTimeout: st.WriteTimeout}
+	rc := fasthttp.RequestConfig{ReadTimeout: rt, WriteTimeout: st.WriteTimeout}
+	if st.MaxBodyBytes > 0 && int64(h.ContentLength()) > st.MaxBodyBytes {
+		rc.MaxRequestBodySize = 1
+	}
+	return rc
 }
 
 // fastError answers requests the engine could not parse.
@@ -132,6 +137,31 @@ type fastCall struct {
 	req   Request
 	buf   []byte
 	reqID []byte
+	limit *bodyLimit // set for streamed chunked bodies under a size limit
+}
+
+// bodyLimit fails a streamed request body once it passes the limit.
+type bodyLimit struct {
+	r        io.Reader
+	left     int64
+	exceeded bool
+}
+
+func (l *bodyLimit) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		l.exceeded = true
+		return 0, ErrBodyTooLarge
+	}
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.exceeded = true
+		return 0, ErrBodyTooLarge
+	}
+	return n, err
 }
 
 var fastCalls = sync.Pool{New: func() any { return &fastCall{buf: make([]byte, 0, 128)} }}
@@ -152,20 +182,32 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	cl := h.ContentLength()
+	if cl == -1 && hasRawHeader(h.RawHeaders(), "content-length") {
+		// Both Content-Length and Transfer-Encoding: the engine picked
+		// chunked, a worker might pick the length. Never forward that.
+		writeFastError(ctx, ErrBadRequest)
+		return
+	}
 	if st.MaxBodyBytes > 0 && int64(cl) > st.MaxBodyBytes {
 		writeFastError(ctx, ErrBodyTooLarge)
 		return
 	}
+	c := fastCalls.Get().(*fastCall)
 	replayable := true
 	if ctx.Request.IsBodyStream() {
-		if cl >= 0 && cl <= bodyBufferLimit {
+		switch {
+		case cl >= 0 && cl <= bodyBufferLimit:
 			ctx.Request.Body() // small: buffer it so a retry can send it again
-		} else {
+		case cl == -1 && st.MaxBodyBytes > 0:
+			// A chunked body has no declared size: count it as it streams.
+			c.limit = &bodyLimit{r: ctx.RequestBodyStream(), left: st.MaxBodyBytes}
+			ctx.Request.SetBodyStream(c.limit, -1)
+			replayable = false
+		default:
 			replayable = false
 		}
 	}
 
-	c := fastCalls.Get().(*fastCall)
 	clientClose := h.ConnectionClose()
 	defer func() {
 		if clientClose {
@@ -174,6 +216,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		c.req = Request{}
 		c.buf = c.buf[:0]
 		c.reqID = c.reqID[:0]
+		c.limit = nil
 		fastCalls.Put(c)
 	}()
 	peer := remoteAddr(ctx.RemoteAddr())
@@ -214,6 +257,10 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		}
 		release(rt, b)
 		now := time.Now()
+		if c.limit != nil && c.limit.exceeded {
+			writeFastError(ctx, ErrBodyTooLarge)
+			return
+		}
 		passiveFailure(p.log, t, b, now, failureReason(err))
 		if policy.again(err, now) {
 			t.Stats.Retries.Add(1)
@@ -400,6 +447,26 @@ func stripResponseHops(h *fasthttp.ResponseHeader) {
 	for _, k := range drop {
 		h.Del(k)
 	}
+}
+
+// hasRawHeader reports whether raw header lines (as received) contain a
+// field named name (lowercase).
+func hasRawHeader(raw []byte, name string) bool {
+	for len(raw) > 0 {
+		end := 0
+		for end < len(raw) && raw[end] != '\n' {
+			end++
+		}
+		line := raw[:end]
+		if len(line) > len(name) && line[len(name)] == ':' && equalFold(line[:len(name)], name) {
+			return true
+		}
+		if end == len(raw) {
+			break
+		}
+		raw = raw[end+1:]
+	}
+	return false
 }
 
 // uriPath returns the path of a raw request target, without the query and,

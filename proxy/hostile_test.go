@@ -1,0 +1,99 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/corral-dev/corral/config"
+)
+
+// rawProxy starts a proxy in front of a backend that counts requests, and
+// returns the proxy address and the counter.
+func rawProxy(t *testing.T, mod func(s *config.Proxy)) (string, *atomic.Int64) {
+	var n atomic.Int64
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("ok"))
+	})
+	s := testSettings()
+	if mod != nil {
+		mod(&s)
+	}
+	p := newTestProxy(t, s)
+	setApps(p, newFixture(p, testApp("web"), addrOf(be)))
+	return strings.TrimPrefix(startProxy(t, p), "http://"), &n
+}
+
+// roundTrip writes raw to addr and returns the status line of the answer
+// ("" when the connection closed without one).
+func roundTrip(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(line)
+}
+
+func TestHostileRequests(t *testing.T) {
+	addr, n := rawProxy(t, nil)
+	huge := "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 16<<10) + "\r\n\r\n"
+	cases := []struct{ name, raw, want string }{
+		{"cl and te", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"},
+		{"two different cl", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "400"},
+		{"invalid cl", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3x\r\n\r\nabc", "400"},
+		{"negative cl", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\nabc", "400"},
+		{"huge header", huge, "431"},
+		{"body over limit", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\nabc", "413"},
+		{"garbage request line", "HELLO\r\n\r\n", "400"},
+		{"bad te", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc", "400"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := roundTrip(t, addr, c.raw)
+			if !strings.HasPrefix(got, "HTTP/1.1 "+c.want) {
+				t.Fatalf("answered %q, want %s", got, c.want)
+			}
+		})
+	}
+	if n.Load() != 0 {
+		t.Fatalf("%d hostile requests reached the worker", n.Load())
+	}
+	if got := roundTrip(t, addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("normal request: %q", got)
+	}
+}
+
+func TestSlowHeaderClosesConnection(t *testing.T) {
+	addr, n := rawProxy(t, func(s *config.Proxy) { s.ReadHeaderTimeout = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = io.ReadAll(c) // returns when the proxy closes the connection
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open after %v", time.Since(start))
+	}
+	if n.Load() != 0 {
+		t.Fatal("slow request reached the worker")
+	}
+}
