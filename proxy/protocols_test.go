@@ -1,0 +1,213 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/corral-dev/corral/config"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and returns its paths and pool.
+func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "corral test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	cert, _ := x509.ParseCertificate(der)
+	roots = x509.NewCertPool()
+	roots.AddCert(cert)
+	return certFile, keyFile, roots
+}
+
+// echoProto is a worker that reports the forwarded proto and the path.
+func echoProto(t *testing.T) string {
+	return addrOf(backend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.URL.Path)
+	}))
+}
+
+func TestTLSServesHTTP2(t *testing.T) {
+	certFile, keyFile, roots := selfSigned(t)
+	s := testSettings()
+	s.TLS = &config.TLS{Cert: certFile, Key: keyFile}
+	p := newTestProxy(t, s)
+	f := newFixture(p, testApp("web"), echoProto(t))
+	setApps(p, f)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.ServeTLS(ln) }()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + ln.Addr().String() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(body) != "https /x" {
+		t.Fatalf("got proto %d status %d body %q", resp.ProtoMajor, resp.StatusCode, body)
+	}
+	if f.backends()[0].Stats.Requests.Load() != 1 || f.backends()[0].Inflight.Load() != 0 {
+		t.Fatal("request not accounted")
+	}
+	tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestH2CPriorKnowledge(t *testing.T) {
+	s := testSettings()
+	s.H2C = true
+	p := newTestProxy(t, s)
+	setApps(p, newFixture(p, testApp("web"), echoProto(t)))
+	url := startProxy(t, p)
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(url + "/h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(body) != "http /h2" {
+		t.Fatalf("h2c: proto %d body %q", resp.ProtoMajor, body)
+	}
+	// HTTP/1.1 still works on the same listener.
+	code, body1, _ := get(t, client(t), url+"/one")
+	if code != 200 || body1 != "http /one" {
+		t.Fatalf("http/1.1 beside h2c: %d %q", code, body1)
+	}
+	tr.CloseIdleConnections()
+}
+
+func TestShutdownWaitsForInflightRequest(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		_, _ = io.WriteString(w, "finished")
+	})
+	p := newTestProxy(t, testSettings())
+	setApps(p, newFixture(p, testApp("web"), addrOf(be)))
+	url := startProxy(t, p)
+	type res struct {
+		code int
+		body string
+		err  error
+	}
+	out := make(chan res, 1)
+	go func() {
+		resp, err := http.Get(url + "/slow")
+		if err != nil {
+			out <- res{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		out <- res{code: resp.StatusCode, body: string(b)}
+	}()
+	<-entered
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- p.Shutdown(ctx)
+	}()
+	addr := strings.TrimPrefix(url, "http://")
+	waitFor(t, "listener to close", 5*time.Second, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err != nil
+	})
+	select {
+	case err := <-shut:
+		t.Fatalf("shutdown returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	r := <-out
+	if r.err != nil || r.code != 200 || r.body != "finished" {
+		t.Fatalf("in-flight request: %+v", r)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+func TestShutdownClosesStreamsAtDeadline(t *testing.T) {
+	p := newTestProxy(t, testSettings())
+	f := newFixture(p, testApp("web"), wsEcho(t))
+	setApps(p, f)
+	url := startProxy(t, p)
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	waitFor(t, "tunnel", 5*time.Second, func() bool { return f.backends()[0].Inflight.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := p.Shutdown(ctx); err == nil {
+		t.Fatal("shutdown reported success with a tunnel still open")
+	}
+	waitFor(t, "tunnel closed by shutdown", 5*time.Second, func() bool { return f.backends()[0].Inflight.Load() == 0 })
+}
