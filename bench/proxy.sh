@@ -16,8 +16,8 @@
 #          WORKER_PORTS=21901-21908 (corral needs twice instances+surge ports)
 #
 # Prints the environment and a markdown table on stdout; progress on stderr.
-# Exits non-zero when something fails to run or a proxy answers non-2xx, and
-# on the ratio only when MIN_RATIO is set. Only 127.0.0.1 is ever used.
+# Exits non-zero when something fails to run, a proxy exits, or wrk sees a
+# non-2xx answer or a socket error; on the ratio only when MIN_RATIO is set. Only 127.0.0.1 is ever used.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -204,6 +204,14 @@ done
 declare -A RSS=([nginx]=$(rss_kb "$NGINX_PID") [haproxy]=$(rss_kb "$HAPROXY_PID") [corral]=0)
 [[ $SKIP_CORRAL == 1 ]] || RSS[corral]=$(CHILDREN=0 rss_kb "$CORRAL_PID")
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+for t in nginx haproxy corral; do
+  [[ $t == corral && $SKIP_CORRAL == 1 ]] && continue
+  pid_var=${t^^}_PID
+  if ! alive "${!pid_var}"; then
+    tail -20 "${LOGS[$t]}" >&2
+    die "$t (pid ${!pid_var}) exited during the benchmark"
+  fi
+done
 
 # --- report -------------------------------------------------------------------
 declare -A RPS P50 P99 CPU ERRS ALL
@@ -226,7 +234,7 @@ for t in "${TARGETS[@]}"; do
   CPU[$t]=$(median "${cpu[@]}")
   ALL[$t]=$(printf '%.0f ' "${rps[@]}")
   ERRS[$t]="$non2xx / $sockerr"
-  ((non2xx == 0)) || failed+=("$t")
+  ((non2xx == 0 && sockerr == 0)) || failed+=("$t")
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -257,7 +265,7 @@ for t in "${TARGETS[@]}"; do printf -- '- %s: %s\n' "$t" "${ALL[$t]}"; done
 
 status=0
 if ((${#failed[@]} > 0)); then
-  log "non-2xx responses from: ${failed[*]} (see KEEP_WORK=1 and the wrk output)"
+  log "non-2xx responses or socket errors from: ${failed[*]} (KEEP_WORK=1 keeps the wrk output)"
   status=1
 fi
 if [[ -n $MIN_RATIO && $SKIP_CORRAL != 1 ]]; then
