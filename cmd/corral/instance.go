@@ -29,7 +29,7 @@ type instance struct {
 	reaper *pool.Reaper
 	ports  *pool.Ports
 	proxy  *proxy.Proxy
-	admin  *admin.Server // nil when admin.listen is ""
+	admin  *admin.Server // served only while admin.listen is set
 
 	// state is replaced, never modified, by the reload goroutine (its only
 	// writer); everyone else loads it.
@@ -77,13 +77,15 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
+	// The admin server exists even when admin.listen is "", so a reload that
+	// turns it on only has to bind a listener.
+	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Logger: log, Version: version})
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 			public.Close()
 			return nil, fmt.Errorf("listening on admin %s: %w", cfg.Admin.Listen, err)
 		}
-		in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Logger: log, Version: version})
 	}
 
 	in.goBackground(func() { in.reaper.Run(ctx) })
@@ -98,16 +100,11 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 	in.proxy.SetApps(cfg.Apps, tableSources(st.apps))
 	in.state.Store(st)
 	in.servePublic(public, st.tlsOn)
-	if adminLn != nil {
-		in.goBackground(func() {
-			if err := in.admin.Serve(adminLn); err != nil {
-				log.Error("admin server stopped", "error", err)
-			}
-		})
-	}
+	in.serveAdmin(adminLn)
 	in.goBackground(func() { in.runReloads(ctx) })
-	first := admin.ReloadResult{At: in.started, Trigger: "start", Applied: true, Changes: describeStart(cfg)}
+	first := admin.ReloadResult{At: in.started, Trigger: admin.TriggerStart, Applied: true, Changes: describeStart(cfg)}
 	in.lastReload.Store(&first)
+	in.admin.ObserveReload(first)
 	log.Info("corral started", "version", version, "listen", cfg.Listen, "admin", cfg.Admin.Listen,
 		"config", cfg.Path, "apps", describeStart(cfg))
 	return in, nil
@@ -144,6 +141,18 @@ func (in *instance) servePublic(ln net.Listener, tlsOn bool) {
 		}
 		if err := serve(ln); err != nil {
 			in.log.Error("public listener stopped", "addr", ln.Addr().String(), "error", err)
+		}
+	})
+}
+
+// serveAdmin serves the admin API on ln (nil: admin.listen is "").
+func (in *instance) serveAdmin(ln net.Listener) {
+	if ln == nil {
+		return
+	}
+	in.goBackground(func() {
+		if err := in.admin.Serve(ln); err != nil {
+			in.log.Error("admin listener stopped", "addr", ln.Addr().String(), "error", err)
 		}
 	})
 }
@@ -202,9 +211,7 @@ func (in *instance) runReloads(ctx context.Context) {
 		case req := <-in.reloads:
 			res := in.reload(ctx, req.trigger)
 			in.lastReload.Store(&res)
-			if in.admin != nil {
-				in.admin.ObserveReload(res)
-			}
+			in.admin.ObserveReload(res)
 			req.reply <- res
 		}
 	}
@@ -252,7 +259,10 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 		}
 		next.public = ln
 	}
-	if diff.AdminChanged && in.admin != nil && cfg.Admin.Listen != "" {
+	if diff.AdminChanged && cfg.Admin.Listen == "" {
+		next.adminLn = nil
+	}
+	if diff.AdminChanged && cfg.Admin.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Admin.Listen)
 		if err != nil {
 			if rebindPublic && next.public != old.public {
@@ -318,9 +328,10 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 		old.public.Close()
 	}
 	if next.adminLn != old.adminLn {
-		adminLn := next.adminLn
-		in.goBackground(func() { in.admin.Serve(adminLn) })
-		old.adminLn.Close()
+		in.serveAdmin(next.adminLn)
+		if old.adminLn != nil {
+			old.adminLn.Close()
+		}
 	}
 	res.Applied = true
 	in.log.Info("config reloaded", "trigger", trigger, "changes", res.Changes)
@@ -462,9 +473,7 @@ func (in *instance) shutdown(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	if in.admin != nil {
-		adminCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-		in.admin.Shutdown(adminCtx)
-		cancel()
-	}
+	adminCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	in.admin.Shutdown(adminCtx)
+	cancel()
 }

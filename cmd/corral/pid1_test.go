@@ -117,7 +117,10 @@ app "web" {
   command      = ["sh", "-c", "sleep 300 & exec {testapp}"]
   instances    = 2
   stop_timeout = "5s"
-  backoff { min = "50ms"  max = "1s" }
+  backoff {
+    min = "50ms"
+    max = "1s"
+  }
 }
 `
 
@@ -180,7 +183,10 @@ app "web" {
   env             = { TESTAPP_MODE = "crash" }
   instances       = 2
   exit_on_failure = "2s"
-  backoff { min = "50ms"  max = "200ms" }
+  backoff {
+    min = "50ms"
+    max = "200ms"
+  }
 }
 `
 

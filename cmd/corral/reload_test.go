@@ -25,14 +25,17 @@ shutdown { timeout = "10s" }
 app "web" {
   command       = ["{testapp}"]
   instances     = %d
-  env           = { GREETING = %q %s }
+  env           = { GREETING = %q%s }
   stop_timeout  = "5s"
   start_timeout = "3s"
-  backoff { min = "50ms"  max = "1s" }
+  backoff {
+    min = "50ms"
+    max = "1s"
+  }
   health {
     path                = "/healthz"
-    interval            = "200ms"
-    timeout             = "1s"
+    interval            = "300ms"
+    timeout             = "300ms"
     healthy_threshold   = 1
     unhealthy_threshold = 2
   }
@@ -192,8 +195,9 @@ app "a" {
   env         = { GREETING = %q }
   stop_timeout = "5s"
   health {
-    path = "/healthz"
-    interval = "200ms"
+    path     = "/healthz"
+    interval = "300ms"
+    timeout  = "300ms"
   }
 }
 app "b" {
@@ -201,8 +205,9 @@ app "b" {
   instances = 2
   stop_timeout = "5s"
   health {
-    path = "/healthz"
-    interval = "200ms"
+    path     = "/healthz"
+    interval = "300ms"
+    timeout  = "300ms"
   }
 }
 `, greeting)
@@ -256,7 +261,7 @@ func TestRollToANeverReadyCommandKeepsTheOldWorkers(t *testing.T) {
 	c := startWeb(t, 2)
 	before := c.readyPIDs("web")
 	stop := c.runLoad(2, 60*time.Second)
-	c.writeConfig(webApp(2, "one", `TESTAPP_MODE = "never-ready"`))
+	c.writeConfig(webApp(2, "one", `, TESTAPP_MODE = "never-ready"`))
 	waitFor(t, 30*time.Second, "the roll to fail", func() bool { return c.app("web").Roll.State == "failed" })
 	requireNoFailures(t, "failed roll", stop())
 	if now := c.readyPIDs("web"); fmt.Sprint(now) != fmt.Sprint(before) {

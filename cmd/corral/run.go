@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/corral-dev/corral/admin"
 	"github.com/corral-dev/corral/config"
 )
 
@@ -67,7 +68,7 @@ func runCommand(args []string, stderr io.Writer) int {
 		return exitFailure
 	}
 	in.goBackground(func() {
-		watcher.Run(ctx, func() { in.Reload(ctx, "file") })
+		watcher.Run(ctx, func() { in.Reload(ctx, admin.TriggerFile) })
 	})
 
 	code := exitOK
@@ -78,7 +79,7 @@ wait:
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGHUP:
-				in.goBackground(func() { in.Reload(ctx, "signal") })
+				in.goBackground(func() { in.Reload(ctx, admin.TriggerSignal) })
 			case syscall.SIGUSR2:
 				in.restartAll(ctx)
 			default:

@@ -23,11 +23,14 @@ app "web" {
   env           = { GREETING = "one" }
   stop_timeout  = "5s"
   start_timeout = "20s"
-  backoff { min = "50ms"  max = "1s" }
+  backoff {
+    min = "50ms"
+    max = "1s"
+  }
   health {
     path                = "/healthz"
-    interval            = "200ms"
-    timeout             = "1s"
+    interval            = "300ms"
+    timeout             = "300ms"
     healthy_threshold   = 1
     unhealthy_threshold = 2
   }
