@@ -7,6 +7,8 @@
 #                            -> rolling restart of every worker
 #   3. sends SIGUSR2         -> another rolling restart
 #   4. scales to 1 worker    (in place again) -> 3 workers drain and stop
+#   5. writes an invalid config (instances = 0) -> the reload is refused and
+#      the running worker keeps serving
 # waiting after each step until /status shows the expected state. Then it
 # prints wrk's summary and each step's reload / roll outcome from /status.
 #
@@ -131,7 +133,7 @@ run_step() {
   record "$name" "$start" "$ok"
 }
 
-sleep 2 # let wrk open its connections before the first change
+sleep 1 # let wrk open its connections before the first change
 run_step "scale 2 -> 4 (in-place write)" 'write_config 4 hello' \
   status_check "$ADMIN" "$(workers_filter 4) and .last_reload.applied == true"
 prev=$(roll_started)
@@ -141,6 +143,8 @@ prev=$(roll_started)
 run_step "SIGUSR2 rolling restart" 'kill -USR2 "$CORRAL_PID"' roll_done 4 "$prev"
 run_step "scale 4 -> 1 (in-place write)" 'write_config 1 changed' \
   status_check "$ADMIN" "$(workers_filter 1) and .last_reload.applied == true"
+run_step "invalid edit: instances = 0" 'write_config 0 changed' \
+  status_check "$ADMIN" ".last_reload.applied == false and (.last_reload.problems | length) > 0 and $(workers_filter 1)"
 
 outlasted=0
 if ! alive "$WRK_PID"; then
