@@ -29,7 +29,10 @@ var (
 	ErrQueueTimeout   = &Error{Status: 503, Body: "503 server busy, queue timeout\n", RetryAfter: "1"}
 	ErrBadGateway     = &Error{Status: 502, Body: "502 bad gateway\n"}
 	ErrGatewayTimeout = &Error{Status: 504, Body: "504 gateway timeout\n"}
-	ErrBodyTooLarge   = &Error{Status: 413, Body: "413 request body too large\n", Close: true}
+	// 413 keeps the connection: the engines discard a small unread rest of
+	// the body and close by themselves when too much is left, so the client
+	// is not reset before it reads the answer.
+	ErrBodyTooLarge   = &Error{Status: 413, Body: "413 request body too large\n"}
 	ErrHeaderTooLarge = &Error{Status: 431, Body: "431 request header fields too large\n", Close: true}
 	ErrBadRequest     = &Error{Status: 400, Body: "400 bad request\n", Close: true}
 	ErrClientGone     = &Error{Status: 499, Body: "499 client closed request\n", Close: true}

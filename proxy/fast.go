@@ -334,7 +334,7 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 		size = -1 // read-until-close from the worker: re-frame as chunked
 	}
 	rl := relays.Get().(*relay)
-	*rl = relay{body: body, resp: resp, rt: rt, b: b, start: ctx.Time(), status: status}
+	*rl = relay{body: body, resp: resp, rt: rt, t: t, b: b, start: ctx.Time(), status: status, log: p.log}
 	out.SetBodyStream(rl, size)
 	return nil
 }
@@ -342,23 +342,43 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 // relay is the client response body: it reads the worker's body and, when
 // the engine closes it, records the request and frees the worker slot.
 type relay struct {
-	body   io.Reader
-	resp   *fasthttp.Response
-	rt     *route
-	b      *pool.Backend
-	start  time.Time
-	status int
+	body    io.Reader
+	resp    *fasthttp.Response
+	rt      *route
+	t       *pool.Table
+	b       *pool.Backend
+	start   time.Time
+	status  int
+	readErr error
+	log     hclog.Logger
 }
 
 var relays = sync.Pool{New: func() any { return &relay{} }}
 
-func (r *relay) Read(p []byte) (int, error) { return r.body.Read(p) }
+func (r *relay) Read(p []byte) (int, error) {
+	n, err := r.body.Read(p)
+	if err != nil && err != io.EOF {
+		r.readErr = err
+	}
+	return n, err
+}
 
-// Close ends the stream: the worker connection goes back to its pool (or
-// is closed when the body was not read to its end).
-func (r *relay) Close() error {
+// CloseWithError ends the stream; writeErr is the engine's error writing
+// to the client, if any. The worker connection goes back to its pool, or
+// is closed when its body was not read to the end. (Only CloseWithError is
+// implemented: the engine calls both Close and CloseWithError when both
+// exist, and the relay must be released exactly once.)
+func (r *relay) CloseWithError(writeErr error) error {
 	err := r.resp.CloseBodyStream()
 	fasthttp.ReleaseResponse(r.resp)
+	switch {
+	case r.readErr != nil:
+		r.log.Debug("worker failed mid-response", "app", r.rt.name, "worker", r.b.ID, "error", r.readErr)
+		passiveFailure(r.log, r.t, r.b, time.Now(), "connection error")
+	case writeErr != nil:
+		r.t.Stats.ClientCancelled.Add(1)
+		r.log.Debug("client left mid-response", "app", r.rt.name, "worker", r.b.ID, "error", writeErr)
+	}
 	r.b.Stats.Observe(r.status, time.Since(r.start))
 	release(r.rt, r.b)
 	*r = relay{}

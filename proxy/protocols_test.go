@@ -197,12 +197,7 @@ func TestShutdownClosesStreamsAtDeadline(t *testing.T) {
 	f := newFixture(p, testApp("web"), wsEcho(t))
 	setApps(p, f)
 	url := startProxy(t, p)
-	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	dialWebSocket(t, url)
 	waitFor(t, "tunnel", 5*time.Second, func() bool { return f.backends()[0].Inflight.Load() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

@@ -1,8 +1,13 @@
 package proxy
 
 import (
+	"context"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestForwardsAndSetsHeaders(t *testing.T) {
@@ -55,4 +60,59 @@ func TestForwardsAndSetsHeaders(t *testing.T) {
 	if n := f.backends()[0].Inflight.Load(); n != 0 {
 		t.Errorf("inflight %d after request, want 0", n)
 	}
+}
+
+func TestReloadKeepsQueueAndAppliesRoutes(t *testing.T) {
+	hb, addr := newHoldingBackend(t)
+	p := newTestProxy(t, testSettings())
+	app := testApp("web")
+	app.MaxInflight = 1
+	f := newFixture(p, app, addr)
+	setApps(p, f)
+	url := startProxy(t, p)
+	c := client(t)
+	out := make(chan result, 2)
+	go send(context.Background(), c, url, 0, out)
+	waitFor(t, "first request at the backend", 5*time.Second, func() bool { return len(hb.order()) == 1 })
+	go send(context.Background(), c, url, 1, out)
+	waitFor(t, "queued", 5*time.Second, func() bool { return f.stats.Queued.Load() == 1 })
+	// Reload: same app (new spec value), plus a new app under /new.
+	app2 := *app
+	f.app = &app2
+	other := newFixture(p, testApp("other"), addrOf(backend(t, func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("other")) })))
+	other.app.PathPrefix = "/new"
+	setApps(p, f, other)
+	if code, body, _ := get(t, c, url+"/new/x"); code != 200 || body != "other" {
+		t.Fatalf("new route: %d %q", code, body)
+	}
+	hb.release()
+	for range 2 {
+		if r := <-out; r.code != 200 {
+			t.Fatalf("request across reload: %+v", r)
+		}
+	}
+}
+
+func TestCloseIdleClosesPooledConnections(t *testing.T) {
+	var closed atomic.Int64
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	be.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	be.Start()
+	t.Cleanup(be.Close)
+	p := newTestProxy(t, testSettings())
+	f := newFixture(p, testApp("web"), addrOf(be))
+	setApps(p, f)
+	url := startProxy(t, p)
+	if code, _, _ := get(t, client(t), url+"/"); code != 200 {
+		t.Fatal(code)
+	}
+	if closed.Load() != 0 {
+		t.Fatal("worker connection closed before CloseIdle")
+	}
+	f.backends()[0].Upstream.CloseIdle()
+	waitFor(t, "pooled connection to close", 5*time.Second, func() bool { return closed.Load() == 1 })
 }

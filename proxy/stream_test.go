@@ -53,6 +53,41 @@ func TestSSEArrivesEventByEvent(t *testing.T) {
 	waitFor(t, "stream to release its worker", 5*time.Second, func() bool { return f.backends()[0].Inflight.Load() == 0 })
 }
 
+func TestClientLeavingStreamIsCounted(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for range 500 {
+			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	p := newTestProxy(t, testSettings())
+	f := newFixture(p, testApp("web"), addrOf(be))
+	setApps(p, f)
+	url := startProxy(t, p)
+	resp, err := client(t).Get(url + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); line != "data: tick\n" {
+		t.Fatalf("first event %q", line)
+	}
+	_ = resp.Body.Close()
+	waitFor(t, "stream end to be counted", 5*time.Second, func() bool {
+		return f.backends()[0].Inflight.Load() == 0 && f.stats.ClientCancelled.Load() == 1
+	})
+	if f.backends()[0].Stats.Requests.Load() != 1 {
+		t.Fatal("stream not observed")
+	}
+}
+
 func TestLargeBodiesStreamBothWays(t *testing.T) {
 	const size = 5 << 20
 	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -101,7 +136,7 @@ func TestChunkedBodyOverLimitIs413(t *testing.T) {
 	p := newTestProxy(t, s)
 	setApps(p, newFixture(p, testApp("web"), addrOf(be)))
 	url := startProxy(t, p)
-	req, _ := http.NewRequest("POST", url+"/", io.MultiReader(bytes.NewReader(make([]byte, 1<<20))))
+	req, _ := http.NewRequest("POST", url+"/", io.MultiReader(bytes.NewReader(make([]byte, 100<<10))))
 	resp, err := client(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -176,19 +211,24 @@ func maskedFrame(msg string) []byte {
 	return out
 }
 
+// dialWebSocket connects to the proxy and sends a WebSocket handshake.
+func dialWebSocket(t *testing.T, url string) (net.Conn, *bufio.Reader) {
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	return c, bufio.NewReader(c)
+}
+
 func TestWebSocketEchoThroughProxy(t *testing.T) {
 	p := newTestProxy(t, testSettings())
 	f := newFixture(p, testApp("web"), wsEcho(t))
 	setApps(p, f)
 	url := startProxy(t, p)
-	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(c)
+	c, br := dialWebSocket(t, url)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
