@@ -1,0 +1,178 @@
+package pool
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/corral-dev/corral/config"
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// maxLogLine is the longest line a worker's output is logged as; longer
+// lines are split into several log lines, never dropped.
+const maxLogLine = 64 << 10
+
+// process is one started worker process and its output pipes.
+type process struct {
+	pid    int
+	exited <-chan syscall.WaitStatus
+	// readers are the parent's read ends of stdout and stderr.
+	readers   []*os.File
+	closeOnce sync.Once
+	// logsDone is closed when both readers reached EOF.
+	logsDone chan struct{}
+}
+
+// buildCommand turns spec into the command for one worker listening on port.
+func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) {
+	if len(spec.Command) == 0 {
+		return nil, errors.New("empty command")
+	}
+	p := strconv.Itoa(port)
+	argv := make([]string, len(spec.Command))
+	for i, arg := range spec.Command {
+		argv[i] = strings.ReplaceAll(arg, "{port}", p)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = spec.Dir
+	env := os.Environ()
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "PORT="+p, "CORRAL_APP="+spec.Name, "CORRAL_WORKER="+slotID)
+	cmd.Env = env
+	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if spec.User != "" || spec.Group != "" {
+		cred, err := credential(spec.User, spec.Group)
+		if err != nil {
+			return nil, err
+		}
+		attr.Credential = cred
+	}
+	cmd.SysProcAttr = attr
+	return cmd, nil
+}
+
+// credential looks up the uid, gid and supplementary groups to run as.
+func credential(userName, groupName string) (*syscall.Credential, error) {
+	cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	if userName != "" {
+		u, err := user.Lookup(userName)
+		if err != nil {
+			return nil, fmt.Errorf("looking up user %q: %w", userName, err)
+		}
+		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
+		if ids, err := u.GroupIds(); err == nil {
+			for _, g := range ids {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+					cred.Groups = append(cred.Groups, uint32(n))
+				}
+			}
+		}
+	}
+	if groupName != "" {
+		g, err := user.LookupGroup(groupName)
+		if err != nil {
+			return nil, fmt.Errorf("looking up group %q: %w", groupName, err)
+		}
+		gid, _ := strconv.ParseUint(g.Gid, 10, 32)
+		cred.Gid = uint32(gid)
+	}
+	return cred, nil
+}
+
+// startProcess starts cmd through the reaper with its stdout and stderr
+// piped into log line by line. The readers run on wg and end at EOF or when
+// closeLogs closes the read ends.
+func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup) (*process, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("creating stderr pipe: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	pid, exited, err := r.Start(cmd)
+	// The child has its own copies; the parent's write ends must go or the
+	// readers never see EOF.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, err
+	}
+	p := &process{pid: pid, exited: exited, readers: []*os.File{outR, errR}, logsDone: make(chan struct{})}
+	log = log.With("pid", pid)
+	var left atomic.Int32
+	left.Store(2)
+	read := func(f *os.File, log hclog.Logger) {
+		defer wg.Done()
+		copyLines(f, log)
+		if left.Add(-1) == 0 {
+			close(p.logsDone)
+		}
+	}
+	wg.Add(2)
+	go read(outR, log)
+	go read(errR, log.With("stream", "stderr"))
+	return p, nil
+}
+
+// closeLogs closes the read ends of the output pipes. A grandchild that
+// escaped the process group may hold the write ends open forever; closing
+// here ends the reader goroutines regardless.
+func (p *process) closeLogs() {
+	p.closeOnce.Do(func() {
+		for _, f := range p.readers {
+			f.Close()
+		}
+	})
+}
+
+// copyLines logs every line of r at info; lines longer than maxLogLine are
+// logged in pieces.
+func copyLines(r io.Reader, log hclog.Logger) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	for {
+		line, _, err := br.ReadLine()
+		if len(line) > 0 {
+			log.Info(string(line))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// signalGroup sends sig to every process of the group led by pgid. ESRCH
+// (group already gone) is not an error.
+func signalGroup(pgid int, sig syscall.Signal) error {
+	err := unix.Kill(-pgid, sig)
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signalling process group %d: %w", pgid, err)
+	}
+	return nil
+}
+
+// groupGone reports whether no process of the group led by pgid is left.
+func groupGone(pgid int) bool {
+	return errors.Is(unix.Kill(-pgid, 0), unix.ESRCH)
+}

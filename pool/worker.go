@@ -1,0 +1,459 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/corral-dev/corral/config"
+	"github.com/corral-dev/corral/health"
+)
+
+const (
+	// pollInterval is how often drain and stop waits look at their condition.
+	pollInterval = 10 * time.Millisecond
+	// killGrace bounds the wait for a SIGKILLed process group to vanish.
+	killGrace = 2 * time.Second
+	// logGrace is how long a finished worker's output pipes stay open for
+	// its last lines when something outside the group still holds them.
+	logGrace = 500 * time.Millisecond
+)
+
+// slot is one stable worker position ("web-1"). It outlives the processes
+// that fill it, keeps its counters and decides restart backoff.
+type slot struct {
+	id    string
+	num   int
+	stats *WorkerStats
+	spec  *config.App // process settings its restarts use (changed by rolls)
+	gen   int
+	cur   *worker // the worker filling the slot; nil while in backoff
+
+	removed      bool // scaled down
+	delay        time.Duration
+	restartTimer *time.Timer
+	reason       string // why it is in backoff
+	lastExit     string
+}
+
+func (s *slot) cancelRestart() {
+	if s.restartTimer != nil {
+		s.restartTimer.Stop()
+		s.restartTimer = nil
+	}
+}
+
+// worker is one process of a slot, owned by the supervisor except for the
+// fields documented otherwise.
+type worker struct {
+	slot  *slot
+	gen   int
+	port  int
+	proc  *process
+	log   hclog.Logger
+	state string
+	// reason says why the worker is in its state (unhealthy, draining...).
+	reason    string
+	startedAt time.Time
+	readyAt   time.Time
+
+	backend        *Backend
+	probe          *health.Probe
+	stopProbe      context.CancelFunc
+	readyTimer     *time.Timer
+	unhealthyTimer *time.Timer
+
+	candidate  bool   // started by a roll, not yet promoted
+	stopping   bool   // on its way out; its exit is not a crash
+	exited     bool   // the leader's exit was handled
+	finished   bool   // process group gone, port released
+	failReason string // why the supervisor killed it, if it did
+	then       func() // run on the supervisor once the worker finished
+
+	// exitedCh is closed by the exit watcher after it stored exitStatus.
+	exitedCh   chan struct{}
+	exitStatus syscall.WaitStatus
+}
+
+// gone reports whether the leader has exited and its whole group is gone.
+func (w *worker) gone() bool {
+	select {
+	case <-w.exitedCh:
+		return groupGone(w.proc.pid)
+	default:
+		return false
+	}
+}
+
+func (w *worker) stopTimers() {
+	if w.readyTimer != nil {
+		w.readyTimer.Stop()
+	}
+	if w.unhealthyTimer != nil {
+		w.unhealthyTimer.Stop()
+	}
+	if w.stopProbe != nil {
+		w.stopProbe()
+	}
+}
+
+// workerObserver is the health.Observer of one worker process. It is per
+// process, not per slot id, because during a roll two processes share an id.
+type workerObserver struct {
+	a *App
+	w *worker
+}
+
+// HealthChanged forwards t to the supervisor.
+func (o workerObserver) HealthChanged(t health.Transition) {
+	o.a.post(func() { o.a.onHealth(o.w, t) })
+}
+
+// newSlot creates slot number n, continuing the counters of an earlier slot
+// with the same id.
+func (a *App) newSlot(n int) *slot {
+	id := a.name + "-" + strconv.Itoa(n)
+	all := *a.slotStats.Load()
+	st, ok := all[id]
+	if !ok {
+		st = &WorkerStats{}
+		next := make(map[string]*WorkerStats, len(all)+1)
+		for k, v := range all {
+			next[k] = v
+		}
+		next[id] = st
+		a.slotStats.Store(&next)
+	}
+	s := &slot{id: id, num: n, stats: st, spec: a.spec, gen: a.gen}
+	a.slots[id] = s
+	return s
+}
+
+// spawn starts a process for s from spec's process settings.
+func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker, error) {
+	port, err := a.opts.Ports.Take()
+	if err != nil {
+		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+	}
+	cmd, err := buildCommand(spec, s.id, port)
+	if err != nil {
+		a.opts.Ports.Release(port)
+		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+	}
+	log := a.log.With("worker", s.id)
+	proc, err := startProcess(a.opts.Reaper, cmd, log, &a.wg)
+	if err != nil {
+		a.opts.Ports.Release(port)
+		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+	}
+	w := &worker{
+		slot: s, gen: gen, port: port, proc: proc, log: log.With("pid", proc.pid),
+		state: StateStarting, startedAt: time.Now(), candidate: candidate,
+		exitedCh: make(chan struct{}),
+	}
+	a.workers[w] = struct{}{}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		w.exitStatus = <-proc.exited
+		close(w.exitedCh)
+		a.post(func() { a.onExit(w) })
+	}()
+
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	w.probe = health.NewProbe(a.spec.Health, s.id, addr, workerObserver{a, w}, a.root)
+	ctx, cancel := context.WithCancel(a.ctx)
+	w.stopProbe = cancel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		w.probe.Run(ctx)
+	}()
+	timeout := a.startTimeout()
+	w.readyTimer = a.after(timeout, func() { a.notReady(w, timeout) })
+	w.log.Info("worker started", "port", port, "generation", gen)
+	return w, nil
+}
+
+// fill starts a worker for a slot that has none; a failure goes to backoff.
+func (a *App) fill(s *slot) {
+	w, err := a.spawn(s, s.spec, s.gen, false)
+	if err != nil {
+		a.log.Error("cannot start worker", "worker", s.id, "error", err)
+		a.scheduleRestart(s, err.Error(), nil)
+		return
+	}
+	s.cur = w
+}
+
+// scheduleRestart puts s into backoff after its worker w (nil when it never
+// started) failed.
+func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
+	if a.stopping || s.removed {
+		return
+	}
+	b := a.spec.Backoff
+	lo, hi := orDefault(b.Min, defaultBackoffMin), orDefault(b.Max, defaultBackoffMax)
+	if w != nil && !w.readyAt.IsZero() && b.ResetAfter > 0 && time.Since(w.readyAt) >= b.ResetAfter {
+		s.delay = 0 // it was healthy long enough: this is a fresh failure
+	}
+	d := max(s.delay, lo)
+	s.delay = min(2*d, hi)
+	d = time.Duration(float64(min(d, hi)) * (0.8 + 0.4*rand.Float64()))
+	s.reason = reason
+	s.cancelRestart()
+	var t *time.Timer
+	t = a.after(d, func() {
+		if s.restartTimer != t {
+			return // cancelled since
+		}
+		s.restartTimer = nil
+		if a.stopping || s.removed || s.cur != nil {
+			return
+		}
+		s.stats.AddRestart()
+		a.fill(s)
+		a.publish()
+	})
+	s.restartTimer = t
+	a.log.Warn("worker in backoff", "worker", s.id, "reason", reason, "delay", d.Round(time.Millisecond))
+}
+
+// orDefault returns d, or def when d is not positive.
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// onExit handles the exit of w's leader process.
+func (a *App) onExit(w *worker) {
+	if w.exited {
+		return
+	}
+	w.exited = true
+	w.stopTimers()
+	exit := describeExit(w.exitStatus)
+	w.slot.lastExit = exit
+	if w.stopping {
+		w.log.Debug("worker exited", "status", exit)
+		a.publish()
+		return
+	}
+	// A crash, or the supervisor killed it (not ready, unhealthy too long).
+	reason := w.failReason
+	if reason == "" {
+		reason = "exited: " + exit
+	}
+	w.log.Warn("worker exited", "status", exit, "reason", reason)
+	a.beginStop(w, false, syscall.SIGKILL, killGrace)
+	if w.candidate {
+		a.abortRoll(fmt.Errorf("worker %s %s", w.slot.id, reason))
+		a.publish()
+		return
+	}
+	if s := w.slot; s.cur == w {
+		s.cur = nil
+		a.scheduleRestart(s, reason, w)
+	}
+	a.publish()
+}
+
+// onHealth applies a health transition of w.
+func (a *App) onHealth(w *worker, t health.Transition) {
+	if w.stopping || w.exited {
+		return
+	}
+	switch {
+	case t.Healthy && w.state == StateStarting:
+		a.markReady(w)
+	case t.Healthy && w.state == StateUnhealthy:
+		w.state, w.reason = StateReady, ""
+		if w.unhealthyTimer != nil {
+			w.unhealthyTimer.Stop()
+			w.unhealthyTimer = nil
+		}
+		w.log.Info("worker back in rotation")
+	case !t.Healthy && w.state == StateReady:
+		w.state, w.reason = StateUnhealthy, t.Reason
+		w.log.Warn("worker out of rotation", "reason", t.Reason)
+		if h := a.spec.Health; h != nil && h.RestartAfter > 0 {
+			after := h.RestartAfter
+			var timer *time.Timer
+			timer = a.after(after, func() {
+				if w.unhealthyTimer == timer && w.state == StateUnhealthy {
+					a.kill(w, fmt.Sprintf("unhealthy for %s", after))
+				}
+			})
+			w.unhealthyTimer = timer
+		}
+	default:
+		return
+	}
+	a.publish()
+}
+
+// markReady puts w into rotation.
+func (a *App) markReady(w *worker) {
+	if w.readyTimer != nil {
+		w.readyTimer.Stop()
+	}
+	w.state, w.reason, w.readyAt = StateReady, "", time.Now()
+	b := &Backend{ID: w.slot.id, Port: w.port, Stats: w.slot.stats}
+	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
+	if a.opts.NewUpstream != nil {
+		b.Upstream = a.opts.NewUpstream(b.Addr, a.spec)
+	}
+	w.backend = b
+	w.log.Info("worker ready", "startup", w.readyAt.Sub(w.startedAt).Round(time.Millisecond))
+	if w.candidate {
+		a.promote(w)
+	}
+}
+
+// notReady kills w when it is still starting after the start timeout.
+func (a *App) notReady(w *worker, timeout time.Duration) {
+	if w.state == StateStarting {
+		a.kill(w, fmt.Sprintf("not ready after %s", timeout))
+	}
+}
+
+// kill SIGKILLs w's process group; its exit then goes the crash way, with
+// reason as the cause.
+func (a *App) kill(w *worker, reason string) {
+	if w.stopping || w.exited {
+		return
+	}
+	w.failReason = reason
+	w.log.Warn("killing worker", "reason", reason)
+	if err := signalGroup(w.proc.pid, syscall.SIGKILL); err != nil {
+		w.log.Error("cannot kill worker", "error", err)
+	}
+}
+
+// stopWorker takes w out of rotation and stops it: drain first (when drain
+// is set and it was in rotation), then its stop signal, then SIGKILL. then,
+// if not nil, runs on the supervisor once w is gone.
+func (a *App) stopWorker(w *worker, drain bool, then func()) {
+	if w.stopping {
+		if then != nil {
+			prev := w.then
+			w.then = func() {
+				if prev != nil {
+					prev()
+				}
+				then()
+			}
+		}
+		return
+	}
+	w.then = then
+	a.beginStop(w, drain, a.stopSignal(), a.stopTimeout())
+	a.publish()
+}
+
+// beginStop marks w as stopping and starts the goroutine that ends it.
+func (a *App) beginStop(w *worker, drain bool, sig syscall.Signal, timeout time.Duration) {
+	w.stopping = true
+	w.stopTimers()
+	if w.backend != nil {
+		w.backend.Draining.Store(true)
+	}
+	if drain && w.backend != nil && !w.exited {
+		w.state, w.reason = StateDraining, "stop requested"
+	} else if !w.exited {
+		w.state = StateStopping
+	}
+	a.wg.Add(1)
+	go a.terminate(w, drain, sig, timeout)
+}
+
+// terminate ends w's process group within timeout (plus killGrace) and
+// reports back with finish. It runs on its own goroutine.
+func (a *App) terminate(w *worker, drain bool, sig syscall.Signal, timeout time.Duration) {
+	defer a.wg.Done()
+	deadline := time.Now().Add(timeout)
+	if b := w.backend; b != nil {
+		if drain && !a.waitUntil(deadline, func() bool { return b.Inflight.Load() <= 0 }) {
+			w.log.Warn("drain deadline passed", "inflight", b.Inflight.Load())
+		}
+		if b.Upstream != nil {
+			b.Upstream.CloseIdle()
+		}
+		a.post(func() {
+			if !w.exited {
+				w.state = StateStopping
+				a.publishStatus()
+			}
+		})
+	}
+	pgid := w.proc.pid
+	if err := signalGroup(pgid, sig); err != nil {
+		w.log.Error("cannot signal worker", "error", err)
+	}
+	if !a.waitUntil(deadline, w.gone) {
+		if sig != syscall.SIGKILL {
+			w.log.Warn("worker did not stop in time, killing", "timeout", timeout)
+		}
+		_ = signalGroup(pgid, syscall.SIGKILL)
+		if !waitFor(time.Now().Add(killGrace), nil, w.gone) {
+			w.log.Error("process group still present after kill", "pgid", pgid)
+		}
+	}
+	a.post(func() { a.finish(w) })
+}
+
+// waitUntil polls cond until it holds (true), deadline passes or Stop's
+// context ended (false).
+func (a *App) waitUntil(deadline time.Time, cond func() bool) bool {
+	return waitFor(deadline, a.hurry, cond)
+}
+
+func waitFor(deadline time.Time, abort <-chan struct{}, cond func() bool) bool {
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for !cond() {
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		select {
+		case <-t.C:
+		case <-abort:
+			return cond()
+		}
+	}
+	return true
+}
+
+// finish releases what w held once its process group is gone.
+func (a *App) finish(w *worker) {
+	if w.finished {
+		return
+	}
+	w.finished = true
+	delete(a.workers, w)
+	a.opts.Ports.Release(w.port)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		t := time.NewTimer(logGrace)
+		defer t.Stop()
+		select {
+		case <-w.proc.logsDone:
+		case <-t.C:
+		}
+		w.proc.closeLogs()
+	}()
+	w.log.Debug("worker finished")
+	if w.then != nil {
+		w.then()
+	}
+	a.publish()
+}
