@@ -36,6 +36,9 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		return nil
 	}
 	p.fast = append(p.fast, s)
+	// Shutdown closes ln itself too: the engine only knows listeners it
+	// has started serving, and Shutdown may come before that.
+	p.listeners = append(p.listeners, ln)
 	p.mu.Unlock()
 	if p.settings.Load().H2C {
 		ln = newH2CListener(ln, p)

@@ -31,15 +31,16 @@ type Proxy struct {
 	ids      *requestIDs
 	std      http.Handler
 
-	mu       sync.Mutex // guards everything below
-	queues   map[string]*queue
-	fast     []*fasthttp.Server
-	https    []*http.Server
-	conns    map[net.Conn]struct{} // client connections, closed when Shutdown gives up
-	tunnels  map[*tunnel]struct{}
-	closing  bool
-	shutdown chan struct{} // closed when Shutdown starts
-	streams  sync.WaitGroup
+	mu        sync.Mutex // guards everything below
+	queues    map[string]*queue
+	fast      []*fasthttp.Server
+	https     []*http.Server
+	listeners []net.Listener
+	conns     map[net.Conn]struct{} // client connections, closed when Shutdown gives up
+	tunnels   map[*tunnel]struct{}
+	closing   bool
+	shutdown  chan struct{} // closed when Shutdown starts
+	streams   sync.WaitGroup
 }
 
 // New returns a proxy with the given settings and no apps (every request
@@ -127,6 +128,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	fast := append([]*fasthttp.Server(nil), p.fast...)
 	https := append([]*http.Server(nil), p.https...)
+	for _, ln := range p.listeners {
+		_ = ln.Close()
+	}
 	p.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -153,7 +157,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	close(errs)
 	for err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		// Listeners closed by the caller (a rebind) or above are fine.
+		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
 	}

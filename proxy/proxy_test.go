@@ -116,3 +116,28 @@ func TestCloseIdleClosesPooledConnections(t *testing.T) {
 	f.backends()[0].Upstream.CloseIdle()
 	waitFor(t, "pooled connection to close", 5*time.Second, func() bool { return closed.Load() == 1 })
 }
+
+func TestRebindFinishesRequestsOnOldListener(t *testing.T) {
+	hb, addr := newHoldingBackend(t)
+	p := newTestProxy(t, testSettings())
+	setApps(p, newFixture(p, testApp("web"), addr))
+	oldURL := startProxy(t, p)
+	newURL := startProxy(t, p)
+	out := make(chan result, 1)
+	// A fresh client: closing the old listener must not depend on pooled conns.
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	go send(context.Background(), &http.Client{Transport: tr}, oldURL, 0, out)
+	waitFor(t, "request on the old listener", 5*time.Second, func() bool { return len(hb.order()) == 1 })
+	p.mu.Lock()
+	old := p.listeners[0]
+	p.mu.Unlock()
+	_ = old.Close()
+	if code, _, _ := get(t, client(t), newURL+"/"); code != 200 {
+		t.Fatalf("new listener answered %d", code)
+	}
+	hb.release()
+	if r := <-out; r.err != nil || r.code != 200 {
+		t.Fatalf("request on the closed listener: %+v", r)
+	}
+}
