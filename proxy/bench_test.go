@@ -1,0 +1,58 @@
+package proxy
+
+import (
+	"net"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/valyala/fasthttp"
+)
+
+// BenchmarkFastProxy measures a proxied keep-alive GET over loopback with
+// every feature on (request ids, passive health, queue configured). The
+// numbers include the client and the worker running in the same process;
+// compare against nginx with the bench/ scripts for the real target.
+func BenchmarkFastProxy(b *testing.B) {
+	wln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	worker := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("hello world\n") }}
+	go func() { _ = worker.Serve(wln) }()
+	defer func() { _ = worker.Shutdown() }()
+
+	p := New(testSettings(), hclog.NewNullLogger())
+	app := testApp("web")
+	app.Passive.Failures = 5
+	app.Passive.Count5xx = true
+	f := newFixture(p, app, wln.Addr().String())
+	setApps(p, f)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	defer func() {
+		_ = p.Shutdown(b.Context())
+		<-done
+	}()
+
+	c := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, Dial: func(a string) (net.Conn, error) { return net.Dial("tcp", a) }}
+	defer c.CloseIdleConnections()
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://bench/")
+		for pb.Next() {
+			if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				b.Errorf("proxied request: %v %d", err, resp.StatusCode())
+				return
+			}
+		}
+	})
+}
