@@ -197,8 +197,10 @@ func TestShutdownClosesStreamsAtDeadline(t *testing.T) {
 	f := newFixture(p, testApp("web"), wsEcho(t))
 	setApps(p, f)
 	url := startProxy(t, p)
-	dialWebSocket(t, url)
-	waitFor(t, "tunnel", 5*time.Second, func() bool { return f.backends()[0].Inflight.Load() == 1 })
+	_, br := dialWebSocket(t, url)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if err := p.Shutdown(ctx); err == nil {
