@@ -514,3 +514,73 @@ func TestStopIdempotent(t *testing.T) {
 		t.Error("stopped app still shows workers")
 	}
 }
+
+func TestMissingCommandBacksOff(t *testing.T) {
+	spec := testSpec(t, "ok", 1)
+	spec.Command = []string{"/nonexistent/corral-test-app", "{port}"}
+	a := startApp(t, spec)
+	eventually(t, 10*time.Second, "restarts of a command that cannot start", func() bool {
+		st := a.Status()
+		return len(st.Workers) == 1 && st.Workers[0].State == StateBackoff &&
+			strings.Contains(st.Workers[0].Reason, "no such file") && st.Workers[0].Restarts >= 2
+	})
+	good := startApp(t, testSpec(t, "ok", 1))
+	waitReady(t, good, 1) // one failing app never affects another
+}
+
+func TestEscapedGrandchildDoesNotBlockStop(t *testing.T) {
+	spec := testSpec(t, "ok", 1)
+	// setsid puts the sleep outside the worker's process group, holding
+	// the output pipes open after the worker is gone.
+	spec.Command = []string{"/bin/sh", "-c", `setsid sleep 300 & exec "$0"`, testBinary()}
+	a := New(spec, Options{Logger: testLogger(), Ports: testPorts, Reaper: testReaper})
+	a.Start()
+	pids := waitReady(t, a, 1)
+	var sleep int
+	eventually(t, 5*time.Second, "the escaped sleep", func() bool {
+		if kids := childrenOf(pids["web-1"]); len(kids) == 1 {
+			sleep = kids[0]
+		}
+		return sleep != 0
+	})
+	defer func() {
+		// The escaped process is not the pool's to kill; the test cleans it up.
+		unix.Kill(sleep, syscall.SIGKILL)
+		eventually(t, 5*time.Second, "the escaped sleep reaped", func() bool { return processGone(sleep) })
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > spec.StopTimeout+killGrace+logGrace {
+		t.Errorf("stop took %v with a grandchild holding the pipes", took)
+	}
+	if !processGone(pids["web-1"]) {
+		t.Error("worker survived Stop")
+	}
+}
+
+func TestScaleDuringRollAppliesAfter(t *testing.T) {
+	spec := testSpec(t, "ok", 1)
+	a := startApp(t, spec)
+	before := waitReady(t, a, 1)
+	next := *spec
+	next.Env = map[string]string{envMode: "ok", "VERSION": "2"}
+	next.Instances = 2
+	a.Update(&next)
+	after := waitReady(t, a, 2)
+	if after["web-1"] == before["web-1"] {
+		t.Error("web-1 was not rolled")
+	}
+	st := a.Status()
+	if st.Roll.State != "done" {
+		t.Errorf("roll = %+v", st.Roll)
+	}
+	for _, w := range st.Workers {
+		if w.Generation != 2 {
+			t.Errorf("%s generation %d, want 2", w.ID, w.Generation)
+		}
+	}
+}

@@ -102,6 +102,9 @@ func runWorker(mode string) {
 	http.Serve(l, mux)
 }
 
+// testBinary is the path of the test binary, re-executed as the worker.
+func testBinary() string { return os.Args[0] }
+
 func testLogger() hclog.Logger {
 	level := os.Getenv("CORRAL_TEST_LOG")
 	if level == "" {
@@ -115,7 +118,7 @@ func testSpec(t *testing.T, mode string, instances int) *config.App {
 	t.Helper()
 	return &config.App{
 		Name:         "web",
-		Command:      []string{os.Args[0]},
+		Command:      []string{testBinary()},
 		Dir:          t.TempDir(),
 		Env:          map[string]string{envMode: mode},
 		Instances:    instances,

@@ -106,3 +106,19 @@ func TestProcessEqual(t *testing.T) {
 		}
 	}
 }
+
+func TestCredential(t *testing.T) {
+	cred, err := credential("root", "")
+	if err != nil {
+		t.Skipf("no root user here: %v", err)
+	}
+	if cred.Uid != 0 || cred.Gid != 0 {
+		t.Errorf("root credential = %+v", cred)
+	}
+	if _, err := credential("corral-no-such-user", ""); err == nil {
+		t.Error("unknown user accepted")
+	}
+	if _, err := credential("", "corral-no-such-group"); err == nil {
+		t.Error("unknown group accepted")
+	}
+}

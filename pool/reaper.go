@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -52,6 +53,9 @@ type startReply struct {
 // NewReaper returns a reaper; on Linux it makes corral a child subreaper so
 // orphaned grandchildren of workers are reparented to corral and reaped here.
 func NewReaper(log hclog.Logger) *Reaper {
+	if !strings.HasSuffix(log.Name(), "pool") {
+		log = log.Named("pool")
+	}
 	log = log.Named("reaper")
 	if err := setSubreaper(); err != nil {
 		log.Warn("cannot become child subreaper", "error", err)

@@ -381,6 +381,11 @@ func (a *App) terminate(w *worker, drain bool, sig syscall.Signal, timeout time.
 	defer a.wg.Done()
 	deadline := time.Now().Add(timeout)
 	if b := w.backend; b != nil {
+		if b.Upstream != nil {
+			// Idle keep-alive connections carry no request: close them now
+			// so nothing new is sent on them while the rest drains.
+			b.Upstream.CloseIdle()
+		}
 		if drain && !a.waitUntil(deadline, func() bool { return b.Inflight.Load() <= 0 }) {
 			w.log.Warn("drain deadline passed", "inflight", b.Inflight.Load())
 		}
