@@ -121,18 +121,35 @@ func TestRebindFinishesRequestsOnOldListener(t *testing.T) {
 	hb, addr := newHoldingBackend(t)
 	p := newTestProxy(t, testSettings())
 	setApps(p, newFixture(p, testApp("web"), addr))
-	oldURL := startProxy(t, p)
-	newURL := startProxy(t, p)
+	var lns []net.Listener
+	serveDone := make(chan error, 2)
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		go func() { serveDone <- p.Serve(ln) }()
+	}
+	defer func() {
+		hb.release()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-serveDone
+	}()
+	oldURL, newURL := "http://"+lns[0].Addr().String(), "http://"+lns[1].Addr().String()
 	out := make(chan result, 1)
-	// A fresh client: closing the old listener must not depend on pooled conns.
 	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	go send(context.Background(), &http.Client{Transport: tr}, oldURL, 0, out)
 	waitFor(t, "request on the old listener", 5*time.Second, func() bool { return len(hb.order()) == 1 })
-	p.mu.Lock()
-	old := p.listeners[0]
-	p.mu.Unlock()
-	_ = old.Close()
+	_ = lns[0].Close()
+	if err := <-serveDone; err != nil {
+		t.Fatalf("serve on the closed listener: %v", err)
+	}
 	if code, _, _ := get(t, client(t), newURL+"/"); code != 200 {
 		t.Fatalf("new listener answered %d", code)
 	}
