@@ -39,7 +39,7 @@ type slot struct {
 	delay        time.Duration
 	restartTimer *time.Timer
 	reason       string // why it is in backoff
-	lastExit     string
+	lastExit     string // how its last failed process ended
 }
 
 func (s *slot) cancelRestart() {
@@ -69,8 +69,10 @@ type worker struct {
 	readyTimer     *time.Timer
 	unhealthyTimer *time.Timer
 
-	candidate  bool   // started by a roll, not yet promoted
-	stopping   bool   // on its way out; its exit is not a crash
+	candidate  bool // started by a roll, not yet promoted
+	stopping   bool // on its way out; its exit is not a crash
+	stopAt     time.Time
+	crashed    bool   // exited without being asked to
 	exited     bool   // the leader's exit was handled
 	finished   bool   // process group gone, port released
 	failReason string // why the supervisor killed it, if it did
@@ -241,12 +243,14 @@ func (a *App) onExit(w *worker) {
 	w.exited = true
 	w.stopTimers()
 	exit := describeExit(w.exitStatus)
-	w.slot.lastExit = exit
 	if w.stopping {
+		// A stop we asked for: the slot's last exit stays the last failure.
 		w.log.Debug("worker exited", "status", exit)
 		a.publish()
 		return
 	}
+	w.slot.lastExit = exit
+	w.crashed = true
 	// A crash, or the supervisor killed it (not ready, unhealthy too long).
 	reason := w.failReason
 	if reason == "" {
@@ -361,7 +365,7 @@ func (a *App) stopWorker(w *worker, drain bool, then func()) {
 
 // beginStop marks w as stopping and starts the goroutine that ends it.
 func (a *App) beginStop(w *worker, drain bool, sig syscall.Signal, timeout time.Duration) {
-	w.stopping = true
+	w.stopping, w.stopAt = true, time.Now()
 	w.stopTimers()
 	if w.backend != nil {
 		w.backend.Draining.Store(true)
@@ -456,7 +460,11 @@ func (a *App) finish(w *worker) {
 		}
 		w.proc.closeLogs()
 	}()
-	w.log.Debug("worker finished")
+	if w.crashed {
+		w.log.Debug("process group gone")
+	} else {
+		w.log.Info("worker stopped", "took", time.Since(w.stopAt).Round(time.Millisecond))
+	}
 	if w.then != nil {
 		w.then()
 	}
