@@ -32,7 +32,7 @@ func TestErrorForMapsEveryKind(t *testing.T) {
 			t.Errorf("errorFor(%v) = %d, want %d", c.err, got.Status, c.want.Status)
 		}
 	}
-	for _, e := range []*Error{ErrNoRoute, ErrNoBackend, ErrQueueFull, ErrQueueTimeout, ErrBadGateway, ErrGatewayTimeout, ErrBodyTooLarge, ErrHeaderTooLarge, ErrBadRequest} {
+	for _, e := range []*Error{ErrNoRoute, ErrNoBackend, ErrQueueFull, ErrQueueTimeout, ErrBadGateway, ErrGatewayTimeout, ErrBodyTooLarge, ErrHeaderTooLarge, ErrBadRequest, ErrReadTimeout} {
 		if e.Body[len(e.Body)-1] != '\n' || fmt.Sprint(e.Status) != e.Body[:3] {
 			t.Errorf("body %q does not start with its status %d", e.Body, e.Status)
 		}

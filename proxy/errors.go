@@ -35,6 +35,7 @@ var (
 	ErrBodyTooLarge   = &Error{Status: 413, Body: "413 request body too large\n"}
 	ErrHeaderTooLarge = &Error{Status: 431, Body: "431 request header fields too large\n", Close: true}
 	ErrBadRequest     = &Error{Status: 400, Body: "400 bad request\n", Close: true}
+	ErrReadTimeout    = &Error{Status: 408, Body: "408 request timeout\n", Close: true}
 	ErrClientGone     = &Error{Status: 499, Body: "499 client closed request\n", Close: true}
 )
 

@@ -109,7 +109,7 @@ func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeFastError(ctx, ErrBodyTooLarge)
 	case isTimeout(err):
-		ctx.SetConnectionClose()
+		writeFastError(ctx, ErrReadTimeout)
 	default:
 		p.log.Debug("bad request", "client", ctx.RemoteAddr().String(), "error", err)
 		writeFastError(ctx, ErrBadRequest)
@@ -174,16 +174,6 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	st := p.settings.Load()
 	h := &ctx.Request.Header
 	uri := h.RequestURI()
-	rt := p.router.Load().match(b2s(h.Host()), b2s(uriPath(uri)))
-	if rt == nil {
-		writeFastError(ctx, ErrNoRoute)
-		return
-	}
-	t := rt.src.Table()
-	if t == nil {
-		writeFastError(ctx, ErrNoBackend)
-		return
-	}
 	cl := h.ContentLength()
 	if cl == -1 && hasRawHeader(h.RawHeaders(), "content-length") {
 		// Both Content-Length and Transfer-Encoding: the engine picked
@@ -193,6 +183,16 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	}
 	if st.MaxBodyBytes > 0 && int64(cl) > st.MaxBodyBytes {
 		writeFastError(ctx, ErrBodyTooLarge)
+		return
+	}
+	rt := p.router.Load().match(b2s(h.Host()), b2s(uriPath(uri)))
+	if rt == nil {
+		writeFastError(ctx, ErrNoRoute)
+		return
+	}
+	t := rt.src.Table()
+	if t == nil {
+		writeFastError(ctx, ErrNoBackend)
 		return
 	}
 	c := fastCalls.Get().(*fastCall)

@@ -89,9 +89,12 @@ func TestSlowHeaderClosesConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = io.ReadAll(c) // returns when the proxy closes the connection
+	got, err := io.ReadAll(c) // returns when the proxy closes the connection
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Fatalf("connection still open after %v", time.Since(start))
+	}
+	if len(got) > 0 && !strings.HasPrefix(string(got), "HTTP/1.1 408") {
+		t.Fatalf("answered %q, want 408 or nothing", got)
 	}
 	if n.Load() != 0 {
 		t.Fatal("slow request reached the worker")
