@@ -2,6 +2,21 @@
 // private loopback ports, reaps them, restarts crashed ones with backoff,
 // replaces them in rolling restarts and publishes an immutable routing table
 // of the workers in rotation for the proxy.
+//
+// Shape: one supervisor goroutine per App owns every worker, slot, timer and
+// port of the app. Everything else (API calls, process exits from the
+// Reaper, health transitions, timers, the dev-mode watcher) sends it a
+// command. Long waits (draining, stopping a process group) run on goroutines
+// the App tracks and report back with a command, so the supervisor never
+// blocks. Readers get immutable snapshots through atomic pointers: the
+// routing table for the proxy, the status for /status.
+//
+// Order of shutdown: stop every App before cancelling the Reaper's Run. The
+// Reaper delivers the exits Stop waits for, and when Run returns its locked
+// OS thread exits, which SIGKILLs (Pdeathsig) any worker still alive.
+//
+// The Reaper waits for every child of the process (wait4(-1)): nothing else
+// in corral may start a child with os/exec and Wait for it.
 package pool
 
 import (
@@ -33,6 +48,7 @@ const (
 	defaultStartTimeout = 60 * time.Second
 	defaultBackoffMin   = 500 * time.Millisecond
 	defaultBackoffMax   = 30 * time.Second
+	defaultBackoffReset = time.Minute
 )
 
 // Options are what an App needs besides its spec.
@@ -259,7 +275,7 @@ func (a *App) shutdown() {
 		s.cancelRestart()
 	}
 	for w := range a.workers {
-		a.stopWorker(w, true, nil)
+		a.stopWorker(w, "app stopping", true, nil)
 	}
 }
 

@@ -82,25 +82,25 @@ func (r *Reaper) Run(ctx context.Context) {
 	tick := time.NewTicker(reapInterval)
 	defer tick.Stop()
 
-	r.ReapOnce()
+	r.reapOnce()
 	for {
 		select {
 		case <-ctx.Done():
-			r.ReapOnce()
+			r.reapOnce()
 			return
 		case req := <-r.starts:
 			req.reply <- r.start(req.cmd)
 		case <-sigs:
-			r.ReapOnce()
+			r.reapOnce()
 		case <-tick.C:
-			r.ReapOnce()
+			r.reapOnce()
 		}
 	}
 }
 
-// ReapOnce reaps every child that has exited, without blocking. Run calls
-// it; it is exported for tests that drive the reaper by hand.
-func (r *Reaper) ReapOnce() {
+// reapOnce reaps every child that has exited, without blocking. Only Run's
+// goroutine may call it: it owns the pid registry.
+func (r *Reaper) reapOnce() {
 	for {
 		var ws unix.WaitStatus
 		var ru unix.Rusage

@@ -99,7 +99,7 @@ func (a *App) promote(w *worker) {
 	s.cancelRestart()
 	if old != nil && !old.stopping {
 		r.old++
-		a.stopWorker(old, true, func() {
+		a.stopWorker(old, fmt.Sprintf("replaced by generation %d", r.gen), true, func() {
 			r.old--
 			if a.roll == r {
 				a.stepRoll()
@@ -116,7 +116,7 @@ func (a *App) abortRoll(err error) {
 	r := a.roll
 	for w := range r.pending {
 		w.candidate = false
-		a.stopWorker(w, false, nil)
+		a.stopWorker(w, "rolling restart failed", false, nil)
 	}
 	r.pending = nil
 	a.log.Error("rolling restart failed, old workers keep serving", "error", err)
@@ -168,7 +168,7 @@ func (a *App) reconcile() {
 		delete(a.slots, id)
 		if s.cur != nil {
 			a.log.Info("scaling down", "worker", id)
-			a.stopWorker(s.cur, true, nil)
+			a.stopWorker(s.cur, "scaled down", true, nil)
 			s.cur = nil
 		}
 	}

@@ -202,7 +202,8 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 	}
 	b := a.spec.Backoff
 	lo, hi := orDefault(b.Min, defaultBackoffMin), orDefault(b.Max, defaultBackoffMax)
-	if w != nil && !w.readyAt.IsZero() && b.ResetAfter > 0 && time.Since(w.readyAt) >= b.ResetAfter {
+	reset := orDefault(b.ResetAfter, defaultBackoffReset)
+	if w != nil && !w.readyAt.IsZero() && time.Since(w.readyAt) >= reset {
 		s.delay = 0 // it was healthy long enough: this is a fresh failure
 	}
 	d := max(s.delay, lo)
@@ -257,7 +258,7 @@ func (a *App) onExit(w *worker) {
 		reason = "exited: " + exit
 	}
 	w.log.Warn("worker exited", "status", exit, "reason", reason)
-	a.beginStop(w, false, syscall.SIGKILL, killGrace)
+	a.beginStop(w, reason, false, syscall.SIGKILL, killGrace)
 	if w.candidate {
 		a.abortRoll(fmt.Errorf("worker %s %s", w.slot.id, reason))
 		a.publish()
@@ -344,8 +345,8 @@ func (a *App) kill(w *worker, reason string) {
 
 // stopWorker takes w out of rotation and stops it: drain first (when drain
 // is set and it was in rotation), then its stop signal, then SIGKILL. then,
-// if not nil, runs on the supervisor once w is gone.
-func (a *App) stopWorker(w *worker, drain bool, then func()) {
+// if not nil, runs on the supervisor once w is gone. reason shows in status.
+func (a *App) stopWorker(w *worker, reason string, drain bool, then func()) {
 	if w.stopping {
 		if then != nil {
 			prev := w.then
@@ -359,21 +360,21 @@ func (a *App) stopWorker(w *worker, drain bool, then func()) {
 		return
 	}
 	w.then = then
-	a.beginStop(w, drain, a.stopSignal(), a.stopTimeout())
+	a.beginStop(w, reason, drain, a.stopSignal(), a.stopTimeout())
 	a.publish()
 }
 
 // beginStop marks w as stopping and starts the goroutine that ends it.
-func (a *App) beginStop(w *worker, drain bool, sig syscall.Signal, timeout time.Duration) {
+func (a *App) beginStop(w *worker, reason string, drain bool, sig syscall.Signal, timeout time.Duration) {
 	w.stopping, w.stopAt = true, time.Now()
 	w.stopTimers()
 	if w.backend != nil {
 		w.backend.Draining.Store(true)
 	}
 	if drain && w.backend != nil && !w.exited {
-		w.state, w.reason = StateDraining, "stop requested"
+		w.state, w.reason = StateDraining, reason
 	} else if !w.exited {
-		w.state = StateStopping
+		w.state, w.reason = StateStopping, reason
 	}
 	a.wg.Add(1)
 	go a.terminate(w, drain, sig, timeout)
@@ -463,7 +464,7 @@ func (a *App) finish(w *worker) {
 	if w.crashed {
 		w.log.Debug("process group gone")
 	} else {
-		w.log.Info("worker stopped", "took", time.Since(w.stopAt).Round(time.Millisecond))
+		w.log.Info("worker stopped", "reason", w.reason, "took", time.Since(w.stopAt).Round(time.Millisecond))
 	}
 	if w.then != nil {
 		w.then()
