@@ -294,9 +294,13 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 	st := p.settings.Load()
 	resp := fasthttp.AcquireResponse()
 	var err error
-	if st.ResponseHeaderTimeout > 0 {
+	if st.ResponseHeaderTimeout > 0 && !ctx.Request.IsBodyStream() {
+		// The whole try (dial, write, headers) under the current settings.
 		err = u.hc.DoTimeout(&ctx.Request, resp, st.ResponseHeaderTimeout+st.DialTimeout)
 	} else {
+		// A streamed body may take long to send: only the client's own
+		// ReadTimeout, set when the upstream was made, runs after the
+		// write (a DoTimeout deadline would cut the upload).
 		err = u.hc.Do(&ctx.Request, resp)
 	}
 	if err != nil {

@@ -127,6 +127,40 @@ func TestLargeBodiesStreamBothWays(t *testing.T) {
 	}
 }
 
+func TestSlowUploadIsNotCutByHeaderTimeout(t *testing.T) {
+	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	})
+	s := testSettings()
+	s.ResponseHeaderTimeout = 100 * time.Millisecond
+	s.DialTimeout = 50 * time.Millisecond
+	p := newTestProxy(t, s)
+	setApps(p, newFixture(p, testApp("web"), addrOf(be)))
+	url := startProxy(t, p)
+	pr, pw := io.Pipe()
+	go func() {
+		chunk := make([]byte, 32<<10)
+		for range 5 {
+			time.Sleep(60 * time.Millisecond) // a slow client, not a wait
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		_ = pw.Close()
+	}()
+	req, _ := http.NewRequest("PUT", url+"/", pr)
+	resp, err := client(t).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != fmt.Sprint(5*32<<10) {
+		t.Fatalf("slow upload answered %d %q", resp.StatusCode, b)
+	}
+}
+
 func TestChunkedBodyOverLimitIs413(t *testing.T) {
 	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)

@@ -40,7 +40,8 @@ func newUpstream(p *Proxy, addr string, spec *config.App) *upstream {
 		Dial:                          u.dial,
 		MaxConns:                      u.maxConns,
 		MaxIdleConnDuration:           s.WorkerIdleTimeout,
-		MaxIdemponentCallAttempts:     1, // the proxy retries, on another worker
+		ReadTimeout:                   s.ResponseHeaderTimeout, // starts once the request is written
+		MaxIdemponentCallAttempts:     1,                       // the proxy retries, on another worker
 		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
