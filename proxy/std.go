@@ -145,6 +145,11 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		}
 		release(rt, b)
 		now := time.Now()
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeStdError(w, ErrBodyTooLarge)
+			return
+		}
 		if r.Context().Err() != nil {
 			t.Stats.ClientCancelled.Add(1)
 			p.log.Debug("client left", "app", rt.name, "worker", b.ID)

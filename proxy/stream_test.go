@@ -162,23 +162,23 @@ func TestSlowUploadIsNotCutByHeaderTimeout(t *testing.T) {
 }
 
 func TestChunkedBodyOverLimitIs413(t *testing.T) {
-	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+	be := addrOf(backend(t, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
-	})
+	}))
 	s := testSettings()
 	s.MaxBodyBytes = 64 << 10
-	p := newTestProxy(t, s)
-	setApps(p, newFixture(p, testApp("web"), addrOf(be)))
-	url := startProxy(t, p)
-	req, _ := http.NewRequest("POST", url+"/", io.MultiReader(bytes.NewReader(make([]byte, 100<<10))))
-	resp, err := client(t).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != 413 {
-		t.Fatalf("answered %d, want 413", resp.StatusCode)
-	}
+	bothEngines(t, s, func(p *Proxy) []*appFixture { return []*appFixture{newFixture(p, testApp("web"), be)} },
+		func(t *testing.T, url string) {
+			req, _ := http.NewRequest("POST", url+"/", io.MultiReader(bytes.NewReader(make([]byte, 100<<10))))
+			resp, err := client(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != 413 {
+				t.Fatalf("answered %d, want 413", resp.StatusCode)
+			}
+		})
 }
 
 // wsEcho is a minimal WebSocket worker: it completes the handshake and
