@@ -46,6 +46,8 @@ func (r *Request) eligible(b *pool.Backend) bool {
 // Selector is a balancing policy: it picks one eligible backend of t for r,
 // or nil when none is eligible.
 type Selector interface {
+	// Select returns the backend for r, or nil; it must only return
+	// backends for which the filter in r holds and must not block.
 	Select(t *pool.Table, r *Request) *pool.Backend
 }
 

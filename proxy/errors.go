@@ -19,6 +19,7 @@ type Error struct {
 	Close bool
 }
 
+// Error returns the body without its newline.
 func (e *Error) Error() string { return e.Body[:len(e.Body)-1] }
 
 // Failures the proxy answers itself.

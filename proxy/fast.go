@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -313,7 +315,7 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 	liftReadDeadline(resp.RemoteAddr())
 	status := resp.StatusCode()
 	if status >= 500 && t.App.Passive.Count5xx {
-		passiveFailure(p.log, t, b, time.Now(), "status "+statusText(status))
+		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
 	} else {
 		passiveSuccess(b, time.Now().UnixNano())
 	}
@@ -500,7 +502,7 @@ func hasRawHeader(raw []byte, name string) bool {
 // for absolute-form targets, without scheme and authority.
 func uriPath(uri []byte) []byte {
 	if len(uri) > 0 && uri[0] != '/' {
-		if i := indexOf(uri, "://"); i >= 0 {
+		if i := bytes.Index(uri, schemeSep); i >= 0 {
 			rest := uri[i+3:]
 			j := 0
 			for j < len(rest) && rest[j] != '/' && rest[j] != '?' {
@@ -517,14 +519,7 @@ func uriPath(uri []byte) []byte {
 	return uri
 }
 
-func indexOf(b []byte, s string) int {
-	for i := 0; i+len(s) <= len(b); i++ {
-		if string(b[i:i+len(s)]) == s {
-			return i
-		}
-	}
-	return -1
-}
+var schemeSep = []byte("://")
 
 // isUpgrade reports whether the request asks to switch protocols (but not
 // to h2c, which is answered on this hop, never passed on).
@@ -574,8 +569,4 @@ func failureReason(err error) string {
 	default:
 		return "connection error"
 	}
-}
-
-func statusText(code int) string {
-	return string(rune('0'+code/100)) + string(rune('0'+code/10%10)) + string(rune('0'+code%10))
 }

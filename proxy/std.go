@@ -239,7 +239,7 @@ func (p *Proxy) forwardStd(w http.ResponseWriter, out *http.Request, rt *route, 
 	}
 	status := resp.StatusCode
 	if status >= 500 && t.App.Passive.Count5xx {
-		passiveFailure(p.log, t, b, time.Now(), "status "+statusText(status))
+		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
 	} else {
 		passiveSuccess(b, time.Now().UnixNano())
 	}
