@@ -266,7 +266,9 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 			writeFastError(ctx, ErrBodyTooLarge)
 			return
 		}
-		passiveFailure(p.log, t, b, now, failureReason(err))
+		if err != errStaleConn {
+			passiveFailure(p.log, t, b, now, failureReason(err))
+		}
 		if policy.again(err, now) {
 			t.Stats.Retries.Add(1)
 			p.log.Debug("retrying request", "app", rt.name, "worker", b.ID, "error", err)

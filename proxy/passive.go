@@ -9,10 +9,6 @@ import (
 	"github.com/corral-dev/corral/pool"
 )
 
-// defaultMaxEjectedPercent applies when the config leaves the cap at 0, so
-// enabling passive health never silently ejects nothing or everything.
-const defaultMaxEjectedPercent = 50
-
 // passiveSuccess records an answer that counts as healthy: it resets the
 // failure streak and, once b is back in rotation, its ejection history.
 // Loads come first so the common case writes nothing.
@@ -61,12 +57,8 @@ func passiveFailure(log hclog.Logger, t *pool.Table, b *pool.Backend, now time.T
 // ejectionAllowed reports whether one more backend of t may be ejected
 // without passing the cap; at least one backend always stays a candidate.
 func ejectionAllowed(t *pool.Table, p config.Passive, now time.Time) bool {
-	pct := p.MaxEjectedPercent
-	if pct <= 0 {
-		pct = defaultMaxEjectedPercent
-	}
 	total := len(t.Backends)
-	limit := total * pct / 100
+	limit := total * p.MaxEjectedPercent / 100
 	if limit > total-1 {
 		limit = total - 1
 	}

@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,5 +278,34 @@ func TestNoBackendIs503(t *testing.T) {
 	}
 	if f.stats.NoBackend.Load() != 1 {
 		t.Fatal("no-backend not counted")
+	}
+}
+
+func TestPostAfterWorkerClosedIdleConnection(t *testing.T) {
+	var closed atomic.Int64
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	be.Config.IdleTimeout = 300 * time.Millisecond // like Node's keepAliveTimeout, shorter than the proxy's
+	be.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed.Add(1)
+		}
+	}
+	be.Start()
+	t.Cleanup(be.Close)
+	p := newTestProxy(t, testSettings())
+	f := newFixture(p, testApp("web"), addrOf(be))
+	setApps(p, f)
+	url := startProxy(t, p)
+	c := client(t)
+	for i := range 3 {
+		if code, body := do(t, c, "POST", url+"/", "x"); code != 200 || body != "ok" {
+			t.Fatalf("POST %d answered %d %q", i, code, body)
+		}
+		waitFor(t, "worker to close the idle connection", 5*time.Second, func() bool { return closed.Load() == int64(i+1) })
+	}
+	if b := f.backends()[0]; b.ConsecutiveFailures.Load() != 0 || b.Stats.Errors.Load() != 0 {
+		t.Fatal("a closed idle connection counted against the worker")
 	}
 }

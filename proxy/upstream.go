@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -102,12 +103,49 @@ func (u *upstream) transport() *http.Transport {
 	return u.std.Load()
 }
 
-// upstreamConn is a pooled connection to a backend. It exists so that the
-// engine can find the connection behind a response (through RemoteAddr)
-// and clear the response-header read deadline before streaming the body.
+// staleAfter is how long a pooled connection may sit idle before its next
+// request first checks whether the worker closed it meanwhile. Workers
+// close idle keep-alive connections on their own schedule (Node after 5s,
+// gunicorn after 2s); a request written into such a connection fails
+// without the worker seeing it, and only the check tells that apart from
+// a worker failing mid-request. Busy connections skip the check.
+const staleAfter = 250 * time.Millisecond
+
+// errStaleConn is the check's finding: nothing was sent, so any request
+// may go again, and the worker is not to blame.
+var errStaleConn = &dialError{err: errors.New("worker closed the idle connection")}
+
+// upstreamConn is a pooled connection to a backend. It lets the engine
+// find the connection behind a response (through RemoteAddr) to clear the
+// response-header deadline before streaming the body, and it notices
+// connections the worker closed while they were idle in the pool.
 type upstreamConn struct {
 	net.Conn
 	addr upstreamAddr
+	// answered is set once a response byte has been read and cleared by
+	// the next write: the first write of each further request on the conn.
+	// The engine uses a connection from one goroutine at a time.
+	answered bool
+	lastRead time.Time
+}
+
+func (c *upstreamConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.answered = true
+		c.lastRead = time.Now()
+	}
+	return n, err
+}
+
+func (c *upstreamConn) Write(b []byte) (int, error) {
+	if c.answered {
+		c.answered = false
+		if time.Since(c.lastRead) > staleAfter && peerClosed(c.Conn) {
+			return 0, errStaleConn
+		}
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *upstreamConn) RemoteAddr() net.Addr { return &c.addr }
