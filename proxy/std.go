@@ -138,6 +138,9 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		if body != nil {
 			out.Body = io.NopCloser(bytes.NewReader(body))
 			out.ContentLength = int64(len(body))
+			// Lets the transport resend on a pooled connection the worker
+			// closed before reading anything.
+			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 		}
 		err = p.forwardStd(w, out, rt, t, b, req, start, upgrade)
 		if err == nil {
