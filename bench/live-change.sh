@@ -74,16 +74,19 @@ workers_filter() {
   echo ".apps[0].instances == $1 and (.apps[0].workers | length) == $1 and ([.apps[0].workers[] | select(.state == \"ready\")] | length) == $1"
 }
 
-# roll_done N PREV_STARTED: a rolling restart newer than PREV_STARTED has
-# finished and N workers are ready.
+# roll_done N BEFORE: a rolling restart newer than the one in BEFORE (a
+# roll_mark) has finished, N workers are ready, and none of them is a process
+# that ran before: a roll that says done must have replaced every worker.
 roll_done() {
-  status_check "$ADMIN" "(.apps[0].roll.started // \"\") != \$prev and .apps[0].roll.state == \"done\" and $(workers_filter "$1")" --arg prev "$2"
+  status_check "$ADMIN" "(.apps[0].roll.started // \"\") != \$before.started and .apps[0].roll.state == \"done\"
+    and $(workers_filter "$1") and ([.apps[0].workers[].pid] - \$before.pids | length) == $1" --argjson before "$2"
 }
 
-roll_started() { corral_status "$ADMIN" | jq -r '.apps[0].roll.started // ""'; }
+# roll_mark: the app's last roll start and worker PIDs, for roll_done.
+roll_mark() { corral_status "$ADMIN" | jq -c '{started: (.apps[0].roll.started // ""), pids: [.apps[0].workers[].pid]}'; }
 
-# greeting_changed N PREV_STARTED: roll_done, and the workers answer with the
-# new greeting.
+# greeting_changed N BEFORE: roll_done, and the workers answer with the new
+# greeting.
 greeting_changed() {
   roll_done "$1" "$2" && answers "$URL" '^changed from '
 }
@@ -113,7 +116,7 @@ record() {
         + (if .last_reload.error then "; " + .last_reload.error else "" end)) else "none" end),
       "roll: " + (.apps[0].roll.state // "none") + (if .apps[0].roll.reason then " (" + .apps[0].roll.reason + ")" else "" end)
         + (if .apps[0].roll.message then ": " + .apps[0].roll.message else "" end),
-      "workers: " + ([.apps[0].workers[] | .id + "=" + .state] | join(" "))
+      "workers: " + ([.apps[0].workers[] | .id + "=" + .state + " gen " + (.generation | tostring)] | join(" "))
     ] | join(" | ")' <<<"$st" 2>/dev/null || echo "no status")
   STEPS+=("| $name | $(secs "$LOAD_START" "$start") | $(secs "$start" "$done") | $([[ $ok == 1 ]] && echo ok || echo TIMED OUT) | $outcome |")
   [[ $ok == 1 ]] || step_failed=1
@@ -136,11 +139,11 @@ run_step() {
 sleep 1 # let wrk open its connections before the first change
 run_step "scale 2 -> 4 (in-place write)" 'write_config 4 hello' \
   status_check "$ADMIN" "$(workers_filter 4) and .last_reload.applied == true"
-prev=$(roll_started)
+before=$(roll_mark)
 run_step "env GREETING=changed (sed -i)" "sed -i 's/GREETING = \"hello\"/GREETING = \"changed\"/' \"\$CONFIG\"" \
-  greeting_changed 4 "$prev"
-prev=$(roll_started)
-run_step "SIGUSR2 rolling restart" 'kill -USR2 "$CORRAL_PID"' roll_done 4 "$prev"
+  greeting_changed 4 "$before"
+before=$(roll_mark)
+run_step "SIGUSR2 rolling restart" 'kill -USR2 "$CORRAL_PID"' roll_done 4 "$before"
 run_step "scale 4 -> 1 (in-place write)" 'write_config 1 changed' \
   status_check "$ADMIN" "$(workers_filter 1) and .last_reload.applied == true"
 run_step "invalid edit: instances = 0" 'write_config 0 changed' \
