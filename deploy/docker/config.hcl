@@ -1,0 +1,44 @@
+# corral's config inside the container image, at /etc/corral/config.hcl.
+# It runs four copies of the bundled example app. To run your own app, mount
+# a directory holding your config.hcl at /etc/corral (a directory, not the
+# single file: corral watches the directory, and editors and Kubernetes
+# replace files by rename, which a single-file bind mount never sees).
+
+# In a container the public port must listen on every interface, or
+# "docker run -p" and other containers cannot reach it.
+listen = "0.0.0.0:8080"
+
+admin {
+  # Every interface so Kubernetes probes and Prometheus reach it. It can
+  # reload and restart apps, so publish it only to trusted networks.
+  listen = "0.0.0.0:9180"
+}
+
+shutdown {
+  # Must stay below the orchestrator's grace period (compose
+  # stop_grace_period: 35s, docker run --stop-timeout 35), or corral is
+  # SIGKILLed mid-drain.
+  timeout        = "25s"
+  pre_stop_delay = "0s"
+}
+
+app "hello" {
+  # No dir: it defaults to the config file's directory, which exists.
+  # Exec'd directly: the distroless image has no shell.
+  command   = ["/usr/local/bin/hello"]
+  instances = 4
+
+  # Below shutdown.timeout, so workers get their full drain before corral's
+  # own deadline.
+  stop_timeout = "20s"
+
+  # Exit non-zero when no worker has been ready for a minute, so the
+  # orchestrator restarts the container instead of keeping a dead one.
+  exit_on_failure = "60s"
+
+  health {
+    path     = "/healthz"
+    interval = "2s"
+    timeout  = "1s"
+  }
+}
