@@ -60,6 +60,9 @@ func (p *Proxy) isClosing() bool {
 
 func (p *Proxy) newFastServer() *fasthttp.Server {
 	st := p.settings.Load()
+	// The engine's read buffer is the header limit (larger -> 431), and
+	// each open client connection keeps one: memory per connection is
+	// about max_header_bytes.
 	header := st.MaxHeaderBytes
 	if header < 4096 {
 		header = 4096
