@@ -158,3 +158,39 @@ func TestRebindFinishesRequestsOnOldListener(t *testing.T) {
 		t.Fatalf("request on the closed listener: %+v", r)
 	}
 }
+
+func TestHeadAndBodylessAnswers(t *testing.T) {
+	be := addrOf(backend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/204":
+			w.WriteHeader(204)
+		case "/304":
+			w.WriteHeader(304)
+		default:
+			w.Header().Set("Content-Length", "5")
+			_, _ = w.Write([]byte("hello"))
+		}
+	}))
+	bothEngines(t, testSettings(), func(p *Proxy) []*appFixture { return []*appFixture{newFixture(p, testApp("web"), be)} },
+		func(t *testing.T, url string) {
+			c := client(t)
+			for range 2 { // twice: the worker connection must stay usable
+				resp, err := c.Head(url + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = resp.Body.Close()
+				if resp.StatusCode != 200 || resp.ContentLength != 5 {
+					t.Fatalf("HEAD: %d length %d", resp.StatusCode, resp.ContentLength)
+				}
+				for _, path := range []string{"/204", "/304"} {
+					if code, body, _ := get(t, c, url+path); code != int(path[1]-'0')*100+int(path[3]-'0') || body != "" {
+						t.Fatalf("%s: %d %q", path, code, body)
+					}
+				}
+				if code, body, _ := get(t, c, url+"/"); code != 200 || body != "hello" {
+					t.Fatalf("GET after: %d %q", code, body)
+				}
+			}
+		})
+}
