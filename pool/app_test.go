@@ -90,14 +90,14 @@ func TestCrashBackoffGrows(t *testing.T) {
 		gaps = append(gaps, time.Duration(spawns[i]-spawns[i-1]))
 	}
 	t.Logf("gaps between spawns: %v", gaps)
-	for i := 1; i < len(gaps); i++ {
-		if gaps[i] < gaps[i-1]*6/10 {
-			t.Errorf("gap %d (%v) much shorter than gap %d (%v)", i, gaps[i], i-1, gaps[i-1])
+	// Each gap is at least its delay minus the 20% jitter: 50ms doubling up
+	// to 400ms. Lower bounds only, so a loaded machine cannot fail the test;
+	// a backoff that does not grow fails the later ones.
+	want := []time.Duration{50, 100, 200, 400, 400, 400}
+	for i, g := range gaps[:len(want)] {
+		if min := want[i] * time.Millisecond * 8 / 10; g < min {
+			t.Errorf("gap %d is %v, want >= %v (backoff not growing?)", i, g, min)
 		}
-	}
-	// 50ms doubling to 400ms: the fourth delay is about 8x the first.
-	if gaps[3] < 3*gaps[0] || gaps[5] < 300*time.Millisecond {
-		t.Errorf("backoff does not grow: %v", gaps)
 	}
 	_, stats := a.Stats()
 	if r := stats["web-1"].Restarts(); r < 6 {
