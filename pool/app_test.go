@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,11 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/corral-dev/corral/config"
@@ -582,5 +585,75 @@ func TestScaleDuringRollAppliesAfter(t *testing.T) {
 		if w.Generation != 2 {
 			t.Errorf("%s generation %d, want 2", w.ID, w.Generation)
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's and the test's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestWorkerOutputLogged(t *testing.T) {
+	var out syncBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+	withLog := func(o *Options) { o.Logger = log }
+	ok := startApp(t, testSpec(t, "ok", 1), withLog)
+	pid := waitReady(t, ok, 1)["web-1"]
+	eventually(t, 5*time.Second, "the worker's stdout in the log", func() bool {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if strings.Contains(line, "pool: worker listening on") && strings.Contains(line, "worker=web-1") &&
+				strings.Contains(line, "pid="+strconv.Itoa(pid)) && !strings.Contains(line, "stream=stderr") {
+				return true
+			}
+		}
+		return false
+	})
+	startApp(t, testSpec(t, "exit", 1), withLog)
+	eventually(t, 5*time.Second, "the worker's stderr in the log", func() bool {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if strings.Contains(line, "failing on purpose") && strings.Contains(line, "stream=stderr") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestUpdateHealthInPlace(t *testing.T) {
+	spec := testSpec(t, "ok", 2)
+	spec.Health = &config.Health{Type: "http", Path: "/healthz", Interval: 50 * time.Millisecond,
+		Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 1}
+	a := startApp(t, spec)
+	pids := waitReady(t, a, 2)
+	next := *spec
+	h := *spec.Health
+	h.Path = "/missing" // the helper answers 404
+	next.Health = &h
+	a.Update(&next)
+	eventually(t, 5*time.Second, "workers unhealthy under the new check", func() bool {
+		st := a.Status()
+		return len(st.Workers) == 2 && st.Workers[0].State == StateUnhealthy &&
+			st.Workers[1].State == StateUnhealthy && !a.Ready()
+	})
+	for _, w := range a.Status().Workers {
+		if w.PID != pids[w.ID] {
+			t.Errorf("%s restarted by a settings change", w.ID)
+		}
+	}
+	if a.Status().Roll.State != "" {
+		t.Error("a settings change started a rolling restart")
 	}
 }
