@@ -271,7 +271,10 @@ func (p *Proxy) forwardStd(w http.ResponseWriter, out *http.Request, rt *route, 
 		return nil
 	}
 	w.WriteHeader(status)
-	copyFlushing(w, resp.Body)
+	if !copyFlushing(w, resp.Body) || out.Context().Err() != nil {
+		t.Stats.ClientCancelled.Add(1)
+		p.log.Debug("client left mid-response", "app", rt.name, "worker", b.ID)
+	}
 	_ = resp.Body.Close()
 	b.Stats.Observe(status, time.Since(start))
 	release(rt, b)
@@ -279,20 +282,24 @@ func (p *Proxy) forwardStd(w http.ResponseWriter, out *http.Request, rt *route, 
 }
 
 // copyFlushing copies a response body to the client, flushing after every
-// read so events reach the client as the worker writes them.
-func copyFlushing(w http.ResponseWriter, body io.Reader) {
+// read so events reach the client as the worker writes them. It reports
+// false when the client could not be written to. (A client that left also
+// cancels the worker request, which ends the body early.)
+func copyFlushing(w http.ResponseWriter, body io.Reader) bool {
 	rc := http.NewResponseController(w)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
+				return false
 			}
-			_ = rc.Flush()
+			if rc.Flush() != nil {
+				return false
+			}
 		}
 		if err != nil {
-			return
+			return true
 		}
 	}
 }

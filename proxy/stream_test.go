@@ -54,7 +54,7 @@ func TestSSEArrivesEventByEvent(t *testing.T) {
 }
 
 func TestClientLeavingStreamIsCounted(t *testing.T) {
-	be := backend(t, func(w http.ResponseWriter, r *http.Request) {
+	be := addrOf(backend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		for range 500 {
 			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
@@ -67,25 +67,28 @@ func TestClientLeavingStreamIsCounted(t *testing.T) {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
+	}))
+	var f *appFixture
+	apps := func(p *Proxy) []*appFixture {
+		f = newFixture(p, testApp("web"), be)
+		return []*appFixture{f}
+	}
+	bothEngines(t, testSettings(), apps, func(t *testing.T, url string) {
+		resp, err := client(t).Get(url + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); line != "data: tick\n" {
+			t.Fatalf("first event %q", line)
+		}
+		_ = resp.Body.Close()
+		waitFor(t, "stream end to be counted", 5*time.Second, func() bool {
+			return f.backends()[0].Inflight.Load() == 0 && f.stats.ClientCancelled.Load() == 1
+		})
+		if f.backends()[0].Stats.Requests.Load() != 1 {
+			t.Fatal("stream not observed")
+		}
 	})
-	p := newTestProxy(t, testSettings())
-	f := newFixture(p, testApp("web"), addrOf(be))
-	setApps(p, f)
-	url := startProxy(t, p)
-	resp, err := client(t).Get(url + "/events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if line, _ := bufio.NewReader(resp.Body).ReadString('\n'); line != "data: tick\n" {
-		t.Fatalf("first event %q", line)
-	}
-	_ = resp.Body.Close()
-	waitFor(t, "stream end to be counted", 5*time.Second, func() bool {
-		return f.backends()[0].Inflight.Load() == 0 && f.stats.ClientCancelled.Load() == 1
-	})
-	if f.backends()[0].Stats.Requests.Load() != 1 {
-		t.Fatal("stream not observed")
-	}
 }
 
 func TestLargeBodiesStreamBothWays(t *testing.T) {
