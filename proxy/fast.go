@@ -146,6 +146,8 @@ type fastCall struct {
 	buf   []byte
 	reqID []byte
 	limit *bodyLimit // set for streamed chunked bodies under a size limit
+	// noHost is set when the client sent no Host header (HTTP/1.0).
+	noHost bool
 }
 
 // bodyLimit fails a streamed request body once it passes the limit.
@@ -225,6 +227,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		c.buf = c.buf[:0]
 		c.reqID = c.reqID[:0]
 		c.limit = nil
+		c.noHost = false
 		fastCalls.Put(c)
 	}()
 	peer := remoteAddr(ctx.RemoteAddr())
@@ -297,6 +300,9 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 	u, ok := b.Upstream.(*upstream)
 	if !ok {
 		return &dialError{err: errors.New("backend has no upstream")}
+	}
+	if c.noHost {
+		ctx.Request.Header.SetHost(b.Addr)
 	}
 	st := p.settings.Load()
 	resp := fasthttp.AcquireResponse()
@@ -438,7 +444,8 @@ func (c *fastCall) prepare(ctx *fasthttp.RequestCtx, p *Proxy, st *config.Proxy,
 	if !isTrusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
 		h.Set("X-Forwarded-Proto", "http")
 	}
-	if !isTrusted || len(h.Peek("X-Forwarded-Host")) == 0 {
+	c.noHost = len(h.Host()) == 0 // HTTP/1.0 may omit it; forwardFast names the worker
+	if !c.noHost && (!isTrusted || len(h.Peek("X-Forwarded-Host")) == 0) {
 		h.SetBytesV("X-Forwarded-Host", h.Host())
 	}
 	buf = appendRequestStart(buf[:0], ctx.Time())
