@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,12 @@ func send(ctx context.Context, c *http.Client, url string, n int, out chan<- res
 }
 
 func queueFixture(t *testing.T, size int, timeout time.Duration) (*holdingBackend, *appFixture, string) {
+	return queueFixtureOn(t, "fasthttp", size, timeout)
+}
+
+// queueFixtureOn serves one holding worker with max_inflight 1 through the
+// given engine ("fasthttp" or "net/http").
+func queueFixtureOn(t *testing.T, engine string, size int, timeout time.Duration) (*holdingBackend, *appFixture, string) {
 	hb, addr := newHoldingBackend(t)
 	p := newTestProxy(t, testSettings())
 	app := testApp("web")
@@ -80,6 +87,11 @@ func queueFixture(t *testing.T, size int, timeout time.Duration) (*holdingBacken
 	app.Queue.Timeout = timeout
 	f := newFixture(p, app, addr)
 	setApps(p, f)
+	if engine == "net/http" {
+		srv := httptest.NewServer(p.Handler())
+		t.Cleanup(srv.Close)
+		return hb, f, srv.URL
+	}
 	return hb, f, startProxy(t, p)
 }
 
@@ -162,7 +174,13 @@ func TestQueueDeadlineIs503(t *testing.T) {
 }
 
 func TestQueuedClientCancelLeavesQueue(t *testing.T) {
-	hb, f, url := queueFixture(t, 4, 10*time.Second)
+	for _, engine := range []string{"fasthttp", "net/http"} {
+		t.Run(engine, func(t *testing.T) { testQueuedClientCancel(t, engine) })
+	}
+}
+
+func testQueuedClientCancel(t *testing.T, engine string) {
+	hb, f, url := queueFixtureOn(t, engine, 4, 10*time.Second)
 	c := client(t)
 	out := make(chan result, 2)
 	go send(context.Background(), c, url, 0, out)
