@@ -41,10 +41,7 @@ func (a *App) startRoll(reason string, waiters ...chan<- error) {
 		return
 	}
 	a.gen++
-	r := &roll{gen: a.gen, spec: a.spec, pending: map[*worker]bool{}, waiters: waiters}
-	for _, s := range a.sortedSlots() {
-		r.queue = append(r.queue, s)
-	}
+	r := &roll{gen: a.gen, spec: a.spec, queue: a.sortedSlots(), pending: map[*worker]bool{}, waiters: waiters}
 	a.roll = r
 	a.lastRoll = RollStatus{State: "running", Reason: reason, Started: time.Now()}
 	a.log.Info("rolling restart started", "reason", reason, "generation", r.gen)
