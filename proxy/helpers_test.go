@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -58,7 +59,7 @@ type tableSource struct{ t atomic.Pointer[pool.Table] }
 
 func (s *tableSource) Table() *pool.Table { return s.t.Load() }
 
-// testApp bundles an app spec, its table and its stats.
+// appFixture bundles an app spec, its table and its stats.
 type appFixture struct {
 	app   *config.App
 	src   *tableSource
@@ -100,16 +101,7 @@ func newBackend(p *Proxy, app *config.App, id, addr string) *pool.Backend {
 	return b
 }
 
-func itoa(i int) string {
-	return string(rune('0' + i/10%10))[:boolInt(i >= 10)] + string(rune('0'+i%10))
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
+func itoa(i int) string { return strconv.Itoa(i) }
 
 // setApps registers fixtures with p.
 func setApps(p *Proxy, fs ...*appFixture) {
