@@ -746,14 +746,25 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("Deployment runAsUser %d differs from the image's USER %d", spec.Template.Spec.SecurityContext.RunAsUser, n)
 	}
 
-	copies := map[string]bool{}
+	copies := map[string]string{} // destination -> source
 	for _, in := range final.ins {
-		if in.cmd == "COPY" {
-			copies[in.args] = true
+		if f := strings.Fields(in.args); in.cmd == "COPY" && len(f) >= 2 {
+			copies[f[len(f)-1]] = f[len(f)-2]
 		}
 	}
-	if !copies["deploy/docker/config.hcl "+configPath] {
-		t.Errorf("final stage does not COPY deploy/docker/config.hcl to %s", configPath)
+	if copies[configPath] != "deploy/"+dockerConfig {
+		t.Errorf("final stage does not COPY deploy/%s to %s", dockerConfig, configPath)
+	}
+	// ENTRYPOINT "corral" is found through PATH, and the config's workers
+	// by their absolute path: both must be in the image.
+	wantBins := []string{"/usr/local/bin/corral"}
+	for _, a := range fileConfig(t, dockerConfig).Apps {
+		wantBins = append(wantBins, a.Command[0])
+	}
+	for _, bin := range wantBins {
+		if _, ok := copies[bin]; !ok {
+			t.Errorf("final stage does not COPY anything to %s", bin)
+		}
 	}
 }
 
