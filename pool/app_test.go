@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -655,5 +657,64 @@ func TestUpdateHealthInPlace(t *testing.T) {
 	}
 	if a.Status().Roll.State != "" {
 		t.Error("a settings change started a rolling restart")
+	}
+}
+
+// TestRollingRestartUnderLoad sends requests the way the proxy does (load
+// the table, Acquire, forward, Release) during a roll: none may fail.
+func TestRollingRestartUnderLoad(t *testing.T) {
+	a := startApp(t, testSpec(t, "ok", 3))
+	waitReady(t, a, 3)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	var sent, failed atomic.Int64
+	stop := make(chan struct{})
+	var clients sync.WaitGroup
+	for c := range 4 {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			for i := 0; i < 5000; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				bs := a.Table().Backends
+				if len(bs) == 0 {
+					failed.Add(1)
+					continue
+				}
+				b := bs[(c+i)%len(bs)]
+				if !b.Acquire() {
+					continue // draining: the proxy picks again
+				}
+				resp, err := client.Get("http://" + b.Addr + "/env")
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				b.Release()
+				sent.Add(1)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+					t.Logf("request to %s failed: %v", b.ID, err)
+				}
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := a.Restart(ctx)
+	close(stop)
+	clients.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d requests during the roll, %d failed", sent.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed during a rolling restart", failed.Load(), sent.Load())
+	}
+	if sent.Load() == 0 {
+		t.Error("no request was sent during the roll")
 	}
 }
