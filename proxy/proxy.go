@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/valyala/fasthttp"
@@ -39,20 +40,18 @@ type Proxy struct {
 	conns     map[net.Conn]struct{} // client connections, closed when Shutdown gives up
 	tunnels   map[*tunnel]struct{}
 	closing   bool
-	shutdown  chan struct{} // closed when Shutdown starts
-	streams   sync.WaitGroup
+	streams   sync.WaitGroup // tunnels and h2c connections; Add only while !closing
 }
 
 // New returns a proxy with the given settings and no apps (every request
 // answers 404 until SetApps).
 func New(settings config.Proxy, log hclog.Logger) *Proxy {
 	p := &Proxy{
-		log:      log.Named("proxy"),
-		ids:      newRequestIDs(),
-		queues:   map[string]*queue{},
-		conns:    map[net.Conn]struct{}{},
-		tunnels:  map[*tunnel]struct{}{},
-		shutdown: make(chan struct{}),
+		log:     log.Named("proxy"),
+		ids:     newRequestIDs(),
+		queues:  map[string]*queue{},
+		conns:   map[net.Conn]struct{}{},
+		tunnels: map[*tunnel]struct{}{},
 	}
 	p.settings.Store(&settings)
 	p.router.Store(newRouter(nil))
@@ -122,10 +121,7 @@ func (p *Proxy) Handler() http.Handler {
 // finish until ctx is done, then closes what remains. It is idempotent.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
-	if !p.closing {
-		p.closing = true
-		close(p.shutdown)
-	}
+	p.closing = true
 	fast := append([]*fasthttp.Server(nil), p.fast...)
 	https := append([]*http.Server(nil), p.https...)
 	for _, ln := range p.listeners {
@@ -153,7 +149,13 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	if ctx.Err() != nil {
 		p.closeRemaining()
-		<-streamsDone
+		// Closed streams end at once; the bound only guards against one
+		// whose goroutine never started (the engine failed before handing
+		// it a hijacked connection).
+		select {
+		case <-streamsDone:
+		case <-time.After(time.Second):
+		}
 	}
 	close(errs)
 	for err := range errs {
