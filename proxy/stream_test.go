@@ -261,10 +261,16 @@ func dialWebSocket(t *testing.T, url string) (net.Conn, *bufio.Reader) {
 }
 
 func TestWebSocketEchoThroughProxy(t *testing.T) {
-	p := newTestProxy(t, testSettings())
-	f := newFixture(p, testApp("web"), wsEcho(t))
-	setApps(p, f)
-	url := startProxy(t, p)
+	ws := wsEcho(t)
+	var f *appFixture
+	apps := func(p *Proxy) []*appFixture {
+		f = newFixture(p, testApp("web"), ws)
+		return []*appFixture{f}
+	}
+	bothEngines(t, testSettings(), apps, func(t *testing.T, url string) { testWebSocketEcho(t, url, f) })
+}
+
+func testWebSocketEcho(t *testing.T, url string, f *appFixture) {
 	c, br := dialWebSocket(t, url)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
