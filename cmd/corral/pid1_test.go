@@ -219,3 +219,49 @@ func TestRunFailsFastOnABusyPort(t *testing.T) {
 		t.Errorf("the error does not name the busy address:\n%s", c.log.String())
 	}
 }
+
+// uidOf reads the real uid of pid from /proc.
+func uidOf(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if fields := strings.Fields(line); len(fields) >= 2 && fields[0] == "Uid:" {
+			uid, _ := strconv.Atoi(fields[1])
+			return uid
+		}
+	}
+	t.Fatalf("no Uid line for pid %d", pid)
+	return -1
+}
+
+func TestWorkersRunAsAnotherUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running workers as another user needs root; CI runs as root")
+	}
+	// The test binaries live in a private temp dir; let "nobody" reach them.
+	os.Chmod(filepath.Dir(testappBin), 0o755)
+	c := newCorral(t, `
+listen       = "{public}"
+worker_ports = "{ports}"
+admin { listen = "{admin}" }
+app "web" {
+  command   = ["{testapp}"]
+  dir       = "/"
+  user      = "nobody"
+  instances = 2
+}
+`)
+	c.waitReady(30 * time.Second)
+	waitFor(t, 20*time.Second, "2 ready workers", func() bool { return len(c.readyPIDs("web")) == 2 })
+	for id, pid := range c.readyPIDs("web") {
+		if uid := uidOf(t, pid); uid != 65534 {
+			t.Errorf("worker %s (pid %d) runs as uid %d, want nobody (65534)", id, pid, uid)
+		}
+	}
+	if uid := uidOf(t, c.cmd.Process.Pid); uid != 0 {
+		t.Errorf("corral itself runs as uid %d, want root", uid)
+	}
+}
