@@ -427,8 +427,12 @@ func (c *fastCall) prepare(ctx *fasthttp.RequestCtx, p *Proxy, st *config.Proxy,
 			h.Del(name)
 		}
 	}
-	// The worker connection stays open even when the client's closes.
+	// The worker connection stays open even when the client's closes, and
+	// HTTP/1.0 clients are spoken for in HTTP/1.1 (keep-alive by default).
 	h.ResetConnectionClose()
+	if !h.IsHTTP11() {
+		h.SetProtocol("HTTP/1.1")
+	}
 	// The Host header goes to the worker as the client sent it (the engine
 	// would otherwise rebuild it, lowercased, from the parsed URI).
 	ctx.Request.UseHostHeader = true
