@@ -148,6 +148,8 @@ type fastCall struct {
 	limit *bodyLimit // set for streamed chunked bodies under a size limit
 	// noHost is set when the client sent no Host header (HTTP/1.0).
 	noHost bool
+	// http10 is set for HTTP/1.0 clients, which cannot read chunked bodies.
+	http10 bool
 }
 
 // bodyLimit fails a streamed request body once it passes the limit.
@@ -228,6 +230,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		c.reqID = c.reqID[:0]
 		c.limit = nil
 		c.noHost = false
+		c.http10 = false
 		fastCalls.Put(c)
 	}()
 	peer := remoteAddr(ctx.RemoteAddr())
@@ -353,9 +356,34 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 	if size < -1 {
 		size = -1 // read-until-close from the worker: re-frame as chunked
 	}
+	if size < 0 && c.http10 {
+		return p.bufferForHTTP10(ctx, rt, b, resp, status)
+	}
 	rl := relays.Get().(*relay)
 	*rl = relay{body: body, resp: resp, rt: rt, t: t, b: b, start: ctx.Time(), status: status, log: p.log}
 	out.SetBodyStream(rl, size)
+	return nil
+}
+
+// maxHTTP10Body bounds a body of unknown length buffered for an HTTP/1.0
+// client.
+const maxHTTP10Body = 64 << 20
+
+// bufferForHTTP10 reads a response of unknown length whole, so an HTTP/1.0
+// client gets it with a Content-Length instead of chunks it cannot read.
+func (p *Proxy) bufferForHTTP10(ctx *fasthttp.RequestCtx, rt *route, b *pool.Backend, resp *fasthttp.Response, status int) error {
+	body, err := io.ReadAll(io.LimitReader(resp.BodyStream(), maxHTTP10Body+1))
+	_ = resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(resp)
+	b.Stats.Observe(status, time.Since(ctx.Time()))
+	release(rt, b)
+	if err != nil || len(body) > maxHTTP10Body {
+		p.log.Debug("response for http/1.0 client not buffered", "app", rt.name, "worker", b.ID, "error", err)
+		writeFastError(ctx, ErrBadGateway)
+		ctx.Response.SetConnectionClose()
+		return nil
+	}
+	ctx.Response.SetBodyRaw(body)
 	return nil
 }
 
@@ -430,7 +458,7 @@ func (c *fastCall) prepare(ctx *fasthttp.RequestCtx, p *Proxy, st *config.Proxy,
 	// The worker connection stays open even when the client's closes, and
 	// HTTP/1.0 clients are spoken for in HTTP/1.1 (keep-alive by default).
 	h.ResetConnectionClose()
-	if !h.IsHTTP11() {
+	if c.http10 = !h.IsHTTP11(); c.http10 {
 		h.SetProtocol("HTTP/1.1")
 	}
 	// The Host header goes to the worker as the client sent it (the engine

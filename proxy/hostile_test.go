@@ -80,6 +80,32 @@ func TestHostileRequests(t *testing.T) {
 	}
 }
 
+func TestHTTP10ClientGetsUnchunkedBody(t *testing.T) {
+	be := addrOf(backend(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "part1,")
+		w.(http.Flusher).Flush() // the worker answers chunked
+		_, _ = io.WriteString(w, "part2")
+	}))
+	p := newTestProxy(t, testSettings())
+	setApps(p, newFixture(p, testApp("web"), be))
+	url := startProxy(t, p)
+	c, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if len(resp.TransferEncoding) > 0 || resp.ContentLength != 11 || string(body) != "part1,part2" {
+		t.Fatalf("HTTP/1.0 answer: te %v length %d body %q", resp.TransferEncoding, resp.ContentLength, body)
+	}
+}
+
 func TestSlowHeaderClosesConnection(t *testing.T) {
 	addr, n := rawProxy(t, func(s *config.Proxy) { s.ReadHeaderTimeout = 200 * time.Millisecond })
 	c, err := net.Dial("tcp", addr)
