@@ -455,6 +455,11 @@ func (c *fastCall) prepare(ctx *fasthttp.RequestCtx, p *Proxy, st *config.Proxy,
 			h.Del(name)
 		}
 	}
+	// The engine already answered 100-continue and read the body; passed
+	// on, the header would make the worker client wait for another one.
+	if len(h.Peek("Expect")) > 0 {
+		h.Del("Expect")
+	}
 	// The worker connection stays open even when the client's closes, and
 	// HTTP/1.0 clients are spoken for in HTTP/1.1 (keep-alive by default).
 	h.ResetConnectionClose()

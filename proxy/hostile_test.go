@@ -106,6 +106,30 @@ func TestHTTP10ClientGetsUnchunkedBody(t *testing.T) {
 	}
 }
 
+func TestExpectContinue(t *testing.T) {
+	addr, n := rawProxy(t, nil)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	br := bufio.NewReader(c)
+	if line, _ := br.ReadString('\n'); !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("interim answer %q", line)
+	}
+	_, _ = br.ReadString('\n')
+	_, _ = io.WriteString(c, "hello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("final answer %v %v", resp, err)
+	}
+	if n.Load() != 1 {
+		t.Fatalf("worker saw %d requests", n.Load())
+	}
+}
+
 func TestSlowHeaderClosesConnection(t *testing.T) {
 	addr, n := rawProxy(t, func(s *config.Proxy) { s.ReadHeaderTimeout = 200 * time.Millisecond })
 	c, err := net.Dial("tcp", addr)
