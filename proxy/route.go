@@ -81,7 +81,7 @@ func newRouter(routes []*route) *router {
 			continue
 		}
 		for _, h := range rt.spec.Hosts {
-			h = strings.ToLower(h)
+			h = string(normalizeHost(h, nil)) // as requests are compared: no port, lowercase
 			m, key := r.exact, h
 			if strings.HasPrefix(h, "*.") {
 				m, key = wild, h[1:]

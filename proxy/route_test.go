@@ -20,6 +20,7 @@ func TestRouterMatch(t *testing.T) {
 		app("deepwild", "", false, "*.eu.example.com"),
 		app("wildapi", "/api", false, "*.example.com"),
 		app("orgadmin", "/admin", false, "admin.org"),
+		app("ported", "", false, "Ported.example.net:8443"),
 	})
 	cases := []struct{ host, path, want string }{
 		{"shop.example.com", "/", "shop"},
@@ -40,6 +41,7 @@ func TestRouterMatch(t *testing.T) {
 		{"other.org", "/api/v2/users", "apiv2"},
 		{"other.org", "/api/v20", "api"},
 		{"[::1]:8080", "/", "default"},
+		{"ported.example.net", "/", "ported"},
 	}
 	for _, c := range cases {
 		got := r.match(c.host, c.path)
