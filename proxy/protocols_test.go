@@ -26,13 +26,17 @@ import (
 
 // selfSigned writes a certificate for 127.0.0.1 and returns its paths and pool.
 func selfSigned(t *testing.T) (certFile, keyFile string, roots *x509.CertPool) {
+	return selfSignedNamed(t, "corral test")
+}
+
+func selfSignedNamed(t *testing.T, name string) (certFile, keyFile string, roots *x509.CertPool) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "corral test"},
+		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
@@ -99,6 +103,50 @@ func TestTLSServesHTTP2(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestTLSCertificateRereadOnSetSettings(t *testing.T) {
+	cert1, key1, _ := selfSignedNamed(t, "first")
+	cert2, key2, _ := selfSignedNamed(t, "second")
+	s := testSettings()
+	s.TLS = &config.TLS{Cert: cert1, Key: key1}
+	p := newTestProxy(t, s)
+	setApps(p, newFixture(p, testApp("web"), echoProto(t)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.ServeTLS(ln) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+		<-done
+	}()
+	served := func() string {
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := served(); got != "first" {
+		t.Fatalf("served %q", got)
+	}
+	s2 := s
+	s2.TLS = &config.TLS{Cert: cert2, Key: key2}
+	p.SetSettings(s2)
+	if got := served(); got != "second" {
+		t.Fatalf("after SetSettings served %q", got)
+	}
+	s3 := s
+	s3.TLS = &config.TLS{Cert: cert2 + ".missing", Key: key2}
+	p.SetSettings(s3)
+	if got := served(); got != "second" {
+		t.Fatalf("after a failing reload served %q, want the previous certificate", got)
 	}
 }
 

@@ -31,6 +31,7 @@ type Proxy struct {
 	router   atomic.Pointer[router]
 	ids      *requestIDs
 	std      http.Handler
+	cert     atomic.Pointer[loadedCert] // reset by SetSettings so a reload rereads the files
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
@@ -106,10 +107,16 @@ func (p *Proxy) SetApps(apps []*config.App, tables map[string]TableSource) {
 
 // SetSettings applies proxy settings in place. Request-level settings
 // (timeouts, body limit, trusted proxies, request id) apply to the next
-// request; listener-level ones (header size, idle timeout) apply to
-// listeners served after the call.
+// request and the TLS certificate files are read again for the next
+// handshake; listener-level ones (header size, header and idle timeouts,
+// h2c) apply to listeners served after the call.
 func (p *Proxy) SetSettings(s config.Proxy) {
 	p.settings.Store(&s)
+	if cur := p.cert.Load(); cur != nil {
+		// Keep serving the loaded certificate until the files are read
+		// again on the next handshake (the same paths may hold a renewal).
+		p.cert.Store(&loadedCert{cert: cur.cert})
+	}
 }
 
 // Handler returns the net/http form of the proxy (used by ServeTLS, h2c and tests).

@@ -28,15 +28,14 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 	if st.TLS == nil {
 		return errors.New("serving https: no tls certificate configured")
 	}
-	cert, err := tls.LoadX509KeyPair(st.TLS.Cert, st.TLS.Key)
-	if err != nil {
-		return fmt.Errorf("loading tls certificate: %w", err)
+	if _, err := p.certificate(nil); err != nil {
+		return err
 	}
 	srv := p.newStdServer(st)
 	srv.TLSConfig = &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2", "http/1.1"},
-		MinVersion:   tls.VersionTLS12,
+		GetCertificate: p.certificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+		MinVersion:     tls.VersionTLS12,
 	}
 	if err := http2.ConfigureServer(srv, &http2.Server{IdleTimeout: st.IdleTimeout}); err != nil {
 		return fmt.Errorf("configuring http2: %w", err)
@@ -48,11 +47,42 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 	}
 	p.https = append(p.https, srv)
 	p.mu.Unlock()
-	err = srv.Serve(tls.NewListener(ln, srv.TLSConfig))
+	err := srv.Serve(tls.NewListener(ln, srv.TLSConfig))
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return fmt.Errorf("serving https: %w", err)
+}
+
+// loadedCert is the certificate read from the configured files.
+type loadedCert struct {
+	files config.TLS
+	cert  *tls.Certificate
+}
+
+// certificate returns the configured certificate, reading the files again
+// after SetSettings (a reload picks up renewed certificates). A reload whose
+// files fail to load keeps serving the previous certificate.
+func (p *Proxy) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	files := p.settings.Load().TLS
+	cur := p.cert.Load()
+	if files == nil || (cur != nil && cur.files == *files) {
+		if cur == nil {
+			return nil, errors.New("no tls certificate configured")
+		}
+		return cur.cert, nil
+	}
+	c, err := tls.LoadX509KeyPair(files.Cert, files.Key)
+	if err != nil {
+		if cur != nil {
+			p.log.Warn("loading tls certificate failed, keeping the previous one", "cert", files.Cert, "error", err)
+			p.cert.Store(&loadedCert{files: *files, cert: cur.cert})
+			return cur.cert, nil
+		}
+		return nil, fmt.Errorf("loading tls certificate: %w", err)
+	}
+	p.cert.Store(&loadedCert{files: *files, cert: &c})
+	return &c, nil
 }
 
 // newStdServer returns a net/http server with the proxy's limits.
