@@ -27,18 +27,9 @@ func BenchmarkFastProxy(b *testing.B) {
 	app.Passive.Count5xx = true
 	f := newFixture(p, app, wln.Addr().String())
 	setApps(p, f)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln) }()
-	defer func() {
-		_ = p.Shutdown(b.Context())
-		<-done
-	}()
+	addr := serveOn(b, p, p.Serve)
 
-	c := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64, Dial: func(a string) (net.Conn, error) { return net.Dial("tcp", a) }}
+	c := &fasthttp.HostClient{Addr: addr, MaxConns: 64, Dial: func(a string) (net.Conn, error) { return net.Dial("tcp", a) }}
 	defer c.CloseIdleConnections()
 	b.ReportAllocs()
 	b.SetParallelism(16)

@@ -118,23 +118,30 @@ func setApps(p *Proxy, fs ...*appFixture) {
 // test ends. It returns the base URL.
 func startProxy(t *testing.T, p *Proxy) string {
 	t.Helper()
+	return "http://" + serveOn(t, p, p.Serve)
+}
+
+// serveOn runs serve (p.Serve or p.ServeTLS) on a fresh loopback listener
+// and shuts p down when the test ends. It returns the listener address.
+func serveOn(tb testing.TB, p *Proxy, serve func(net.Listener) error) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln) }()
-	t.Cleanup(func() {
+	go func() { done <- serve(ln) }()
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := p.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+			tb.Errorf("shutdown: %v", err)
 		}
 		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+			tb.Errorf("serve: %v", err)
 		}
 	})
-	return "http://" + ln.Addr().String()
+	return ln.Addr().String()
 }
 
 func newTestProxy(t *testing.T, s config.Proxy) *Proxy {

@@ -75,15 +75,10 @@ func TestTLSServesHTTP2(t *testing.T) {
 	p := newTestProxy(t, s)
 	f := newFixture(p, testApp("web"), echoProto(t))
 	setApps(p, f)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.ServeTLS(ln) }()
+	addr := serveOn(t, p, p.ServeTLS)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + ln.Addr().String() + "/x")
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + addr + "/x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,14 +91,6 @@ func TestTLSServesHTTP2(t *testing.T) {
 		t.Fatal("request not accounted")
 	}
 	tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestTLSCertificateRereadOnSetSettings(t *testing.T) {
@@ -113,20 +100,9 @@ func TestTLSCertificateRereadOnSetSettings(t *testing.T) {
 	s.TLS = &config.TLS{Cert: cert1, Key: key1}
 	p := newTestProxy(t, s)
 	setApps(p, newFixture(p, testApp("web"), echoProto(t)))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.ServeTLS(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = p.Shutdown(ctx)
-		<-done
-	}()
+	addr := serveOn(t, p, p.ServeTLS)
 	served := func() string {
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
 			t.Fatal(err)
 		}
