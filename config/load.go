@@ -210,7 +210,7 @@ func (c *checker) proxy(n node, r rawProxy, base string) Proxy {
 		ReadTimeout:           c.duration(n, "read_timeout", r.ReadTimeout, 0),
 		WriteTimeout:          c.duration(n, "write_timeout", r.WriteTimeout, 0),
 		IdleTimeout:           c.duration(n, "idle_timeout", r.IdleTimeout, 90*time.Second),
-		MaxHeaderBytes:        c.intIn(n, "max_header_bytes", r.MaxHeaderBytes, 65536, 1, 64<<20),
+		MaxHeaderBytes:        c.intIn(n, "max_header_bytes", r.MaxHeaderBytes, 16384, 1, 64<<20),
 		MaxBodyBytes:          c.size(n, "max_body_bytes", r.MaxBodyBytes),
 		DialTimeout:           c.duration(n, "dial_timeout", r.DialTimeout, 2*time.Second),
 		ResponseHeaderTimeout: c.duration(n, "response_header_timeout", r.ResponseHeaderTimeout, 60*time.Second),

@@ -75,7 +75,7 @@ func TestLoadMinimalAppGetsEveryDefault(t *testing.T) {
 		Proxy: Proxy{
 			ReadHeaderTimeout:     10 * time.Second,
 			IdleTimeout:           90 * time.Second,
-			MaxHeaderBytes:        65536,
+			MaxHeaderBytes:        16384,
 			DialTimeout:           2 * time.Second,
 			ResponseHeaderTimeout: 60 * time.Second,
 			WorkerIdleTimeout:     90 * time.Second,

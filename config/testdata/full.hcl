@@ -20,7 +20,7 @@ proxy {
   read_timeout            = "30s"   # [0s = none] whole request, body included
   write_timeout           = "60s"   # [0s = none] writing a response (keep 0 for streams)
   idle_timeout            = "120s"  # [90s] client keep-alive idle
-  max_header_bytes        = 32768   # [65536] larger requests get 431
+  max_header_bytes        = 32768   # [16384] larger requests get 431
   max_body_bytes          = "10MiB" # [0 = unlimited] a number or a size: KB/MB/GB (1000s), KiB/MiB/GiB (1024s)
   dial_timeout            = "1s"    # [2s] connecting to a worker
   response_header_timeout = "30s"   # [60s] worker must answer headers within this, else 504
