@@ -1,8 +1,11 @@
 // Command testapp is the worker app of corral's end-to-end tests.
 //
 // It serves on 127.0.0.1:$PORT: "/" answers JSON with its worker id, pid and
-// $GREETING; "/healthz" answers 503 while the file $HEALTH_FAIL_FILE exists;
-// "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms.
+// $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
+// "/concurrency" answers the most requests it ever had at once.
+// With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
+// answer 503, and hang-$CORRAL_WORKER makes every request wait until the
+// file is gone (a hung worker that recovers).
 // TESTAPP_MODE=never-ready never listens; TESTAPP_MODE=crash exits at once.
 package main
 
@@ -14,7 +17,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -30,15 +35,25 @@ func main() {
 		os.Exit(3)
 	}
 	worker, pid := os.Getenv("CORRAL_WORKER"), os.Getpid()
+	switchOn := func(name string) bool {
+		dir := os.Getenv("SWITCH_DIR")
+		if dir == "" {
+			return false
+		}
+		_, err := os.Stat(filepath.Join(dir, name+"-"+worker))
+		return err == nil
+	}
+	var inflight, most atomic.Int64
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if f := os.Getenv("HEALTH_FAIL_FILE"); f != "" {
-			if _, err := os.Stat(f); err == nil {
-				http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
-				return
-			}
+		if switchOn("fail") {
+			http.Error(w, "failing on purpose", http.StatusServiceUnavailable)
+			return
 		}
 		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/concurrency", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, most.Load())
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
@@ -52,7 +67,20 @@ func main() {
 			"worker": worker, "pid": pid, "greeting": os.Getenv("GREETING"),
 		})
 	})
-	srv := &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT"), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Health probes bypass max_inflight by design; only app requests count.
+		if r.URL.Path != "/concurrency" && r.URL.Path != "/healthz" {
+			n := inflight.Add(1)
+			defer inflight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+		}
+		for deadline := time.Now().Add(30 * time.Second); switchOn("hang") && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		mux.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT"), Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
