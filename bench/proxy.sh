@@ -12,6 +12,7 @@
 #   CORRAL_BIN= HELLO_BIN=   prebuilt binaries instead of building from this tree
 #   KEEP_WORK=1   keep the temp dir (configs, logs, raw wrk output)
 #   SKIP_CORRAL=1 dry run without corral: the script starts the two workers itself
+#   PERF=1        profile corral with perf during its first round; prints its hottest functions
 #   ports: CORRAL_PORT=18080 ADMIN_PORT=19180 NGINX_PORT=18081 HAPROXY_PORT=18082
 #          WORKER_PORTS=21901-21908 (corral needs twice instances+surge ports)
 #
@@ -29,6 +30,7 @@ WARMUP=${WARMUP:-2}
 CLOSE=${CLOSE:-1}
 MIN_RATIO=${MIN_RATIO:-}
 SKIP_CORRAL=${SKIP_CORRAL:-0}
+PERF=${PERF:-0}
 CORRAL_PORT=${CORRAL_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-19180}
 NGINX_PORT=${NGINX_PORT:-18081}
@@ -38,6 +40,7 @@ ADMIN=127.0.0.1:$ADMIN_PORT
 
 bench_init
 ensure_packages wrk nginx haproxy jq curl
+if [[ $PERF == 1 ]] && ! command -v perf >/dev/null; then die "PERF=1 needs perf (apt-get install linux-perf)"; fi
 require_free_ports "$CORRAL_PORT" "$ADMIN_PORT" "$NGINX_PORT" "$HAPROXY_PORT"
 require_free_range "$WORKER_PORTS"
 if [[ $SKIP_CORRAL == 1 ]]; then CORRAL_BIN=none; fi
@@ -193,9 +196,16 @@ declare -A TICKS
 for ((r = 1; r <= ROUNDS; r++)); do
   for ((i = 0; i < n; i++)); do
     t=${TARGETS[(i + r - 1) % n]}
+    perf_pid=""
+    if [[ $PERF == 1 && $t == corral && $r == 1 ]]; then
+      # Sampling skips the first and last second, when wrk connects and stops.
+      start_bg "$WORK/perf.log" perf record -F 499 -g -p "$CORRAL_PID" -o "$WORK/perf.data" -- sleep $((DURATION > 3 ? DURATION - 2 : 1))
+      perf_pid=$LAST_PID
+    fi
     c0=$(proxy_cpu "$t")
     run_wrk "$t" "$DURATION" "$WORK/wrk-$t-$r.txt"
     TICKS[$t-$r]=$(($(proxy_cpu "$t") - c0))
+    [[ -z $perf_pid ]] || wait "$perf_pid" || log "perf record failed: $(tail -3 "$WORK/perf.log")"
     log "round $r/$ROUNDS $t: $(wrk_field "$WORK/wrk-$t-$r.txt" rps) req/s"
   done
 done
@@ -262,6 +272,15 @@ done
 echo
 echo "req/s of each round:"
 for t in "${TARGETS[@]}"; do printf -- '- %s: %s\n' "$t" "${ALL[$t]}"; done
+
+if [[ -s $WORK/perf.data ]]; then
+  echo
+  echo "corral's hottest functions (perf, round 1, % of samples including callees, user space):"
+  echo '```'
+  perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null |
+    grep '%' | grep -v '\[k\]' | sed 's/[ -]*$//' | head -30 || true
+  echo '```'
+fi
 
 status=0
 if ((${#failed[@]} > 0)); then
