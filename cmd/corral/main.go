@@ -92,16 +92,38 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func validateCommand(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("validate", stderr)
+// configFlag parses the -config flag of run and validate; ok is false on a
+// usage error (already printed).
+func configFlag(name string, args []string, stderr io.Writer) (path string, ok bool) {
+	fs := newFlags(name, stderr)
 	file := fs.String("config", "", "config file (default ./config.hcl or $CORRAL_CONFIG)")
 	if fs.Parse(args) != nil {
-		return 2
+		return "", false
 	}
-	path := configPath(*file)
+	return configPath(*file), true
+}
+
+// loadConfig loads path, printing every problem (after intro, if any) when
+// it does not load.
+func loadConfig(path, intro string, stderr io.Writer) (*config.Config, bool) {
 	cfg, err := config.Load(path)
 	if err != nil {
+		if intro != "" {
+			fmt.Fprintln(stderr, intro)
+		}
 		printConfigError(stderr, err)
+		return nil, false
+	}
+	return cfg, true
+}
+
+func validateCommand(args []string, stdout, stderr io.Writer) int {
+	path, ok := configFlag("validate", args, stderr)
+	if !ok {
+		return 2
+	}
+	cfg, ok := loadConfig(path, "", stderr)
+	if !ok {
 		return 1
 	}
 	workers := 0

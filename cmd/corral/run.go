@@ -30,16 +30,13 @@ const (
 )
 
 func runCommand(args []string, stderr io.Writer) int {
-	fs := newFlags("run", stderr)
-	file := fs.String("config", "", "config file (default ./config.hcl or $CORRAL_CONFIG)")
-	if fs.Parse(args) != nil {
+	path, ok := configFlag("run", args, stderr)
+	if !ok {
 		return 2
 	}
-	path := configPath(*file)
-	cfg, err := config.Load(path)
-	if err != nil {
-		fmt.Fprintf(stderr, "corral: cannot start with %s:\n", path)
-		printConfigError(stderr, err)
+	intro := fmt.Sprintf("corral: cannot start with %s:", path)
+	cfg, ok := loadConfig(path, intro, stderr)
+	if !ok {
 		return exitFailure
 	}
 	log := newLogger(cfg.Log, stderr)
@@ -48,9 +45,7 @@ func runCommand(args []string, stderr io.Writer) int {
 	// before the config that runs is loaded: an edit in between is then either
 	// in that load or reported by the watcher, never lost.
 	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, watchPoll)
-	if cfg, err = config.Load(path); err != nil {
-		fmt.Fprintf(stderr, "corral: cannot start with %s:\n", path)
-		printConfigError(stderr, err)
+	if cfg, ok = loadConfig(path, intro, stderr); !ok {
 		return exitFailure
 	}
 
