@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -200,5 +202,41 @@ func TestRunRefusesABadConfig(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "bad.hcl:2:") {
 		t.Errorf("no position in: %s", errOut.String())
+	}
+}
+
+func TestPythonHTTPServerWorksUnchanged(t *testing.T) {
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is required (.ci/run installs it): ", err)
+	}
+	c := prepareCorral(t)
+	os.WriteFile(filepath.Join(c.dir, "index.html"), []byte("served by python\n"), 0o644)
+	c.writeConfig(strings.ReplaceAll(`
+listen       = "{public}"
+worker_ports = "{ports}"
+admin { listen = "{admin}" }
+app "static" {
+  command   = ["PYTHON", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
+  instances = 2
+}
+`, "PYTHON", python))
+	c.start()
+	c.waitReady(30 * time.Second)
+	waitFor(t, 20*time.Second, "2 ready workers", func() bool { return len(c.readyPIDs("static")) == 2 })
+	for i := 0; i < 10; i++ {
+		resp, err := http.Get("http://" + c.public + "/index.html")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "served by python\n" {
+			t.Fatalf("GET through corral to python: %d %q", resp.StatusCode, body)
+		}
+	}
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
 	}
 }
