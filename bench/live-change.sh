@@ -110,14 +110,14 @@ record() {
   done=$(now)
   st=$(corral_status "$ADMIN" || echo '{}')
   outcome=$(jq -r '[
-      "reload: " + (if .last_reload then (.last_reload.trigger + ", " + (if .last_reload.applied then "applied" else "NOT applied" end)
+      (if .last_reload then (.last_reload.trigger + ", " + (if .last_reload.applied then "applied" else "NOT applied" end)
         + (if .last_reload.changes then " (" + .last_reload.changes + ")" else "" end)
         + ((.last_reload.problems // []) | map("; " + .) | join(""))
         + (if .last_reload.error then "; " + .last_reload.error else "" end)) else "none" end),
-      "roll: " + (.apps[0].roll.state // "none") + (if .apps[0].roll.reason then " (" + .apps[0].roll.reason + ")" else "" end)
+      (.apps[0].roll.state // "none") + (if .apps[0].roll.reason then " (" + .apps[0].roll.reason + ")" else "" end)
         + (if .apps[0].roll.message then ": " + .apps[0].roll.message else "" end),
-      "workers: " + ([.apps[0].workers[] | .id + "=" + .state + " gen " + (.generation | tostring)] | join(" "))
-    ] | join(" | ")' <<<"$st" 2>/dev/null || echo "no status")
+      ([.apps[0].workers[] | .id + "=" + .state + " gen " + (.generation | tostring)] | join(" "))
+    ] | join(" | ")' <<<"$st" 2>/dev/null || echo "no status | | ")
   STEPS+=("| $name | $(secs "$LOAD_START" "$start") | $(secs "$start" "$done") | $([[ $ok == 1 ]] && echo ok || echo TIMED OUT) | $outcome |")
   [[ $ok == 1 ]] || step_failed=1
   remember_workers "$ADMIN" || true
@@ -168,8 +168,8 @@ echo '```'
 cat "$WORK/wrk.txt"
 echo '```'
 echo
-echo "| step | at s | took s | reached | /status afterwards |"
-echo "|---|---:|---:|---|---|"
+echo "| step | at s | took s | reached | last reload (/status afterwards) | last roll | workers |"
+echo "|---|---:|---:|---|---|---|---|"
 printf '%s\n' "${STEPS[@]}"
 echo
 echo "final workers: $(corral_status "$ADMIN" | jq -c '[.apps[0].workers[] | {id, port, state, generation}]' || echo unknown)"

@@ -255,7 +255,7 @@ echo
 echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
 echo "- $(go version 2>/dev/null || echo 'go: not found'); $([[ $SKIP_CORRAL == 1 ]] && echo "corral skipped" || "$CORRAL" version); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency; rounds: $ROUNDS (rotated order), each cell the median of rounds; wrk, proxy and workers share the same $(nproc) cores"
-echo "- load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER (a 1-min value well above 2 while the table runs means other work competed)"
+echo "- load average (1/5/15 min) before the runs: $LOAD_BEFORE (above ~1: other work was running), after: $LOAD_AFTER (includes this benchmark's own wrk, proxies and workers)"
 echo "- backends: 2 examples/hello workers on ports ${PORTS[*]}, the same processes behind every proxy; \"direct\" is one worker without a proxy"
 echo
 echo "| proxy | req/s | p50 ms | p99 ms | vs nginx | proxy CPU µs/req | proxy RSS MiB | non-2xx / socket errors |"
