@@ -214,6 +214,26 @@ cpu_ticks() {
   echo "$total"
 }
 
+# cpu_snapshot: "busy steal ours" clock ticks so far: busy is user+nice+system
+# of the whole machine (/proc/stat), steal what the hypervisor took, ours the
+# CPU of this script's finished children (wrk, curl) and of every process
+# start_bg started, with their children (proxies, workers).
+cpu_snapshot() {
+  local ours p
+  ours=$(sed 's/^.*) //' "/proc/$$/stat" | awk '{print $14 + $15}')
+  for p in "${STARTED_PIDS[@]}"; do ours=$((ours + $(cpu_ticks "$p"))); done
+  awk -v ours="$ours" '$1 == "cpu" { print $2 + $3 + $4, $9, ours; exit }' /proc/stat
+}
+
+# cpu_share BEFORE AFTER SECONDS: how the machine's CPU was spent between two
+# cpu_snapshots, in percent of all cores.
+cpu_share() {
+  awk -v a="$1" -v b="$2" -v secs="$3" -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); cap = secs * hz * n / 100
+    ours = y[3] - x[3]; other = (y[1] - x[1]) - ours; if (other < 0) other = 0
+    printf "this benchmark %.0f %%, other processes %.0f %%, hypervisor steal %.0f %%", ours / cap, other / cap, (y[2] - x[2]) / cap }'
+}
+
 # wrk_field FILE FIELD: one number from a wrk report. FIELD is rps, p50, p99
 # (latencies in ms), requests, non2xx, or sockerr (connect+read+write+timeout).
 wrk_field() {

@@ -185,7 +185,8 @@ proxy_cpu() {
   esac
 }
 
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+CPU_BEFORE=$(cpu_snapshot)
+CPU_START=$SECONDS
 if ((WARMUP > 0)); then
   log "warming up (${WARMUP}s each)"
   for t in "${TARGETS[@]}"; do run_wrk "$t" "$WARMUP" "$WORK/warmup-$t.txt"; done
@@ -213,7 +214,7 @@ done
 # Sampled right after the last run, while the proxies still hold their buffers.
 declare -A RSS=([nginx]=$(rss_kb "$NGINX_PID") [haproxy]=$(rss_kb "$HAPROXY_PID") [corral]=0)
 [[ $SKIP_CORRAL == 1 ]] || RSS[corral]=$(CHILDREN=0 rss_kb "$CORRAL_PID")
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+CPU_SHARE=$(cpu_share "$CPU_BEFORE" "$(cpu_snapshot)" $((SECONDS - CPU_START)))
 for t in nginx haproxy corral; do
   [[ $t == corral && $SKIP_CORRAL == 1 ]] && continue
   pid_var=${t^^}_PID
@@ -255,7 +256,7 @@ echo
 echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
 echo "- $(go version 2>/dev/null || echo 'go: not found'); $([[ $SKIP_CORRAL == 1 ]] && echo "corral skipped" || "$CORRAL" version); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency; rounds: $ROUNDS (rotated order), each cell the median of rounds; wrk, proxy and workers share the same $(nproc) cores"
-echo "- load average (1/5/15 min) before the runs: $LOAD_BEFORE (above ~1: other work was running), after: $LOAD_AFTER (includes this benchmark's own wrk, proxies and workers)"
+echo "- CPU of all $(nproc) cores during the runs: $CPU_SHARE (other processes compete with wrk, proxies and workers)"
 echo "- backends: 2 examples/hello workers on ports ${PORTS[*]}, the same processes behind every proxy; \"direct\" is one worker without a proxy"
 echo
 echo "| proxy | req/s | p50 ms | p99 ms | vs nginx | proxy CPU µs/req | proxy RSS MiB | non-2xx / socket errors |"
