@@ -326,7 +326,25 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 		}
 		return err
 	}
-	liftReadDeadline(resp.RemoteAddr())
+	body := resp.BodyStream()
+	size := resp.Header.ContentLength()
+	var small *smallBody
+	if body != nil && size >= 0 && size <= smallBodyLimit {
+		// Read whole while the response-header deadline still runs; the
+		// worker connection goes back to its pool before the client's
+		// answer is written, and the engine writes a plain body.
+		small = smallBodies.Get().(*smallBody)
+		if err := small.read(body, size); err != nil {
+			smallBodies.Put(small)
+			_ = resp.CloseBodyStream()
+			fasthttp.ReleaseResponse(resp)
+			return err
+		}
+		_ = resp.CloseBodyStream()
+		body = nil
+	} else if body != nil {
+		liftReadDeadline(resp.RemoteAddr())
+	}
 	status := resp.StatusCode()
 	if status >= 500 && t.App.Passive.Count5xx {
 		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
@@ -345,14 +363,16 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 		out.Header.Add("Set-Cookie", rt.cookieName+"="+b.ID+"; Path=/; HttpOnly; SameSite=Lax")
 	}
 
-	body := resp.BodyStream()
+	if small != nil {
+		out.SetBody(small.buf[:size])
+		smallBodies.Put(small)
+	}
 	if body == nil {
 		b.Stats.Observe(status, time.Since(ctx.Time()))
 		fasthttp.ReleaseResponse(resp)
 		release(rt, b)
 		return nil
 	}
-	size := resp.Header.ContentLength()
 	if size < -1 {
 		size = -1 // read-until-close from the worker: re-frame as chunked
 	}
@@ -363,6 +383,38 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 	*rl = relay{body: body, resp: resp, rt: rt, t: t, b: b, start: ctx.Time(), status: status, log: p.log}
 	out.SetBodyStream(rl, size)
 	return nil
+}
+
+// smallBodyLimit is the largest worker response body, by Content-Length,
+// that is copied into the client's answer instead of streamed: such a body
+// mostly arrives with its headers, and copying it spares the stream's
+// per-response allocations and lets the worker slot go before the client
+// write.
+const smallBodyLimit = 8 << 10
+
+// smallBody is a pooled buffer for one small response body.
+type smallBody struct {
+	buf [smallBodyLimit + 1]byte
+}
+
+var smallBodies = sync.Pool{New: func() any { return new(smallBody) }}
+
+// read reads exactly size bytes of body, and its end: the engine only
+// pools a worker connection whose body stream reported EOF.
+func (s *smallBody) read(body io.Reader, size int) error {
+	n := 0
+	for {
+		m, err := body.Read(s.buf[n : size+1])
+		n += m
+		switch {
+		case err == io.EOF && n == size:
+			return nil
+		case err == io.EOF || n > size:
+			return io.ErrUnexpectedEOF
+		case err != nil:
+			return err
+		}
+	}
 }
 
 // maxHTTP10Body bounds a body of unknown length buffered for an HTTP/1.0
