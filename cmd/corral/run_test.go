@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -238,5 +239,45 @@ app "static" {
 	c.signal(syscall.SIGTERM)
 	if code := c.wait(20 * time.Second); code != 0 {
 		t.Fatalf("exit code %d, want 0", code)
+	}
+}
+
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	c := newCorral(t, `
+listen       = "{public}"
+worker_ports = "{ports}"
+admin { listen = "{admin}" }
+shutdown { timeout = "60s" }
+app "web" {
+  command      = ["{testapp}"]
+  env          = { TESTAPP_MODE = "ignore-term" }
+  instances    = 2
+  stop_timeout = "60s"
+}
+`)
+	c.waitReady(30 * time.Second)
+	waitFor(t, 20*time.Second, "2 ready workers", func() bool { return len(c.readyPIDs("web")) == 2 })
+	pids := c.allPIDs("web")
+	c.signal(syscall.SIGTERM)
+	// The workers ignore SIGTERM, so the graceful stop would take the
+	// whole stop_timeout; wait until it is under way, then insist.
+	waitFor(t, 10*time.Second, "readyz to turn 503", func() bool {
+		resp, err := http.Get("http://" + c.admin + "/readyz")
+		if err != nil {
+			return true
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 503
+	})
+	start := time.Now()
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(15 * time.Second); code != 2 {
+		t.Fatalf("exit code %d after a second SIGTERM, want 2", code)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("second SIGTERM took %s to stop corral", took)
+	}
+	for _, pid := range pids {
+		waitFor(t, 5*time.Second, fmt.Sprintf("worker %d gone", pid), func() bool { return processGone(pid) })
 	}
 }

@@ -6,7 +6,8 @@
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
 // answer 503, and hang-$CORRAL_WORKER makes every request wait until the
 // file is gone (a hung worker that recovers).
-// TESTAPP_MODE=never-ready never listens; TESTAPP_MODE=crash exits at once.
+// TESTAPP_MODE=never-ready never listens; TESTAPP_MODE=crash exits at once;
+// TESTAPP_MODE=ignore-term ignores SIGTERM.
 package main
 
 import (
@@ -33,6 +34,8 @@ func main() {
 	case "crash":
 		fmt.Fprintln(os.Stderr, "testapp: crashing on purpose")
 		os.Exit(3)
+	case "ignore-term":
+		signal.Ignore(syscall.SIGTERM)
 	}
 	worker, pid := os.Getenv("CORRAL_WORKER"), os.Getpid()
 	switchOn := func(name string) bool {
@@ -83,7 +86,10 @@ func main() {
 	srv := &http.Server{Addr: "127.0.0.1:" + os.Getenv("PORT"), Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		signal.Notify(sig, syscall.SIGINT)
+		if os.Getenv("TESTAPP_MODE") != "ignore-term" {
+			signal.Notify(sig, syscall.SIGTERM)
+		}
 		<-sig
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
