@@ -98,7 +98,13 @@ func (p *Proxy) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig
 	if rt <= 0 {
 		rt = noReadTimeout
 	}
-	rc := fasthttp.RequestConfig{ReadTimeout: rt, WriteTimeout: st.WriteTimeout}
+	rc := fasthttp.RequestConfig{WriteTimeout: st.WriteTimeout}
+	if h.ContentLength() != 0 || h.ConnectionUpgrade() {
+		// Only a body or a tunnel reads the client connection again before
+		// the next request, which sets its own deadline: a bodiless request
+		// skips the deadline change.
+		rc.ReadTimeout = rt
+	}
 	if st.MaxBodyBytes > 0 && int64(h.ContentLength()) > st.MaxBodyBytes {
 		rc.MaxRequestBodySize = 1
 	}
@@ -254,8 +260,11 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 	if t.App.RetryTimeout > 0 {
 		policy.deadline = ctx.Time().Add(t.App.RetryTimeout)
 	}
-	for {
-		r.now = time.Now().UnixNano()
+	r.now = ctx.Time().UnixNano()
+	for first := true; ; first = false {
+		if !first {
+			r.now = time.Now().UnixNano()
+		}
 		r.max = int64(t.App.MaxInflight)
 		b, err := acquire(rt, t, r, clientWatch{conn: ctx.Conn()})
 		if err != nil {
@@ -349,7 +358,7 @@ func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, 
 	if status >= 500 && t.App.Passive.Count5xx {
 		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
 	} else {
-		passiveSuccess(b, time.Now().UnixNano())
+		passiveSuccess(b, c.req.now)
 	}
 
 	out := &ctx.Response
