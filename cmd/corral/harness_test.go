@@ -263,7 +263,19 @@ type wireWorker struct {
 	State     string    `json:"state"`
 	Reason    string    `json:"reason"`
 	Restarts  int       `json:"restarts"`
+	Inflight  int       `json:"inflight"`
 	StartedAt time.Time `json:"started_at"`
+}
+
+// inflight returns the in-flight count /status shows for worker id.
+func (c *corralProc) inflight(id string) int {
+	n := 0
+	for _, w := range c.app("web").Workers {
+		if w.ID == id {
+			n += w.Inflight
+		}
+	}
+	return n
 }
 
 func (c *corralProc) status() wireStatus {

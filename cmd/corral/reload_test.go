@@ -316,3 +316,46 @@ func TestReloadNoticesConfigMapSymlinkSwap(t *testing.T) {
 	os.RemoveAll(filepath.Join(c.dir, "..v1"))
 	waitFor(t, 20*time.Second, "scale to 3 after a ConfigMap swap", func() bool { return c.app("web").Ready == 3 })
 }
+
+func TestChangedListenRebindsWithoutDroppingInFlightRequests(t *testing.T) {
+	c := startWeb(t, 2)
+	oldPublic := c.public
+
+	// A slow request is in flight on the old address during the change.
+	slow := make(chan error, 1)
+	go func() {
+		resp, err := http.Get("http://" + oldPublic + "/slow?ms=1500")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		slow <- err
+	}()
+	waitFor(t, 10*time.Second, "the slow request in flight", func() bool {
+		for _, w := range c.app("web").Workers {
+			if w.State == "ready" && c.inflight(w.ID) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+
+	c.public = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.writeConfig(webApp(2, "one", ""))
+	waitFor(t, 20*time.Second, "the new address to serve", func() bool {
+		_, code, err := c.get(http.DefaultClient, "/")
+		return err == nil && code == 200
+	})
+	if err := <-slow; err != nil {
+		t.Fatalf("the request in flight on the old address failed: %v", err)
+	}
+	if lr := c.status().LastReload; lr == nil || !lr.Applied {
+		t.Fatalf("listen change not applied: %+v", lr)
+	}
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	if _, err := fresh.Get("http://" + oldPublic + "/"); err == nil {
+		t.Errorf("the old address %s still accepts connections", oldPublic)
+	}
+}
