@@ -341,3 +341,25 @@ func (a *App) stopSignal() syscall.Signal {
 	}
 	return syscall.SIGTERM
 }
+
+// Alive reports whether the supervisor goroutine still answers commands:
+// it sends a no-op and waits for it to run until ctx ends. A wedged
+// supervisor (a command that never returns) fails it; /healthz uses it as
+// the app's heartbeat. A stopped or never-started app answers nil.
+func (a *App) Alive(ctx context.Context) error {
+	if !a.started.Load() {
+		return nil
+	}
+	ran := make(chan struct{})
+	if !a.post(func() { close(ran) }) {
+		return nil
+	}
+	select {
+	case <-ran:
+		return nil
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("supervisor of app %s does not answer: %w", a.name, ctx.Err())
+	}
+}
