@@ -351,8 +351,12 @@ func (a *App) Alive(ctx context.Context) error {
 		return nil
 	}
 	ran := make(chan struct{})
-	if !a.post(func() { close(ran) }) {
+	select {
+	case a.cmds <- func() { close(ran) }:
+	case <-a.done:
 		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("supervisor of app %s does not take commands: %w", a.name, ctx.Err())
 	}
 	select {
 	case <-ran:
