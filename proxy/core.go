@@ -111,41 +111,6 @@ func allDraining(t *pool.Table) bool {
 	return true
 }
 
-// idempotentMethod reports whether a request with this method may be sent
-// twice. A request carrying Idempotency-Key is idempotent by declaration.
-func idempotentMethod(m string) bool {
-	switch m {
-	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE":
-		return true
-	}
-	return false
-}
-
-// retryPolicy is one request's retry budget.
-type retryPolicy struct {
-	left       int
-	deadline   time.Time
-	idempotent bool // method or Idempotency-Key says sending twice is safe
-	replayable bool // the body is buffered and can be sent again
-}
-
-// again reports whether a failed try with err may be retried, and spends
-// one try when it may. Requests that never reached the worker are always
-// retryable; others only when idempotent, replayable and not timed out.
-func (p *retryPolicy) again(err error, now time.Time) bool {
-	if p.left <= 0 || (!p.deadline.IsZero() && now.After(p.deadline)) {
-		return false
-	}
-	if _, ok := err.(*Error); ok {
-		return false
-	}
-	if !notSent(err) && (!p.idempotent || !p.replayable || isTimeout(err)) {
-		return false
-	}
-	p.left--
-	return true
-}
-
 // requestIDs makes cheap unique request ids: a random per-process prefix
 // and a counter.
 type requestIDs struct {
@@ -180,29 +145,6 @@ func trusted(prefixes []netip.Prefix, addr netip.Addr) bool {
 func appendRequestStart(dst []byte, t time.Time) []byte {
 	dst = append(dst, "t="...)
 	return strconv.AppendInt(dst, t.UnixMicro(), 10)
-}
-
-// hopHeaders are removed in both directions: they describe one connection,
-// not the message (RFC 9110 7.6.1). Transfer-Encoding is re-framed by the
-// engine; Upgrade is kept only for upgrade requests.
-var hopHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-// isHopHeader reports whether name (any case) is a hop-by-hop header.
-func isHopHeader(name []byte) bool {
-	switch len(name) {
-	case 2, 7, 10, 16, 17, 18, 19:
-	default:
-		return false
-	}
-	for _, h := range hopHeaders {
-		if equalFold(name, h) {
-			return true
-		}
-	}
-	return false
 }
 
 func equalFold(b []byte, s string) bool {

@@ -1,35 +1,46 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
-func TestErrorForMapsEveryKind(t *testing.T) {
+func TestStatusForMapsEveryKind(t *testing.T) {
 	refused := &dialError{err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}
 	cases := []struct {
 		err  error
+		who  blame
+		body reqBody
 		want *Error
 	}{
-		{ErrNoRoute, ErrNoRoute},
-		{ErrQueueFull, ErrQueueFull},
-		{fmt.Errorf("wrapped: %w", ErrQueueTimeout), ErrQueueTimeout},
-		{refused, ErrBadGateway},
-		{&dialError{err: os.ErrDeadlineExceeded}, ErrBadGateway}, // dial timeout: the worker did not accept
-		{fasthttp.ErrTimeout, ErrGatewayTimeout},
-		{os.ErrDeadlineExceeded, ErrGatewayTimeout},
-		{fasthttp.ErrConnectionClosed, ErrBadGateway},
-		{errors.New("anything"), ErrBadGateway},
+		{ErrNoRoute, blameCorral, reqBody{}, ErrNoRoute},
+		{fmt.Errorf("wrapped: %w", ErrQueueTimeout), blameCorral, reqBody{}, ErrQueueTimeout},
+		{refused, blameWorker, reqBody{}, ErrBadGateway},
+		{&dialError{err: os.ErrDeadlineExceeded}, blameWorker, reqBody{}, ErrBadGateway}, // dial timeout: the worker did not accept
+		{fasthttp.ErrTimeout, blameWorker, reqBody{}, ErrGatewayTimeout},
+		{os.ErrDeadlineExceeded, blameWorker, reqBody{}, ErrGatewayTimeout},
+		{fasthttp.ErrConnectionClosed, blameWorker, reqBody{}, ErrBadGateway},
+		{errors.New("anything"), blameWorker, reqBody{}, ErrBadGateway},
+		{errors.New("anything"), blameClient, reqBody{clientErr: io.ErrUnexpectedEOF}, ErrClientGone},
+		{errors.New("anything"), blameClient, reqBody{clientErr: os.ErrDeadlineExceeded}, ErrReadTimeout},
+		{errors.New("anything"), blameClient, reqBody{clientErr: ErrBodyTooLarge}, ErrBodyTooLarge},
+		{errors.New("anything"), blameClient, reqBody{clientErr: errors.New("invalid chunk size")}, ErrBadRequest},
+		{errors.New("anything"), blameClient, reqBody{clientErr: &net.OpError{Op: "read", Err: syscall.ECONNRESET}}, ErrClientGone},
+		{context.Canceled, blameClient, reqBody{}, ErrClientGone},
 	}
 	for _, c := range cases {
-		if got := errorFor(c.err); got != c.want {
-			t.Errorf("errorFor(%v) = %d, want %d", c.err, got.Status, c.want.Status)
+		if got := statusFor(c.err, c.who, &c.body); got != c.want {
+			t.Errorf("statusFor(%v, %d, %v) = %d, want %d", c.err, c.who, c.body.clientErr, got.Status, c.want.Status)
 		}
 	}
 	for _, e := range []*Error{ErrNoRoute, ErrNoBackend, ErrQueueFull, ErrQueueTimeout, ErrBadGateway, ErrGatewayTimeout, ErrBodyTooLarge, ErrHeaderTooLarge, ErrBadRequest, ErrReadTimeout} {
@@ -42,29 +53,51 @@ func TestErrorForMapsEveryKind(t *testing.T) {
 	}
 }
 
-func TestRetryPolicy(t *testing.T) {
+func TestBlameFor(t *testing.T) {
+	if blameFor(errors.New("reset"), &reqBody{clientErr: io.ErrUnexpectedEOF}, false) != blameClient {
+		t.Error("a short client body is the worker's")
+	}
+	if blameFor(errors.New("reset"), &reqBody{}, true) != blameClient {
+		t.Error("a client that left is the worker's")
+	}
+	if blameFor(ErrQueueFull, &reqBody{}, false) != blameCorral {
+		t.Error("own error not corral's")
+	}
+	if blameFor(fasthttp.ErrTimeout, &reqBody{}, false) != blameWorker {
+		t.Error("timeout not the worker's")
+	}
+}
+
+func TestMayRetry(t *testing.T) {
 	now := time.Now()
 	notSentErr := &dialError{err: errors.New("refused")}
 	sentErr := fasthttp.ErrConnectionClosed
+	held := reqBody{held: true, buf: []byte("x"), declared: 1}
+	streamedUntouched := reqBody{src: strings.NewReader("x"), declared: 1 << 20}
+	streamedTouched := reqBody{src: strings.NewReader("x"), declared: 1 << 20, read: 4096}
 	cases := []struct {
 		name string
 		p    retryPolicy
+		body reqBody
 		err  error
 		want bool
 	}{
-		{"not sent, post", retryPolicy{left: 1}, notSentErr, true},
-		{"sent, post", retryPolicy{left: 1, replayable: true}, sentErr, false},
-		{"sent, get", retryPolicy{left: 1, idempotent: true, replayable: true}, sentErr, true},
-		{"sent, get, streamed body", retryPolicy{left: 1, idempotent: true}, sentErr, false},
-		{"timeout, get", retryPolicy{left: 1, idempotent: true, replayable: true}, fasthttp.ErrTimeout, false},
-		{"no tries left", retryPolicy{left: 0}, notSentErr, false},
-		{"past deadline", retryPolicy{left: 1, deadline: now.Add(-time.Second)}, notSentErr, false},
-		{"proxy error", retryPolicy{left: 1, idempotent: true, replayable: true}, ErrQueueFull, false},
+		{"not sent, post", retryPolicy{left: 1}, held, notSentErr, true},
+		{"not sent, streamed body untouched", retryPolicy{left: 1}, streamedUntouched, notSentErr, true},
+		{"not sent, streamed body touched", retryPolicy{left: 1, idempotent: true}, streamedTouched, notSentErr, false},
+		{"sent, post", retryPolicy{left: 1}, held, sentErr, false},
+		{"sent, get", retryPolicy{left: 1, idempotent: true}, reqBody{}, sentErr, true},
+		{"sent, put, held body", retryPolicy{left: 1, idempotent: true}, held, sentErr, true},
+		{"sent, put, streamed body", retryPolicy{left: 1, idempotent: true}, streamedTouched, sentErr, false},
+		{"timeout, get", retryPolicy{left: 1, idempotent: true}, reqBody{}, fasthttp.ErrTimeout, false},
+		{"no tries left", retryPolicy{left: 0}, reqBody{}, notSentErr, false},
+		{"past deadline", retryPolicy{left: 1, deadline: now.Add(-time.Second)}, reqBody{}, notSentErr, false},
+		{"proxy error", retryPolicy{left: 1, idempotent: true}, reqBody{}, ErrQueueFull, false},
 	}
 	for _, c := range cases {
 		p := c.p
-		if got := p.again(c.err, now); got != c.want {
-			t.Errorf("%s: again = %v, want %v", c.name, got, c.want)
+		if got := p.mayRetry(c.err, &c.body, now); got != c.want {
+			t.Errorf("%s: mayRetry = %v, want %v", c.name, got, c.want)
 		}
 		if c.want && p.left != c.p.left-1 {
 			t.Errorf("%s: a retry did not spend a try", c.name)
@@ -72,17 +105,30 @@ func TestRetryPolicy(t *testing.T) {
 	}
 }
 
+// TestReqBodyNeverEndsShort pins the rule the engines rely on: a body that
+// the client ends before its Content-Length reads as an error, never as a
+// clean end (fasthttp's request stream returns a plain io.EOF there).
+func TestReqBodyNeverEndsShort(t *testing.T) {
+	b := &reqBody{src: strings.NewReader("12345"), declared: 10}
+	got, err := io.ReadAll(b)
+	if err != io.ErrUnexpectedEOF || string(got) != "12345" || b.clientErr == nil {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	b = &reqBody{src: strings.NewReader("12345"), declared: 5}
+	if got, err := io.ReadAll(b); err != nil || string(got) != "12345" || b.clientErr != nil {
+		t.Fatalf("whole body: %q, %v", got, err)
+	}
+	b = &reqBody{src: strings.NewReader("123456"), declared: -1, limit: 5}
+	if _, err := io.ReadAll(b); err != ErrBodyTooLarge {
+		t.Fatalf("over limit: %v", err)
+	}
+	b = &reqBody{src: strings.NewReader("123"), declared: 5}
+	if b.hold(nil) || b.clientErr != io.ErrUnexpectedEOF {
+		t.Fatalf("hold of a short body: %v", b.clientErr)
+	}
+}
+
 func TestHeaderHelpers(t *testing.T) {
-	for _, h := range []string{"connection", "KEEP-ALIVE", "Te", "transfer-encoding", "Proxy-Connection", "upgrade", "trailer"} {
-		if !isHopHeader([]byte(h)) {
-			t.Errorf("%s not hop-by-hop", h)
-		}
-	}
-	for _, h := range []string{"Content-Type", "X-Te", "Tf", "Upgrade-Insecure-Requests"} {
-		if isHopHeader([]byte(h)) {
-			t.Errorf("%s taken for hop-by-hop", h)
-		}
-	}
 	var toks []string
 	connectionTokens([]byte(" close , X-Foo,,keep-alive "), func(b []byte) { toks = append(toks, string(b)) })
 	if fmt.Sprint(toks) != "[close X-Foo keep-alive]" {

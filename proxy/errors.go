@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"syscall"
 )
 
 // Error is a failure the proxy answers itself. Its status and body are what
@@ -47,20 +48,6 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "dialing worker: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// errorFor maps any failure to the answer the client gets: the proxy's own
-// errors as they are, timeouts to 504, every other engine or connection
-// error to 502. It is the one place that decides status codes for failures.
-func errorFor(err error) *Error {
-	var pe *Error
-	if errors.As(err, &pe) {
-		return pe
-	}
-	if isTimeout(err) {
-		return ErrGatewayTimeout
-	}
-	return ErrBadGateway
-}
-
 // isTimeout reports whether err is a deadline or timeout error, but not a
 // dial timeout (the worker did not accept: that is a connection failure).
 func isTimeout(err error) bool {
@@ -79,9 +66,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// notSent reports whether err happened before any byte of the request
-// reached the worker.
-func notSent(err error) bool {
-	var de *dialError
-	return errors.As(err, &de)
+// isConnError reports whether err is a broken or closed connection (the
+// peer reset or went away), as opposed to a malformed message.
+func isConnError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

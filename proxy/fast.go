@@ -1,13 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -145,50 +145,35 @@ func writeFastError(ctx *fasthttp.RequestCtx, e *Error) {
 
 var textPlain = []byte("text/plain; charset=utf-8")
 
-// fastCall is one request's scratch state, pooled to keep the hot path
-// free of allocations.
+// fastCall is one request on the fasthttp engine: the pipeline's exchange,
+// pooled to keep the hot path free of allocations.
 type fastCall struct {
-	req   Request
-	buf   []byte
-	reqID []byte
-	limit *bodyLimit // set for streamed chunked bodies under a size limit
+	p    *Proxy
+	ctx  *fasthttp.RequestCtx
+	in   inbound
+	buf  []byte
+	rb   reqBody
+	held []byte // buffer for bodies held whole, kept across requests
+	// target is the origin-form request target, set by setTarget.
+	target []byte
+	resp   *fasthttp.Response
+	small  *smallBody
+	// up and upr are the dedicated worker connection of an upgrade request.
+	up  net.Conn
+	upr *bufio.Reader
 	// noHost is set when the client sent no Host header (HTTP/1.0).
 	noHost bool
 	// http10 is set for HTTP/1.0 clients, which cannot read chunked bodies.
 	http10 bool
 }
 
-// bodyLimit fails a streamed request body once it passes the limit.
-type bodyLimit struct {
-	r        io.Reader
-	left     int64
-	exceeded bool
-}
+var fastCalls = sync.Pool{New: func() any { return &fastCall{buf: make([]byte, 0, 256)} }}
 
-func (l *bodyLimit) Read(p []byte) (int, error) {
-	if l.left < 0 {
-		l.exceeded = true
-		return 0, ErrBodyTooLarge
-	}
-	if int64(len(p)) > l.left+1 {
-		p = p[:l.left+1]
-	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if l.left < 0 {
-		l.exceeded = true
-		return 0, ErrBodyTooLarge
-	}
-	return n, err
-}
-
-var fastCalls = sync.Pool{New: func() any { return &fastCall{buf: make([]byte, 0, 128)} }}
-
-// serveFast is the fasthttp request handler.
+// serveFast is the fasthttp request handler: it checks what only this
+// engine can see (framing of the raw head), fills the inbound request and
+// runs the pipeline.
 func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
-	st := p.settings.Load()
 	h := &ctx.Request.Header
-	uri := h.RequestURI()
 	cl := h.ContentLength()
 	if cl == -1 && hasRawHeader(h.RawHeaders(), "content-length") {
 		// Both Content-Length and Transfer-Encoding: the engine picked
@@ -196,203 +181,342 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		writeFastError(ctx, ErrBadRequest)
 		return
 	}
-	if st.MaxBodyBytes > 0 && int64(cl) > st.MaxBodyBytes {
-		writeFastError(ctx, ErrBodyTooLarge)
-		return
-	}
-	rt := p.router.Load().match(b2s(h.Host()), b2s(uriPath(uri)))
-	if rt == nil {
-		writeFastError(ctx, ErrNoRoute)
-		return
-	}
-	t := rt.src.Table()
-	if t == nil {
-		writeFastError(ctx, ErrNoBackend)
-		return
+	if cl == -2 {
+		cl = 0 // no framing header on a request: no body (RFC 9112 6.3)
 	}
 	c := fastCalls.Get().(*fastCall)
-	replayable := true
-	if ctx.Request.IsBodyStream() {
-		switch {
-		case cl >= 0 && cl <= bodyBufferLimit:
-			ctx.Request.Body() // small: buffer it so a retry can send it again
-		case cl == -1 && st.MaxBodyBytes > 0:
-			// A chunked body has no declared size: count it as it streams.
-			c.limit = &bodyLimit{r: ctx.RequestBodyStream(), left: st.MaxBodyBytes}
-			ctx.Request.SetBodyStream(c.limit, -1)
-			replayable = false
-		default:
-			replayable = false
-		}
+	c.p, c.ctx = p, ctx
+	uri := h.RequestURI()
+	c.in = inbound{
+		method:        h.Method(),
+		host:          h.Host(),
+		path:          uriPath(uri),
+		contentLength: int64(cl),
+		peer:          remoteAddr(ctx.RemoteAddr()),
+		start:         ctx.Time(),
 	}
-
+	if auth := uriAuthority(uri); auth != nil {
+		// Absolute form: the target's authority is the host (RFC 9112
+		// 3.2.2), and the worker gets it as Host with an origin-form target.
+		h.SetHostBytes(auth)
+		c.in.host = h.Host()
+	}
 	clientClose := h.ConnectionClose()
-	defer func() {
-		if clientClose {
-			ctx.Response.SetConnectionClose()
-		}
-		c.req = Request{}
-		c.buf = c.buf[:0]
-		c.reqID = c.reqID[:0]
-		c.limit = nil
-		c.noHost = false
-		c.http10 = false
-		fastCalls.Put(c)
-	}()
-	peer := remoteAddr(ctx.RemoteAddr())
-	upgrade := isUpgrade(h)
-	c.prepare(ctx, p, st, rt, peer, uri, upgrade)
+	c.noHost = len(c.in.host) == 0 // HTTP/1.0 may omit it; send names the worker
+	if c.noHost {
+		c.in.host = nil
+	}
+	// HTTP/1.0 clients are spoken for in HTTP/1.1 (keep-alive by default
+	// to the worker); the Host header goes as the client sent it (the
+	// engine would otherwise rebuild it, lowercased, from the parsed URI);
+	// and a body without Content-Type gets none (the engine's default is
+	// application/octet-stream, which would choose the app's body parser).
+	if c.http10 = !h.IsHTTP11(); c.http10 {
+		h.SetProtocol("HTTP/1.1")
+	}
+	ctx.Request.UseHostHeader = true
+	h.SetNoDefaultContentType(true)
 
-	r := &c.req
-	r.ClientIP = peer
-	if rt.cookieName != "" {
-		r.Sticky = h.Cookie(rt.cookieName)
+	p.serve(c, &c.in)
+
+	if clientClose {
+		ctx.Response.SetConnectionClose()
 	}
-	if upgrade {
-		p.tunnelFast(ctx, rt, t, c)
-		return
-	}
-	policy := retryPolicy{
-		left:       t.App.Retries,
-		idempotent: idempotentMethod(b2s(h.Method())) || len(h.Peek("Idempotency-Key")) > 0,
-		replayable: replayable,
-	}
-	if t.App.RetryTimeout > 0 {
-		policy.deadline = ctx.Time().Add(t.App.RetryTimeout)
-	}
-	r.now = ctx.Time().UnixNano()
-	for first := true; ; first = false {
-		if !first {
-			r.now = time.Now().UnixNano()
-		}
-		r.max = int64(t.App.MaxInflight)
-		b, err := acquire(rt, t, r, clientWatch{conn: ctx.Conn()})
-		if err != nil {
-			if err == ErrClientGone {
-				p.log.Debug("client left while queued", "app", rt.name)
-			}
-			writeFastError(ctx, err.(*Error))
-			return
-		}
-		err = p.forwardFast(ctx, rt, t, b, c)
-		if err == nil {
-			return
-		}
-		release(rt, b)
-		now := time.Now()
-		if c.limit != nil && c.limit.exceeded {
-			writeFastError(ctx, ErrBodyTooLarge)
-			return
-		}
-		if err != errStaleConn {
-			passiveFailure(p.log, t, b, now, failureReason(err))
-		}
-		if policy.again(err, now) {
-			t.Stats.Retries.Add(1)
-			p.log.Debug("retrying request", "app", rt.name, "worker", b.ID, "error", err)
-			r.avoid = b
-			if nt := rt.src.Table(); nt != nil {
-				t = nt
-			}
-			continue
-		}
-		e := errorFor(err)
-		b.Stats.Observe(e.Status, now.Sub(ctx.Time()))
-		b.Stats.Errors.Add(1)
-		p.log.Debug("request failed", "app", rt.name, "worker", b.ID, "status", e.Status, "error", err)
-		writeFastError(ctx, e)
-		return
-	}
+	c.reset()
+	fastCalls.Put(c)
 }
 
-// forwardFast sends the request to b and, on success, sets the client's
-// response to stream b's answer. b's slot is released when that stream
-// is closed (after the last byte was written or the client left).
-func (p *Proxy) forwardFast(ctx *fasthttp.RequestCtx, rt *route, t *pool.Table, b *pool.Backend, c *fastCall) error {
+func (c *fastCall) reset() {
+	held := c.held
+	if cap(held) > bodyBufferLimit {
+		held = nil
+	}
+	*c = fastCall{buf: c.buf[:0], held: held[:0]}
+}
+
+func (c *fastCall) reqHeaders() Headers { return fastRequestHeaders{&c.ctx.Request.Header} }
+
+func (c *fastCall) scratch() *[]byte { return &c.buf }
+
+func (c *fastCall) cookie(name string) []byte { return c.ctx.Request.Header.Cookie(name) }
+
+func (c *fastCall) watch() clientWatch { return clientWatch{conn: c.ctx.Conn()} }
+
+func (c *fastCall) clientGone() bool { return peerClosed(c.ctx.Conn()) }
+
+// setTarget rewrites the request target to origin form when it differs
+// from what the client sent (absolute form, or a stripped prefix).
+func (c *fastCall) setTarget(path []byte) {
+	h := &c.ctx.Request.Header
+	uri := h.RequestURI()
+	if path == nil && uriAuthority(uri) == nil {
+		return
+	}
+	if path == nil {
+		path = c.in.path
+	}
+	rest := uri[len(uri):]
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		rest = uri[i:]
+	}
+	mark := len(c.buf)
+	c.buf = append(c.buf, path...)
+	c.buf = append(c.buf, rest...)
+	c.ctx.Request.SetRequestURIBytes(c.buf[mark:]) // the Request's: it drops the parsed URI too
+	c.in.path = nil                                // pointed into the old target
+}
+
+// openBody opens the request body: small bodies of known length are held
+// whole (they can be sent again), larger ones and chunked ones stream.
+func (c *fastCall) openBody(st *config.Proxy) *reqBody {
+	b := &c.rb
+	*b = reqBody{declared: c.in.contentLength}
+	if b.declared == 0 || !c.ctx.Request.IsBodyStream() {
+		b.declared = max(b.declared, 0)
+		return b
+	}
+	b.src = c.ctx.RequestBodyStream()
+	if b.declared > 0 && b.declared <= bodyBufferLimit {
+		b.hold(c.held)
+		c.held = b.buf
+		return b
+	}
+	if b.declared < 0 {
+		b.limit = st.MaxBodyBytes
+	}
+	return b
+}
+
+// send makes one attempt on b through its pooled connections, or on a
+// dedicated connection for an upgrade request.
+func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrade []byte) error {
 	u, ok := b.Upstream.(*upstream)
 	if !ok {
 		return &dialError{err: errors.New("backend has no upstream")}
 	}
+	req := &c.ctx.Request
 	if c.noHost {
-		ctx.Request.Header.SetHost(b.Addr)
+		req.Header.SetHost(b.Addr)
 	}
-	st := p.settings.Load()
+	switch {
+	case body.held:
+		req.SetBodyRaw(body.buf)
+	case body.src != nil:
+		req.SetBodyStream(body, int(body.declared))
+	}
+	if upgrade != nil {
+		return c.sendUpgrade(u, st, body)
+	}
 	resp := fasthttp.AcquireResponse()
-	var err error
-	if st.ResponseHeaderTimeout > 0 && !ctx.Request.IsBodyStream() {
-		// The whole try (dial, write, headers) under the current settings.
-		err = u.hc.DoTimeout(&ctx.Request, resp, st.ResponseHeaderTimeout+st.DialTimeout)
-	} else {
-		// A streamed body may take long to send: only the client's own
-		// ReadTimeout, set when the upstream was made, runs after the
-		// write (a DoTimeout deadline would cut the upload).
-		err = u.hc.Do(&ctx.Request, resp)
-	}
-	if err != nil {
+	if err := u.client().Do(req, resp); err != nil {
 		fasthttp.ReleaseResponse(resp)
 		if errors.Is(err, fasthttp.ErrNoFreeConns) {
 			return &dialError{err: err}
 		}
 		return err
 	}
-	body := resp.BodyStream()
-	size := resp.Header.ContentLength()
-	var small *smallBody
-	if body != nil && size >= 0 && size <= smallBodyLimit {
-		// Read whole while the response-header deadline still runs; the
-		// worker connection goes back to its pool before the client's
-		// answer is written, and the engine writes a plain body.
-		small = smallBodies.Get().(*smallBody)
-		if err := small.read(body, size); err != nil {
-			smallBodies.Put(small)
+	if stream := resp.BodyStream(); stream != nil {
+		size := resp.Header.ContentLength()
+		switch {
+		case size >= 0 && size <= smallBodyLimit:
+			// Read whole while the response-header deadline still runs;
+			// the worker connection goes back to its pool before the
+			// client's answer is written, and the engine writes a plain body.
+			small := smallBodies.Get().(*smallBody)
+			err := small.read(stream, size)
 			_ = resp.CloseBodyStream()
-			fasthttp.ReleaseResponse(resp)
-			return err
+			if err != nil {
+				smallBodies.Put(small)
+				fasthttp.ReleaseResponse(resp)
+				return err
+			}
+			c.small = small
+		case size < 0 && c.http10:
+			// Read until the worker ends it, then the client's connection
+			// closes (HTTP/1.0 framing): the response-header deadline
+			// still bounds the wait for each read.
+		default:
+			liftReadDeadline(resp.RemoteAddr())
 		}
-		_ = resp.CloseBodyStream()
-		body = nil
-	} else if body != nil {
-		liftReadDeadline(resp.RemoteAddr())
 	}
-	status := resp.StatusCode()
-	if status >= 500 && t.App.Passive.Count5xx {
-		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
-	} else {
-		passiveSuccess(b, c.req.now)
-	}
+	c.resp = resp
+	return nil
+}
 
+// sendUpgrade sends an upgrade request on a connection of its own (it may
+// become a tunnel, never a pooled connection) and reads the answer's head.
+func (c *fastCall) sendUpgrade(u *upstream, st *config.Proxy, body *reqBody) error {
+	if body.src != nil && body.declared < 0 {
+		return ErrBadRequest // a chunked body on an upgrade request
+	}
+	conn, err := u.dialRaw()
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(conn)
+	if err = c.ctx.Request.Write(bw); err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		if d := st.ResponseHeaderTimeout; d > 0 {
+			_ = conn.SetReadDeadline(time.Now().Add(d))
+		}
+		c.upr = bufio.NewReader(conn)
+		resp := fasthttp.AcquireResponse()
+		resp.StreamBody = true
+		if err = resp.Read(c.upr); err == nil {
+			_ = conn.SetReadDeadline(time.Time{})
+			c.resp, c.up = resp, conn
+			return nil
+		}
+		fasthttp.ReleaseResponse(resp)
+	}
+	_ = conn.Close()
+	return err
+}
+
+func (c *fastCall) respStatus() int { return c.resp.StatusCode() }
+
+func (c *fastCall) respHeaders() Headers { return fastResponseHeaders{&c.resp.Header} }
+
+// drop discards the held response and closes its worker connection.
+func (c *fastCall) drop() {
+	c.resp.Header.SetConnectionClose()
+	_ = c.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(c.resp)
+	c.resp = nil
+	if c.up != nil {
+		_ = c.up.Close()
+		c.up = nil
+	}
+}
+
+// relay copies the held response head to the client's and sets its body:
+// a small one copied, a larger one streamed (fin.done runs when the engine
+// closes the stream), one of unknown length for an HTTP/1.0 client sent
+// until the worker ends it with the connection closed after.
+func (c *fastCall) relay(fin *finish) {
+	resp, ctx := c.resp, c.ctx
+	c.resp = nil
 	out := &ctx.Response
 	resp.Header.CopyTo(&out.Header)
 	out.Header.ResetConnectionClose()
-	stripResponseHops(&out.Header)
-	if len(c.reqID) > 0 {
-		out.Header.SetBytesV("X-Request-Id", c.reqID)
+	stream := resp.BodyStream()
+	if c.small != nil {
+		out.SetBody(c.small.buf[:resp.Header.ContentLength()])
+		smallBodies.Put(c.small)
+		c.small = nil
+		stream = nil
 	}
-	if rt.cookieName != "" && string(c.req.Sticky) != b.ID {
-		out.Header.Add("Set-Cookie", rt.cookieName+"="+b.ID+"; Path=/; HttpOnly; SameSite=Lax")
-	}
-
-	if small != nil {
-		out.SetBody(small.buf[:size])
-		smallBodies.Put(small)
-	}
-	if body == nil {
-		b.Stats.Observe(status, time.Since(ctx.Time()))
+	if stream == nil {
 		fasthttp.ReleaseResponse(resp)
-		release(rt, b)
-		return nil
+		if c.up != nil {
+			_ = c.up.Close()
+			c.up = nil
+		}
+		fin.done(nil, nil)
+		return
 	}
+	size := resp.Header.ContentLength()
 	if size < -1 {
-		size = -1 // read-until-close from the worker: re-frame as chunked
-	}
-	if size < 0 && c.http10 {
-		return p.bufferForHTTP10(ctx, rt, b, resp, status)
+		size = -1 // read-until-close from the worker: re-framed as chunked
 	}
 	rl := relays.Get().(*relay)
-	*rl = relay{body: body, resp: resp, rt: rt, t: t, b: b, start: ctx.Time(), status: status, log: p.log}
+	*rl = relay{body: stream, resp: resp, conn: c.up, fin: *fin}
+	c.up = nil
+	if size < 0 && c.http10 {
+		c.relayUntilClose(rl)
+		return
+	}
 	out.SetBodyStream(rl, size)
-	return nil
 }
+
+// relayUntilClose sends a body of unknown length to an HTTP/1.0 client the
+// way HTTP/1.0 frames it: no length, the end is the connection's close.
+// Nothing is buffered: the connection is taken over from the engine.
+func (c *fastCall) relayUntilClose(rl *relay) {
+	ctx := c.ctx
+	head := &ctx.Response.Header
+	head.SetContentLength(-2)
+	head.Del("Transfer-Encoding")
+	head.SetConnectionClose()
+	headBytes := append([]byte(nil), head.Header()...)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(cc net.Conn) {
+		_, err := cc.Write(headBytes)
+		if err == nil {
+			_, err = io.Copy(cc, rl)
+		}
+		if rl.readErr != nil {
+			err = nil
+		}
+		_ = rl.CloseWithError(err)
+		_ = cc.Close() // the end of the body; the engine keeps hijacked conns open
+	})
+}
+
+// tunnel answers an accepted 101 on the client's connection, taken over
+// from the engine, and passes bytes both ways (the worker's bytes already
+// read past the 101 head included).
+func (c *fastCall) tunnel(fin *finish) {
+	p, ctx := c.p, c.ctx
+	resp, conn, br := c.resp, c.up, c.upr
+	c.resp, c.up, c.upr = nil, nil, nil
+	head := append([]byte(nil), resp.Header.Header()...)
+	fasthttp.ReleaseResponse(resp)
+	tn := &tunnel{backend: conn}
+	if !p.openTunnel(tn) {
+		_ = conn.Close()
+		fin.done(nil, nil)
+		writeFastError(ctx, ErrNoBackend)
+		return
+	}
+	done := *fin
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(cc net.Conn) {
+		defer func() {
+			p.closeTunnel(tn)
+			done.done(nil, nil)
+		}()
+		if !tn.setClient(cc) {
+			return
+		}
+		if _, err := cc.Write(head); err != nil {
+			return
+		}
+		pipe(tn, cc, struct {
+			io.Reader
+			io.Writer
+		}{br, conn})
+	})
+}
+
+func (c *fastCall) fail(e *Error) { writeFastError(c.ctx, e) }
+
+// fastRequestHeaders is a fasthttp request head as the pipeline's Headers.
+type fastRequestHeaders struct{ h *fasthttp.RequestHeader }
+
+func (f fastRequestHeaders) Values(name string, fn func([]byte)) {
+	for _, v := range f.h.PeekAll(name) {
+		fn(v)
+	}
+}
+
+// Del removes every line: fasthttp's Set would replace only the first.
+func (f fastRequestHeaders) Del(name string)               { f.h.Del(name) }
+func (f fastRequestHeaders) Add(name string, value []byte) { f.h.AddBytesV(name, value) }
+
+// fastResponseHeaders is a fasthttp response head as the pipeline's Headers.
+type fastResponseHeaders struct{ h *fasthttp.ResponseHeader }
+
+func (f fastResponseHeaders) Values(name string, fn func([]byte)) {
+	for _, v := range f.h.PeekAll(name) {
+		fn(v)
+	}
+}
+
+func (f fastResponseHeaders) Del(name string)               { f.h.Del(name) }
+func (f fastResponseHeaders) Add(name string, value []byte) { f.h.AddBytesV(name, value) }
 
 // smallBodyLimit is the largest worker response body, by Content-Length,
 // that is copied into the client's answer instead of streamed: such a body
@@ -426,44 +550,21 @@ func (s *smallBody) read(body io.Reader, size int) error {
 	}
 }
 
-// maxHTTP10Body bounds a body of unknown length buffered for an HTTP/1.0
-// client.
-const maxHTTP10Body = 64 << 20
-
-// bufferForHTTP10 reads a response of unknown length whole, so an HTTP/1.0
-// client gets it with a Content-Length instead of chunks it cannot read.
-func (p *Proxy) bufferForHTTP10(ctx *fasthttp.RequestCtx, rt *route, b *pool.Backend, resp *fasthttp.Response, status int) error {
-	body, err := io.ReadAll(io.LimitReader(resp.BodyStream(), maxHTTP10Body+1))
-	_ = resp.CloseBodyStream()
-	fasthttp.ReleaseResponse(resp)
-	b.Stats.Observe(status, time.Since(ctx.Time()))
-	release(rt, b)
-	if err != nil || len(body) > maxHTTP10Body {
-		p.log.Debug("response for http/1.0 client not buffered", "app", rt.name, "worker", b.ID, "error", err)
-		writeFastError(ctx, ErrBadGateway)
-		ctx.Response.SetConnectionClose()
-		return nil
-	}
-	ctx.Response.SetBodyRaw(body)
-	return nil
-}
-
 // relay is the client response body: it reads the worker's body and, when
-// the engine closes it, records the request and frees the worker slot.
+// the engine closes it, runs the accounting and frees the worker slot.
 type relay struct {
 	body    io.Reader
 	resp    *fasthttp.Response
-	rt      *route
-	t       *pool.Table
-	b       *pool.Backend
-	start   time.Time
-	status  int
+	conn    net.Conn // the dedicated connection of an upgrade request, closed at the end
+	fin     finish
 	readErr error
-	log     hclog.Logger
 }
 
 var relays = sync.Pool{New: func() any { return &relay{} }}
 
+// Read reads the worker's body. A failure is kept for the accounting, and
+// returned: fasthttp then drops the client connection instead of ending
+// the response cleanly, so a truncated body is never taken for a whole one.
 func (r *relay) Read(p []byte) (int, error) {
 	n, err := r.body.Read(p)
 	if err != nil && err != io.EOF {
@@ -480,112 +581,35 @@ func (r *relay) Read(p []byte) (int, error) {
 func (r *relay) CloseWithError(writeErr error) error {
 	err := r.resp.CloseBodyStream()
 	fasthttp.ReleaseResponse(r.resp)
-	switch {
-	case r.readErr != nil:
-		r.log.Debug("worker failed mid-response", "app", r.rt.name, "worker", r.b.ID, "error", r.readErr)
-		passiveFailure(r.log, r.t, r.b, time.Now(), "connection error")
-	case writeErr != nil:
-		r.t.Stats.ClientCancelled.Add(1)
-		r.log.Debug("client left mid-response", "app", r.rt.name, "worker", r.b.ID, "error", writeErr)
+	if r.conn != nil {
+		_ = r.conn.Close()
 	}
-	r.b.Stats.Observe(r.status, time.Since(r.start))
-	release(r.rt, r.b)
+	readErr := r.readErr
+	if readErr != nil {
+		writeErr = nil
+	}
+	r.fin.done(readErr, writeErr)
 	*r = relay{}
 	relays.Put(r)
 	return err
 }
 
-// prepare rewrites the request headers for the worker: hop-by-hop headers
-// out, X-Forwarded-*, X-Request-Start and X-Request-Id in, the path
-// stripped of the app's prefix when asked.
-func (c *fastCall) prepare(ctx *fasthttp.RequestCtx, p *Proxy, st *config.Proxy, rt *route, peer netip.Addr, uri []byte, upgrade bool) {
-	h := &ctx.Request.Header
-	if conn := h.Peek("Connection"); len(conn) > 0 {
-		connectionTokens(conn, func(tok []byte) {
-			if !equalFold(tok, "close") && !equalFold(tok, "keep-alive") && !equalFold(tok, "upgrade") {
-				h.DelBytes(tok)
-			}
-		})
+// uriAuthority returns the authority of an absolute-form request target
+// ("http://h.test/x" -> "h.test"), nil for any other form.
+func uriAuthority(uri []byte) []byte {
+	if len(uri) == 0 || uri[0] == '/' {
+		return nil
 	}
-	if !upgrade {
-		h.Del("Connection")
-		h.Del("Upgrade")
+	i := bytes.Index(uri, schemeSep)
+	if i < 0 {
+		return nil
 	}
-	for _, name := range requestHops {
-		if len(h.Peek(name)) > 0 {
-			h.Del(name)
-		}
+	rest := uri[i+3:]
+	j := 0
+	for j < len(rest) && rest[j] != '/' && rest[j] != '?' {
+		j++
 	}
-	// The engine already answered 100-continue and read the body; passed
-	// on, the header would make the worker client wait for another one.
-	if len(h.Peek("Expect")) > 0 {
-		h.Del("Expect")
-	}
-	// The worker connection stays open even when the client's closes, and
-	// HTTP/1.0 clients are spoken for in HTTP/1.1 (keep-alive by default).
-	h.ResetConnectionClose()
-	if c.http10 = !h.IsHTTP11(); c.http10 {
-		h.SetProtocol("HTTP/1.1")
-	}
-	// The Host header goes to the worker as the client sent it (the engine
-	// would otherwise rebuild it, lowercased, from the parsed URI).
-	ctx.Request.UseHostHeader = true
-
-	isTrusted := len(st.TrustedProxies) > 0 && trusted(st.TrustedProxies, peer)
-	buf := c.buf[:0]
-	if prior := h.Peek("X-Forwarded-For"); isTrusted && len(prior) > 0 {
-		buf = append(buf, prior...)
-		buf = append(buf, ", "...)
-	}
-	buf = peer.AppendTo(buf)
-	h.SetBytesV("X-Forwarded-For", buf)
-	if !isTrusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
-		h.Set("X-Forwarded-Proto", "http")
-	}
-	c.noHost = len(h.Host()) == 0 // HTTP/1.0 may omit it; forwardFast names the worker
-	if !c.noHost && (!isTrusted || len(h.Peek("X-Forwarded-Host")) == 0) {
-		h.SetBytesV("X-Forwarded-Host", h.Host())
-	}
-	buf = appendRequestStart(buf[:0], ctx.Time())
-	h.SetBytesV("X-Request-Start", buf)
-	if id := h.Peek("X-Request-Id"); len(id) > 0 {
-		if st.RequestID {
-			c.reqID = append(c.reqID[:0], id...)
-		}
-	} else if st.RequestID {
-		c.reqID = p.ids.appendNext(c.reqID[:0])
-		h.SetBytesV("X-Request-Id", c.reqID)
-	}
-	if rt.strip && rt.prefix != "" {
-		path := uriPath(uri)
-		if hasPathPrefix(b2s(path), rt.prefix) {
-			buf = append(buf[:0], rt.strippedPath(b2s(path))...)
-			buf = append(buf, uri[len(path):]...)
-			ctx.Request.SetRequestURIBytes(buf)
-		}
-	}
-	c.buf = buf
-}
-
-// requestHops are the hop-by-hop request headers besides Connection and
-// Upgrade, which upgrades keep.
-var requestHops = []string{"Keep-Alive", "Proxy-Connection", "Proxy-Authorization", "Te", "Trailer"}
-
-// stripResponseHops removes hop-by-hop headers from a worker's response
-// (names as the worker wrote them, any case).
-func stripResponseHops(h *fasthttp.ResponseHeader) {
-	var drop []string
-	if conn := h.Peek("Connection"); len(conn) > 0 {
-		connectionTokens(conn, func(tok []byte) { drop = append(drop, string(tok)) })
-	}
-	for k := range h.All() {
-		if isHopHeader(k) && !equalFold(k, "Transfer-Encoding") {
-			drop = append(drop, string(k))
-		}
-	}
-	for _, k := range drop {
-		h.Del(k)
-	}
+	return rest[:j]
 }
 
 // hasRawHeader reports whether raw header lines (as received) contain a
@@ -631,16 +655,6 @@ func uriPath(uri []byte) []byte {
 
 var schemeSep = []byte("://")
 
-// isUpgrade reports whether the request asks to switch protocols (but not
-// to h2c, which is answered on this hop, never passed on).
-func isUpgrade(h *fasthttp.RequestHeader) bool {
-	if !h.ConnectionUpgrade() {
-		return false
-	}
-	up := h.Peek("Upgrade")
-	return len(up) > 0 && !equalFold(up, "h2c")
-}
-
 // remoteAddr returns the IP of a peer address.
 func remoteAddr(a net.Addr) netip.Addr {
 	if ta, ok := a.(*net.TCPAddr); ok {
@@ -672,7 +686,7 @@ func (l fastLogger) Printf(format string, args ...any) {
 // failureReason names a failure for the ejection log line.
 func failureReason(err error) string {
 	switch {
-	case notSent(err):
+	case stageOf(err) == sentNothing:
 		return "connection failed"
 	case isTimeout(err):
 		return "timeout"

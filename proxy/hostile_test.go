@@ -101,7 +101,9 @@ func TestHTTP10ClientGetsUnchunkedBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	if len(resp.TransferEncoding) > 0 || resp.ContentLength != 11 || string(body) != "part1,part2" {
+	// Unknown length to an HTTP/1.0 client: no chunks (it cannot read
+	// them), the end is the connection's close (nothing buffered).
+	if len(resp.TransferEncoding) > 0 || resp.ContentLength != -1 || !resp.Close || string(body) != "part1,part2" {
 		t.Fatalf("HTTP/1.0 answer: te %v length %d body %q", resp.TransferEncoding, resp.ContentLength, body)
 	}
 }

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/textproto"
+	"net/url"
 	"strconv"
-	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/net/http2"
@@ -98,250 +100,200 @@ func (p *Proxy) newStdServer(st *config.Proxy) *http.Server {
 	}
 }
 
-// serveStd is the net/http request handler.
-func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	st := p.settings.Load()
-	rt := p.router.Load().match(r.Host, r.URL.Path)
-	if rt == nil {
-		writeStdError(w, ErrNoRoute)
-		return
-	}
-	t := rt.src.Table()
-	if t == nil {
-		writeStdError(w, ErrNoBackend)
-		return
-	}
-	if st.MaxBodyBytes > 0 && r.ContentLength > st.MaxBodyBytes {
-		writeStdError(w, ErrBodyTooLarge)
-		return
-	}
-	out := p.outgoingStd(r, st, rt, start)
-	var body []byte
-	replayable := true
-	if r.Body != nil && r.Body != http.NoBody {
-		if r.ContentLength >= 0 && r.ContentLength <= bodyBufferLimit {
-			var err error
-			if body, err = io.ReadAll(r.Body); err != nil {
-				writeStdError(w, ErrBadRequest)
-				return
-			}
-		} else {
-			replayable = false
-			if st.MaxBodyBytes > 0 {
-				out.Body = http.MaxBytesReader(w, r.Body, st.MaxBodyBytes)
-			}
-		}
-	}
-	upgrade := r.ProtoMajor == 1 && headerHasToken(r.Header["Connection"], "upgrade") && r.Header.Get("Upgrade") != ""
-	if upgrade {
-		out.Header.Set("Connection", "Upgrade")
-		out.Header.Set("Upgrade", r.Header.Get("Upgrade"))
-	}
-
-	req := &Request{ClientIP: stdClientIP(r)}
-	if rt.cookieName != "" {
-		if ck, err := r.Cookie(rt.cookieName); err == nil {
-			req.Sticky = []byte(ck.Value)
-		}
-	}
-	policy := retryPolicy{
-		left:       t.App.Retries,
-		idempotent: idempotentMethod(r.Method) || r.Header.Get("Idempotency-Key") != "",
-		replayable: replayable,
-	}
-	if t.App.RetryTimeout > 0 {
-		policy.deadline = start.Add(t.App.RetryTimeout)
-	}
-	for {
-		req.now = time.Now().UnixNano()
-		req.max = int64(t.App.MaxInflight)
-		b, err := acquire(rt, t, req, clientWatch{done: r.Context().Done()})
-		if err != nil {
-			if err == ErrClientGone {
-				p.log.Debug("client left while queued", "app", rt.name)
-				return
-			}
-			writeStdError(w, err.(*Error))
-			return
-		}
-		if body != nil {
-			out.Body = io.NopCloser(bytes.NewReader(body))
-			out.ContentLength = int64(len(body))
-			// Lets the transport resend on a pooled connection the worker
-			// closed before reading anything.
-			out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		}
-		err = p.forwardStd(w, out, rt, t, b, req, start, upgrade)
-		if err == nil {
-			return
-		}
-		release(rt, b)
-		now := time.Now()
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeStdError(w, ErrBodyTooLarge)
-			return
-		}
-		if r.Context().Err() != nil {
-			t.Stats.ClientCancelled.Add(1)
-			p.log.Debug("client left", "app", rt.name, "worker", b.ID)
-			return
-		}
-		passiveFailure(p.log, t, b, now, failureReason(err))
-		if policy.again(err, now) {
-			t.Stats.Retries.Add(1)
-			p.log.Debug("retrying request", "app", rt.name, "worker", b.ID, "error", err)
-			req.avoid = b
-			if nt := rt.src.Table(); nt != nil {
-				t = nt
-			}
-			continue
-		}
-		e := errorFor(err)
-		b.Stats.Observe(e.Status, now.Sub(start))
-		b.Stats.Errors.Add(1)
-		p.log.Debug("request failed", "app", rt.name, "worker", b.ID, "status", e.Status, "error", err)
-		writeStdError(w, e)
-		return
-	}
+// stdCall is one request on the net/http engine (TLS with HTTP/1.1 or
+// HTTP/2, and h2c): the pipeline's exchange.
+type stdCall struct {
+	p    *Proxy
+	w    http.ResponseWriter
+	r    *http.Request
+	out  *http.Request // the request sent to workers, rewritten once
+	in   inbound
+	buf  []byte
+	rb   reqBody
+	resp *http.Response
 }
 
-// outgoingStd builds the request sent to workers: same method, path
-// (stripped when asked), Host and body, hop-by-hop headers removed and
-// the X-Forwarded-*, X-Request-Start and X-Request-Id headers set.
-func (p *Proxy) outgoingStd(r *http.Request, st *config.Proxy, rt *route, start time.Time) *http.Request {
+// serveStd is the net/http request handler: it fills the inbound request
+// and runs the pipeline.
+func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
+	c := &stdCall{p: p, w: w, r: r}
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.URL.Scheme = "http"
-	out.Host = r.Host
+	out.Host = r.Host // the authority of an absolute-form target when there was one
 	out.Close = false
-	if rt.strip && rt.prefix != "" && hasPathPrefix(r.URL.Path, rt.prefix) {
-		out.URL.Path = rt.strippedPath(r.URL.Path)
-		out.URL.RawPath = ""
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header["User-Agent"] = nil // net/http would add its own
 	}
-	h := out.Header
-	for _, v := range h["Connection"] {
-		for _, tok := range strings.Split(v, ",") {
-			if tok = strings.TrimSpace(tok); tok != "" {
-				h.Del(tok)
-			}
-		}
+	c.out = out
+	c.in = inbound{
+		method:        []byte(r.Method),
+		path:          []byte(r.URL.EscapedPath()),
+		contentLength: r.ContentLength,
+		peer:          stdClientIP(r),
+		tls:           r.TLS != nil,
+		start:         time.Now(),
 	}
-	for _, name := range hopHeaders {
-		h.Del(name)
+	if r.Host != "" {
+		c.in.host = []byte(r.Host)
 	}
-	peer := stdClientIP(r)
-	isTrusted := len(st.TrustedProxies) > 0 && trusted(st.TrustedProxies, peer)
-	xff := peer.String()
-	if prior := strings.Join(h["X-Forwarded-For"], ", "); isTrusted && prior != "" {
-		xff = prior + ", " + xff
-	}
-	h.Set("X-Forwarded-For", xff)
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	if !isTrusted || h.Get("X-Forwarded-Proto") == "" {
-		h.Set("X-Forwarded-Proto", proto)
-	}
-	if !isTrusted || h.Get("X-Forwarded-Host") == "" {
-		h.Set("X-Forwarded-Host", r.Host)
-	}
-	h.Set("X-Request-Start", string(appendRequestStart(nil, start)))
-	if h.Get("X-Request-Id") == "" && st.RequestID {
-		h.Set("X-Request-Id", string(p.ids.appendNext(nil)))
-	}
-	if _, ok := h["User-Agent"]; !ok {
-		h["User-Agent"] = nil // net/http would add its own
-	}
-	return out
+	p.serve(c, &c.in)
 }
 
-// forwardStd sends out to b and copies the answer to w, flushing as bytes
-// arrive so event streams are not held back.
-func (p *Proxy) forwardStd(w http.ResponseWriter, out *http.Request, rt *route, t *pool.Table, b *pool.Backend, req *Request, start time.Time, upgrade bool) error {
+func (c *stdCall) reqHeaders() Headers { return stdHeaders(c.out.Header) }
+
+func (c *stdCall) scratch() *[]byte { return &c.buf }
+
+func (c *stdCall) cookie(name string) []byte {
+	if ck, err := c.r.Cookie(name); err == nil {
+		return []byte(ck.Value)
+	}
+	return nil
+}
+
+func (c *stdCall) watch() clientWatch { return clientWatch{done: c.r.Context().Done()} }
+
+func (c *stdCall) clientGone() bool { return c.r.Context().Err() != nil }
+
+// setTarget sets the path sent to the worker (raw, as the client sent it).
+func (c *stdCall) setTarget(path []byte) {
+	if path == nil {
+		return
+	}
+	raw := string(path)
+	if p, err := url.PathUnescape(raw); err == nil {
+		c.out.URL.Path = p
+		c.out.URL.RawPath = raw
+	}
+}
+
+// openBody opens the request body: small bodies of known length are held
+// whole, larger ones and those of unknown length stream.
+func (c *stdCall) openBody(st *config.Proxy) *reqBody {
+	b := &c.rb
+	r := c.r
+	*b = reqBody{declared: r.ContentLength}
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		b.declared = 0
+		return b
+	}
+	b.src = r.Body
+	if b.declared > 0 && b.declared <= bodyBufferLimit {
+		b.hold(nil)
+		return b
+	}
+	if b.declared < 0 {
+		b.limit = st.MaxBodyBytes
+	}
+	return b
+}
+
+// send makes one attempt on b through its net/http transport.
+func (c *stdCall) send(b *pool.Backend, _ *config.Proxy, body *reqBody, _ []byte) error {
 	u, ok := b.Upstream.(*upstream)
 	if !ok {
 		return &dialError{err: errors.New("backend has no upstream")}
 	}
+	out := c.out
 	out.URL.Host = b.Addr
+	out.GetBody = nil
+	switch {
+	case body.held:
+		buf := body.buf
+		out.Body = io.NopCloser(bytes.NewReader(buf))
+		out.ContentLength = int64(len(buf))
+		// Lets the transport resend on a pooled connection the worker
+		// closed before reading anything.
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	case body.src != nil:
+		out.Body = body // its Close does nothing: the transport closes it on a failed dial
+		out.ContentLength = body.declared
+	default:
+		out.Body = nil
+		out.ContentLength = 0
+	}
 	resp, err := u.transport().RoundTrip(out)
 	if err != nil {
 		return err
 	}
-	status := resp.StatusCode
-	if status >= 500 && t.App.Passive.Count5xx {
-		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
-	} else {
-		passiveSuccess(b, time.Now().UnixNano())
-	}
+	c.resp = resp
+	return nil
+}
+
+func (c *stdCall) respStatus() int { return c.resp.StatusCode }
+
+func (c *stdCall) respHeaders() Headers { return stdHeaders(c.resp.Header) }
+
+func (c *stdCall) drop() {
+	_ = c.resp.Body.Close()
+	c.resp = nil
+}
+
+// relay copies the worker's response to the client, flushing as bytes
+// arrive so event streams are not held back, and its trailers after the
+// body. A worker that fails mid-body aborts the client's response (the
+// connection is closed, an HTTP/2 stream reset): returning would end it
+// cleanly, as if whole.
+func (c *stdCall) relay(fin *finish) {
+	resp, w := c.resp, c.w
+	c.resp = nil
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
-	if status != http.StatusSwitchingProtocols {
-		for _, v := range resp.Header["Connection"] {
-			for _, tok := range strings.Split(v, ",") {
-				h.Del(strings.TrimSpace(tok))
-			}
-		}
-		for _, name := range hopHeaders {
-			h.Del(name)
-		}
+	for k := range resp.Trailer {
+		h.Add("Trailer", k)
 	}
-	if id := out.Header.Get("X-Request-Id"); id != "" && p.settings.Load().RequestID {
-		h.Set("X-Request-Id", id)
-	}
-	if rt.cookieName != "" && string(req.Sticky) != b.ID {
-		h.Add("Set-Cookie", rt.cookieName+"="+b.ID+"; Path=/; HttpOnly; SameSite=Lax")
-	}
-	if status == http.StatusSwitchingProtocols && upgrade {
-		p.tunnelStd(w, resp, rt, b, start)
-		return nil
-	}
-	w.WriteHeader(status)
-	if !copyFlushing(w, resp.Body) || out.Context().Err() != nil {
-		t.Stats.ClientCancelled.Add(1)
-		p.log.Debug("client left mid-response", "app", rt.name, "worker", b.ID)
-	}
+	w.WriteHeader(resp.StatusCode)
+	readErr, writeErr := copyFlushing(w, resp.Body)
 	_ = resp.Body.Close()
-	b.Stats.Observe(status, time.Since(start))
-	release(rt, b)
-	return nil
+	if readErr != nil && c.r.Context().Err() != nil {
+		// The client left; the transport cancelled the worker's request.
+		readErr, writeErr = nil, c.r.Context().Err()
+	}
+	if readErr == nil && writeErr == nil {
+		for k, vs := range resp.Trailer {
+			h[k] = vs
+		}
+	}
+	fin.done(readErr, writeErr)
+	if readErr != nil {
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // copyFlushing copies a response body to the client, flushing after every
-// read so events reach the client as the worker writes them. It reports
-// false when the client could not be written to. (A client that left also
-// cancels the worker request, which ends the body early.)
-func copyFlushing(w http.ResponseWriter, body io.Reader) bool {
+// read so events reach the client as the worker writes them. It tells a
+// failure reading the worker's body apart from one writing to the client.
+func copyFlushing(w http.ResponseWriter, body io.Reader) (readErr, writeErr error) {
 	rc := http.NewResponseController(w)
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return false
+				return nil, werr
 			}
-			if rc.Flush() != nil {
-				return false
+			if werr := rc.Flush(); werr != nil {
+				return nil, werr
 			}
 		}
+		if err == io.EOF {
+			return nil, nil
+		}
 		if err != nil {
-			return true
+			return err, nil
 		}
 	}
 }
 
-// tunnelStd passes an upgraded HTTP/1.1 connection through on the net/http
-// path by hijacking the client connection.
-func (p *Proxy) tunnelStd(w http.ResponseWriter, resp *http.Response, rt *route, b *pool.Backend, start time.Time) {
+// tunnel answers an accepted 101 on the hijacked client connection and
+// passes bytes both ways.
+func (c *stdCall) tunnel(fin *finish) {
+	resp, w := c.resp, c.w
+	c.resp = nil
+	defer fin.done(nil, nil)
 	backend, ok := resp.Body.(io.ReadWriteCloser)
-	defer func() {
-		b.Stats.Observe(http.StatusSwitchingProtocols, time.Since(start))
-		release(rt, b)
-	}()
 	if !ok {
 		_ = resp.Body.Close()
 		writeStdError(w, ErrBadGateway)
@@ -354,12 +306,12 @@ func (p *Proxy) tunnelStd(w http.ResponseWriter, resp *http.Response, rt *route,
 		return
 	}
 	tn := &tunnel{backend: nopConn{backend}}
-	if !p.openTunnel(tn) || !tn.setClient(cc) {
+	if !c.p.openTunnel(tn) || !tn.setClient(cc) {
 		_ = cc.Close()
 		_ = backend.Close()
 		return
 	}
-	defer p.closeTunnel(tn)
+	defer c.p.closeTunnel(tn)
 	resp.Body = nil
 	_ = resp.Write(brw)
 	_ = brw.Flush()
@@ -368,6 +320,28 @@ func (p *Proxy) tunnelStd(w http.ResponseWriter, resp *http.Response, rt *route,
 		io.Writer
 	}{brw, cc}, backend)
 }
+
+// fail answers the client with the proxy's own error; a client that left
+// gets nothing.
+func (c *stdCall) fail(e *Error) {
+	if e == ErrClientGone {
+		return
+	}
+	writeStdError(c.w, e)
+}
+
+// stdHeaders is a net/http header map as the pipeline's Headers.
+type stdHeaders http.Header
+
+func (h stdHeaders) Values(name string, fn func([]byte)) {
+	for _, v := range h[textproto.CanonicalMIMEHeaderKey(name)] {
+		fn(unsafe.Slice(unsafe.StringData(v), len(v))) // read only
+	}
+}
+
+func (h stdHeaders) Del(name string) { http.Header(h).Del(name) }
+
+func (h stdHeaders) Add(name string, value []byte) { http.Header(h).Add(name, string(value)) }
 
 // nopConn lets a worker's upgraded body stand in as a net.Conn for tunnel.
 type nopConn struct{ io.ReadWriteCloser }
@@ -404,16 +378,4 @@ func stdClientIP(r *http.Request) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
-}
-
-// headerHasToken reports whether a comma-separated header contains tok.
-func headerHasToken(vs []string, tok string) bool {
-	for _, v := range vs {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), tok) {
-				return true
-			}
-		}
-	}
-	return false
 }

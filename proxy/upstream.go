@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,93 +13,146 @@ import (
 	"github.com/corral-dev/corral/config"
 )
 
-// defaultMaxConns caps pooled connections to a worker without max_inflight.
-const defaultMaxConns = 1024
+// maxWorkerConns caps pooled connections to one worker. The proxy's own
+// admission (max_inflight, the queue) decides how many requests a worker
+// gets; this cap only bounds a worker without max_inflight, so a reload
+// that raises max_inflight applies to running workers at once.
+const maxWorkerConns = 1024
+
+// noWriteDeadline is the write timeout given to the engine's client so that
+// it calls SetWriteDeadline before writing each request (where a stale
+// pooled connection is caught before any byte of the body is read); the
+// connection ignores a deadline this far away.
+const noWriteDeadline = 100 * 365 * 24 * time.Hour
 
 // upstream is the connection pool to one backend: a fasthttp HostClient for
-// the HTTP/1.1 listener and, created on first use, an http.Transport for
-// the net/http (TLS, HTTP/2, h2c) path.
+// the HTTP/1.1 listener and an http.Transport for the net/http (TLS,
+// HTTP/2, h2c) path, each made for the settings in force and made again
+// when a reload changes the ones it was made with.
 type upstream struct {
-	p        *Proxy
-	addr     string
-	maxConns int
-	hc       *fasthttp.HostClient
-
-	stdOnce sync.Once
-	std     atomic.Pointer[http.Transport]
+	p    *Proxy
+	addr string
+	hc   atomic.Pointer[hostClient]
+	std  atomic.Pointer[stdTransport]
 }
 
-func newUpstream(p *Proxy, addr string, spec *config.App) *upstream {
-	s := p.settings.Load()
-	u := &upstream{p: p, addr: addr, maxConns: defaultMaxConns}
-	if spec != nil && spec.MaxInflight > 0 {
-		u.maxConns = spec.MaxInflight
+// hostClient is a HostClient and the settings it was made with.
+type hostClient struct {
+	hc      *fasthttp.HostClient
+	idleFor time.Duration
+}
+
+// stdTransport is a Transport and the settings it was made with.
+type stdTransport struct {
+	t        *http.Transport
+	header   time.Duration
+	idleFor  time.Duration
+	dialedBy *config.Proxy
+}
+
+func newUpstream(p *Proxy, addr string, _ *config.App) *upstream {
+	return &upstream{p: p, addr: addr}
+}
+
+// client returns the fasthttp client for the current settings. The
+// response-header timeout and the idle limit are applied per connection
+// (upstreamConn) from the settings in force; only the background closing
+// of idle connections needs a new client when worker_idle_timeout changes.
+func (u *upstream) client() *fasthttp.HostClient {
+	idle := u.p.settings.Load().WorkerIdleTimeout
+	cur := u.hc.Load()
+	if cur != nil && cur.idleFor == idle {
+		return cur.hc
 	}
-	u.hc = &fasthttp.HostClient{
-		Addr:                          addr,
+	next := &hostClient{idleFor: idle, hc: &fasthttp.HostClient{
+		Addr:                          u.addr,
 		Dial:                          u.dial,
-		MaxConns:                      u.maxConns,
-		MaxIdleConnDuration:           s.WorkerIdleTimeout,
-		ReadTimeout:                   s.ResponseHeaderTimeout, // starts once the request is written
-		MaxIdemponentCallAttempts:     1,                       // the proxy retries, on another worker
+		MaxConns:                      maxWorkerConns,
+		MaxIdleConnDuration:           idle,
+		WriteTimeout:                  noWriteDeadline,
+		MaxIdemponentCallAttempts:     1, // the proxy retries, on another worker
 		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
 		StreamResponseBody:            true,
 		ReadBufferSize:                8192,
+	}}
+	if !u.hc.CompareAndSwap(cur, next) {
+		return u.hc.Load().hc
 	}
-	return u
+	if cur != nil {
+		cur.hc.CloseIdleConnections()
+	}
+	return next.hc
 }
 
 // dial connects to the backend within the dial timeout. Its errors are
-// marked as dial errors (the request was not sent), and the connection
-// reports itself through RemoteAddr so the engine can lift the
-// response-header deadline once headers have arrived.
+// marked as dial errors (the request was not sent).
 func (u *upstream) dial(addr string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, u.p.settings.Load().DialTimeout)
+	c, err := u.dialRaw()
+	if err != nil {
+		return nil, err
+	}
+	uc := &upstreamConn{Conn: c, p: u.p}
+	uc.addr = upstreamAddr{Addr: c.RemoteAddr(), conn: uc}
+	return uc, nil
+}
+
+// dialRaw opens a plain connection to the backend within the dial timeout.
+func (u *upstream) dialRaw() (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", u.addr, u.p.settings.Load().DialTimeout)
 	if err != nil {
 		return nil, &dialError{err: err}
 	}
-	uc := &upstreamConn{Conn: c}
-	uc.addr = upstreamAddr{Addr: c.RemoteAddr(), conn: uc}
-	return uc, nil
+	return c, nil
 }
 
 // CloseIdle closes pooled connections that carry no request; the pool calls
 // it once a draining backend has no request in flight.
 func (u *upstream) CloseIdle() {
-	u.hc.CloseIdleConnections()
+	if c := u.hc.Load(); c != nil {
+		c.hc.CloseIdleConnections()
+	}
 	if t := u.std.Load(); t != nil {
-		t.CloseIdleConnections()
+		t.t.CloseIdleConnections()
 	}
 }
 
-// transport returns the net/http transport to the backend, creating it on
-// first use.
+// transport returns the net/http transport for the current settings,
+// replacing one made with other timeouts (its idle connections close; its
+// requests in flight finish).
 func (u *upstream) transport() *http.Transport {
-	u.stdOnce.Do(func() {
-		d := &net.Dialer{}
-		u.std.Store(&http.Transport{
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				ctx, cancel := context.WithTimeout(ctx, u.p.settings.Load().DialTimeout)
-				defer cancel()
-				c, err := d.DialContext(ctx, network, u.addr)
-				if err != nil {
-					return nil, &dialError{err: err}
-				}
-				return c, nil
-			},
-			MaxIdleConns:          u.maxConns,
-			MaxIdleConnsPerHost:   u.maxConns,
-			MaxConnsPerHost:       u.maxConns,
-			IdleConnTimeout:       u.p.settings.Load().WorkerIdleTimeout,
-			ResponseHeaderTimeout: u.p.settings.Load().ResponseHeaderTimeout,
-			DisableCompression:    true,
-			ForceAttemptHTTP2:     false,
-		})
-	})
-	return u.std.Load()
+	st := u.p.settings.Load()
+	cur := u.std.Load()
+	if cur != nil && (cur.dialedBy == st || (cur.header == st.ResponseHeaderTimeout && cur.idleFor == st.WorkerIdleTimeout)) {
+		return cur.t
+	}
+	d := &net.Dialer{}
+	next := &stdTransport{header: st.ResponseHeaderTimeout, idleFor: st.WorkerIdleTimeout, dialedBy: st, t: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, u.p.settings.Load().DialTimeout)
+			defer cancel()
+			c, err := d.DialContext(ctx, network, u.addr)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return c, nil
+		},
+		MaxIdleConns:          maxWorkerConns,
+		MaxIdleConnsPerHost:   maxWorkerConns,
+		IdleConnTimeout:       st.WorkerIdleTimeout,
+		ResponseHeaderTimeout: st.ResponseHeaderTimeout,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}}
+	if !u.std.CompareAndSwap(cur, next) {
+		return u.std.Load().t
+	}
+	if cur != nil {
+		cur.t.CloseIdleConnections()
+	}
+	return next.t
 }
 
 // staleAfter is how long a pooled connection may sit idle before its next
@@ -115,21 +167,29 @@ const staleAfter = 250 * time.Millisecond
 // may go again, and the worker is not to blame.
 var errStaleConn = &dialError{err: errors.New("worker closed the idle connection")}
 
-// upstreamConn is a pooled connection to a backend. It lets the engine
-// find the connection behind a response (through RemoteAddr) to clear the
-// response-header deadline before streaming the body, and it notices
-// connections the worker closed while they were idle in the pool.
+// upstreamConn is a pooled connection to a backend. Before each request it
+// checks (from SetWriteDeadline, which the engine calls before writing
+// anything) whether the worker closed it while idle, or it sat idle past
+// worker_idle_timeout; on its first read of each response it sets the
+// response-header deadline in force, and the engine finds it through
+// RemoteAddr to lift that deadline before streaming a body.
 type upstreamConn struct {
 	net.Conn
+	p    *Proxy
 	addr upstreamAddr
-	// answered is set once a response byte has been read and cleared by
-	// the next write: the first write of each further request on the conn.
 	// The engine uses a connection from one goroutine at a time.
-	answered bool
+	answered bool // a response byte was read since the last request began
+	armed    bool // the response-header deadline is set for this request
 	lastRead time.Time
 }
 
 func (c *upstreamConn) Read(b []byte) (int, error) {
+	if !c.armed {
+		c.armed = true
+		if d := c.p.settings.Load().ResponseHeaderTimeout; d > 0 {
+			_ = c.Conn.SetReadDeadline(time.Now().Add(d))
+		}
+	}
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.answered = true
@@ -138,14 +198,25 @@ func (c *upstreamConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *upstreamConn) Write(b []byte) (int, error) {
+// SetWriteDeadline starts each request on the connection: the engine calls
+// it before writing the request head, so a connection found stale fails
+// with nothing sent (not one byte of a streamed body read from the client).
+func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
 	if c.answered {
 		c.answered = false
-		if time.Since(c.lastRead) > staleAfter && peerClosed(c.Conn) {
-			return 0, errStaleConn
+		c.armed = false
+		idle := time.Since(c.lastRead)
+		if limit := c.p.settings.Load().WorkerIdleTimeout; limit > 0 && idle > limit {
+			return errStaleConn
+		}
+		if idle > staleAfter && peerClosed(c.Conn) {
+			return errStaleConn
 		}
 	}
-	return c.Conn.Write(b)
+	if time.Until(t) > noWriteDeadline/2 {
+		return nil
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *upstreamConn) RemoteAddr() net.Addr { return &c.addr }

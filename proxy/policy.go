@@ -1,0 +1,447 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net/netip"
+	"time"
+)
+
+// This file holds the proxy's decisions, engine neutral and free of I/O:
+// what a forwarded request and response carry (rewriteRequest,
+// rewriteResponse), whether a failed attempt may be sent again (mayRetry),
+// whom a failure is blamed on (blameFor) and what the client is answered
+// (statusFor). The engine adapters (fast.go, std.go) only translate.
+
+// Headers is one message's header lines as an engine holds them. Names are
+// matched in any case; repeated lines are separate values.
+type Headers interface {
+	// Values calls f with each line named name, in order.
+	Values(name string, f func(v []byte))
+	// Del removes every line named name.
+	Del(name string)
+	// Add appends a line.
+	Add(name string, value []byte)
+}
+
+// has reports whether h has a line named name.
+func has(h Headers, name string) bool {
+	found := false
+	h.Values(name, func([]byte) { found = true })
+	return found
+}
+
+// first returns the first line named name, nil when there is none. The
+// slice is valid until h changes.
+func first(h Headers, name string) []byte {
+	var v []byte
+	found := false
+	h.Values(name, func(b []byte) {
+		if !found {
+			v, found = b, true
+		}
+	})
+	return v
+}
+
+// requestHopHeaders are dropped from every forwarded request besides the
+// names listed in its Connection lines. Transfer-Encoding is absent: each
+// engine frames the body it sends itself. Expect is answered at the edge
+// (100-continue): passed on, the worker would wait for a second one.
+var requestHopHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
+	"Te", "Trailer", "Upgrade", "Expect",
+}
+
+// responseHopHeaders are dropped from every relayed response but a 101.
+var responseHopHeaders = []string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Trailer", "Upgrade",
+}
+
+// forwarding is what rewriteRequest adds about the client.
+type forwarding struct {
+	peer    netip.Addr
+	trusted bool   // the peer is a trusted proxy: its forwarding headers are kept
+	proto   string // "http" or "https"
+	host    []byte // the Host the client asked for; nil when it sent none
+	start   time.Time
+	// requestID: corral's id when the client sent none (nil: ids are off).
+	requestID func(dst []byte) []byte
+}
+
+// rewriteRequest turns a client's request head into the one sent to the
+// worker, in place, and returns the upgrade protocol the client asked for
+// ("" for none) and the request id the worker will see. buf is scratch
+// space, returned for reuse.
+//
+// Rules: every name listed on any Connection line is dropped, then the hop
+// list; an upgrade request gets back exactly "Connection: Upgrade" and its
+// Upgrade line. From an untrusted peer every Forwarded and X-Forwarded-*
+// line is replaced by corral's own (a duplicate line is a spoofing attempt:
+// frameworks read the first or the last); from a trusted one all
+// X-Forwarded-For lines are folded into one with the peer appended, and its
+// other forwarding headers are kept. Corral's own headers are added last,
+// so a client cannot remove them by naming them in Connection.
+func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out []byte) {
+	upgrade = upgradeRequested(h)
+	if upgrade != nil {
+		upgrade = append(buf[:0], upgrade...) // survives the Del below
+		buf = upgrade[len(upgrade):]
+	}
+	var listed [8][]byte
+	names := listed[:0]
+	h.Values("Connection", func(v []byte) {
+		connectionTokens(v, func(tok []byte) { names = append(names, tok) })
+	})
+	if len(names) > 0 {
+		// The tokens point into header storage that Del may move: copy.
+		start := len(buf)
+		for i, n := range names {
+			buf = append(buf, n...)
+			names[i] = buf[len(buf)-len(n):]
+		}
+		_ = start
+		for _, n := range names {
+			if !equalFold(n, "close") && !equalFold(n, "keep-alive") && !equalFold(n, "upgrade") {
+				h.Del(string(n))
+			}
+		}
+	}
+	teTrailers := false
+	h.Values("Te", func(v []byte) {
+		connectionTokens(v, func(tok []byte) { teTrailers = teTrailers || equalFold(tok, "trailers") })
+	})
+	for _, name := range requestHopHeaders {
+		if has(h, name) {
+			h.Del(name)
+		}
+	}
+	if teTrailers {
+		h.Add("Te", strTrailers) // gRPC over HTTP/1.1 asks for trailers this way
+	}
+	if upgrade != nil {
+		h.Add("Connection", strUpgrade)
+		h.Add("Upgrade", upgrade)
+	}
+
+	mark := len(buf)
+	if f.trusted {
+		h.Values("X-Forwarded-For", func(v []byte) {
+			buf = append(buf, v...)
+			buf = append(buf, ", "...)
+		})
+	}
+	buf = f.peer.AppendTo(buf)
+	xff := buf[mark:]
+	h.Del("X-Forwarded-For")
+	h.Add("X-Forwarded-For", xff)
+	if !f.trusted {
+		h.Del("Forwarded")
+	}
+	if !f.trusted || !has(h, "X-Forwarded-Proto") {
+		h.Del("X-Forwarded-Proto")
+		h.Add("X-Forwarded-Proto", []byte(f.proto))
+	}
+	if !f.trusted || !has(h, "X-Forwarded-Host") {
+		h.Del("X-Forwarded-Host")
+		if f.host != nil {
+			h.Add("X-Forwarded-Host", f.host)
+		}
+	}
+	mark = len(buf)
+	buf = appendRequestStart(buf, f.start)
+	h.Del("X-Request-Start")
+	h.Add("X-Request-Start", buf[mark:])
+
+	mark = len(buf)
+	if id := first(h, "X-Request-Id"); id != nil {
+		buf = append(buf, id...)
+	} else if f.requestID != nil {
+		buf = f.requestID(buf)
+	}
+	if reqID = buf[mark:]; len(reqID) > 0 {
+		h.Del("X-Request-Id")
+		h.Add("X-Request-Id", reqID)
+	} else {
+		reqID = nil
+	}
+	return upgrade, reqID, buf
+}
+
+var (
+	strTrailers = []byte("trailers")
+	strUpgrade  = []byte("Upgrade")
+)
+
+// upgradeRequested returns the protocol a request asks to switch to, or
+// nil. h2c is answered on this hop (prior knowledge only), never passed on.
+func upgradeRequested(h Headers) []byte {
+	asked := false
+	h.Values("Connection", func(v []byte) {
+		connectionTokens(v, func(tok []byte) { asked = asked || equalFold(tok, "upgrade") })
+	})
+	if !asked {
+		return nil
+	}
+	up := first(h, "Upgrade")
+	if len(trimSpace(up)) == 0 || equalFold(trimSpace(up), "h2c") {
+		return nil
+	}
+	return up
+}
+
+// rewriteResponse drops a worker response's hop-by-hop lines in place; a
+// 101 keeps its Connection and Upgrade lines (they are the switch itself).
+func rewriteResponse(h Headers, status int, buf []byte) []byte {
+	if status == 101 {
+		return buf
+	}
+	var listed [8][]byte
+	names := listed[:0]
+	h.Values("Connection", func(v []byte) {
+		connectionTokens(v, func(tok []byte) {
+			buf = append(buf, tok...)
+			names = append(names, buf[len(buf)-len(tok):])
+		})
+	})
+	for _, n := range names {
+		if !equalFold(n, "close") && !equalFold(n, "keep-alive") {
+			h.Del(string(n))
+		}
+	}
+	for _, name := range responseHopHeaders {
+		if has(h, name) {
+			h.Del(name)
+		}
+	}
+	return buf
+}
+
+// upgradeAccepted reports whether a worker's 101 switches to the protocol
+// the client asked for: a 101 for anything else, or for a request that
+// asked for nothing, must not open a tunnel.
+func upgradeAccepted(asked []byte, h Headers) bool {
+	if asked == nil {
+		return false
+	}
+	conn := false
+	h.Values("Connection", func(v []byte) {
+		connectionTokens(v, func(tok []byte) { conn = conn || equalFold(tok, "upgrade") })
+	})
+	up := trimSpace(first(h, "Upgrade"))
+	return conn && len(up) > 0 && equalFold(up, string(trimSpace(asked))) && printable(up)
+}
+
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// stage is how far an attempt got before it failed.
+type stage uint8
+
+const (
+	// sentNothing: no byte of the request reached the worker (dial failed,
+	// the pooled connection was found closed, no free connection).
+	sentNothing stage = iota
+	// sentPartial: some or all of the request was written, no response head
+	// arrived. When unsure, an attempt is recorded at this later stage.
+	sentPartial
+)
+
+// stageOf tells how far a failed attempt got from its error.
+func stageOf(err error) stage {
+	var de *dialError
+	if errors.As(err, &de) {
+		return sentNothing
+	}
+	return sentPartial
+}
+
+// blame is who a failure is on.
+type blame uint8
+
+const (
+	blameWorker blame = iota // feeds passive health, counted as a worker error
+	blameClient              // the client left, stalled or sent a bad body: 499/408/400, never the worker's
+	blameCorral              // routing, queue, limits: corral's own answer
+)
+
+// retryPolicy is one request's retry budget.
+type retryPolicy struct {
+	left       int
+	deadline   time.Time
+	idempotent bool // method or Idempotency-Key says sending twice is safe
+}
+
+// mayRetry reports whether a failed attempt may be sent again (to another
+// worker), and spends one try when it may. The body rule comes first: a
+// body is resent only when corral holds all of it, or when not one byte of
+// it has left. Then: an attempt that sent nothing may go again for any
+// method; one that sent something only for an idempotent request that did
+// not time out (the worker may be working on it). Nothing is retried once a
+// response head arrived: such attempts never come here.
+func (p *retryPolicy) mayRetry(err error, body *reqBody, now time.Time) bool {
+	if p.left <= 0 || (!p.deadline.IsZero() && now.After(p.deadline)) {
+		return false
+	}
+	var own *Error
+	if errors.As(err, &own) {
+		return false
+	}
+	if !body.replayable() && body.touched() {
+		return false
+	}
+	if stageOf(err) == sentPartial && (!p.idempotent || isTimeout(err)) {
+		return false
+	}
+	p.left--
+	return true
+}
+
+// blameFor says whose failure err is. A body the client did not deliver
+// whole is the client's whatever error the engine reported for it.
+func blameFor(err error, body *reqBody, clientGone bool) blame {
+	var own *Error
+	switch {
+	case body.clientErr != nil || clientGone:
+		return blameClient
+	case errors.As(err, &own):
+		return blameCorral
+	default:
+		return blameWorker
+	}
+}
+
+// statusFor is the one map from a failure to the client's answer: the
+// proxy's own errors as they are; a client that stalled 408, sent a broken
+// body 400, or left 499 (counted, never sent); a worker timeout 504; every
+// other worker failure 502.
+func statusFor(err error, b blame, body *reqBody) *Error {
+	switch b {
+	case blameClient:
+		ce := body.clientErr
+		switch {
+		case ce == nil || errors.Is(ce, io.ErrUnexpectedEOF) || errors.Is(ce, io.EOF):
+			return ErrClientGone
+		case isTimeout(ce):
+			return ErrReadTimeout
+		case errors.Is(ce, ErrBodyTooLarge):
+			return ErrBodyTooLarge
+		default:
+			var own *Error
+			if errors.As(ce, &own) {
+				return own
+			}
+			if isConnError(ce) {
+				return ErrClientGone
+			}
+			return ErrBadRequest
+		}
+	case blameCorral:
+		var own *Error
+		errors.As(err, &own)
+		return own
+	}
+	if isTimeout(err) {
+		return ErrGatewayTimeout
+	}
+	return ErrBadGateway
+}
+
+// idempotentMethod reports whether a request with this method may be sent
+// twice. A request carrying Idempotency-Key is idempotent by declaration.
+func idempotentMethod(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// reqBody is a client's request body as the pipeline sends it: either held
+// whole (buf, replayable on any attempt) or streamed from the client once.
+// It counts what it reads and records why the client's side ended early,
+// so a short or broken upload is the client's failure and is never passed
+// on as a complete request.
+type reqBody struct {
+	src      io.Reader // the client's stream; nil when the body is held whole or absent
+	declared int64     // Content-Length; -1 unknown (chunked or HTTP/2 without one)
+	limit    int64     // max_body_bytes for a body of unknown length, 0 none
+	buf      []byte    // the whole body, when held
+	held     bool      // buf is the whole body
+	read     int64     // bytes read from src
+	// clientErr is why reading the client's body failed: io.ErrUnexpectedEOF
+	// for a body that ended before its Content-Length, a timeout for a
+	// client that stalled, ErrBodyTooLarge past the limit.
+	clientErr error
+}
+
+// replayable reports whether the body can be sent again from the start.
+func (b *reqBody) replayable() bool { return b.held || (b.src == nil && b.declared <= 0) }
+
+// touched reports whether any byte of a streamed body was read.
+func (b *reqBody) touched() bool { return b.read > 0 }
+
+// hold reads a body of known length (at most max bytes) whole into dst.
+// It reports false when the client did not deliver it; clientErr says why.
+func (b *reqBody) hold(dst []byte) bool {
+	n := int(b.declared)
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	dst = dst[:n]
+	m, err := io.ReadFull(b.src, dst)
+	b.read += int64(m)
+	b.buf, b.held, b.src = dst, true, nil
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		b.clientErr = err
+		return false
+	}
+	return true
+}
+
+// Read reads the streamed body; it never reports a clean end before the
+// declared length (the engines would otherwise end the worker's request
+// early as if it were whole).
+func (b *reqBody) Read(p []byte) (int, error) {
+	if b.clientErr != nil {
+		return 0, b.clientErr
+	}
+	if b.declared >= 0 {
+		if left := b.declared - b.read; left <= 0 {
+			return 0, io.EOF
+		} else if int64(len(p)) > left {
+			p = p[:left]
+		}
+	} else if b.limit > 0 && int64(len(p)) > b.limit-b.read+1 {
+		p = p[:b.limit-b.read+1]
+	}
+	n, err := b.src.Read(p)
+	b.read += int64(n)
+	switch {
+	case b.declared < 0 && b.limit > 0 && b.read > b.limit:
+		b.clientErr = ErrBodyTooLarge
+		return 0, b.clientErr
+	case err == io.EOF && b.declared >= 0 && b.read < b.declared:
+		b.clientErr = io.ErrUnexpectedEOF
+		return n, b.clientErr
+	case err != nil && err != io.EOF:
+		b.clientErr = err
+		return n, err
+	case b.declared >= 0 && b.read == b.declared:
+		return n, io.EOF
+	}
+	return n, err
+}
+
+// Close does nothing: the engines close a request body after each attempt,
+// and a held body must survive for the next.
+func (b *reqBody) Close() error { return nil }
