@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,7 +50,14 @@ func (r *recorded) header(name string) []string {
 // request it receives; answer decides what it sends back. It speaks
 // keep-alive, so tests see what a pooled worker connection carries.
 type recorder struct {
-	addr   string
+	addr string
+	// idleClose closes a keep-alive connection idle this long (as Node
+	// and gunicorn do); 0 keeps it open.
+	idleClose time.Duration
+	// hold delays every answer.
+	hold   time.Duration
+	active atomic.Int64 // requests being answered right now
+	peak   atomic.Int64
 	mu     sync.Mutex
 	got    []*recorded
 	answer func(r *recorded, c net.Conn, w *bufio.Writer) (keep bool)
@@ -62,14 +70,20 @@ func okAnswer(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
 }
 
 func newRecorder(t *testing.T, answer func(r *recorded, c net.Conn, w *bufio.Writer) bool) *recorder {
+	return startRecorder(t, &recorder{answer: answer})
+}
+
+// startRecorder serves rec (its answer, idleClose and hold as set) on a
+// fresh loopback port until the test ends.
+func startRecorder(t *testing.T, rec *recorder) *recorder {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if answer == nil {
-		answer = okAnswer
+	if rec.answer == nil {
+		rec.answer = okAnswer
 	}
-	rec := &recorder{addr: ln.Addr().String(), answer: answer}
+	rec.addr = ln.Addr().String()
 	var wg sync.WaitGroup
 	conns := map[net.Conn]struct{}{}
 	var cmu sync.Mutex
@@ -102,6 +116,13 @@ func (rec *recorder) serve(c net.Conn) {
 	br := bufio.NewReader(c)
 	bw := bufio.NewWriter(c)
 	for {
+		if rec.idleClose > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(rec.idleClose))
+		}
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
 		r, err := readRecorded(br)
 		if r != nil {
 			rec.mu.Lock()
@@ -111,7 +132,14 @@ func (rec *recorder) serve(c net.Conn) {
 		if err != nil {
 			return
 		}
+		n := rec.active.Add(1)
+		for p := rec.peak.Load(); n > p && !rec.peak.CompareAndSwap(p, n); p = rec.peak.Load() {
+		}
+		if rec.hold > 0 {
+			time.Sleep(rec.hold)
+		}
 		keep := rec.answer(r, c, bw)
+		rec.active.Add(-1)
 		if bw.Flush() != nil || !keep {
 			return
 		}
@@ -717,5 +745,140 @@ func TestConformanceFraming(t *testing.T) {
 				t.Errorf("worker got %q body %d", r.headers, r.bodyLen)
 			}
 		})
+	})
+}
+
+// TestConformanceStaleWorkerConnection sends a 1 MiB upload (streamed, not
+// held) on a pooled worker connection that the worker closed while idle:
+// it must arrive whole on a fresh connection, never truncated.
+func TestConformanceStaleWorkerConnection(t *testing.T) {
+	forEngine(t, false, func(t *testing.T, e engine) {
+		rec := startRecorder(t, &recorder{idleClose: 300 * time.Millisecond})
+		f := startFront(t, e, testSettings(), oneApp(nil, rec.addr))
+		body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16)
+		for i := range 3 {
+			if _, _, err := f.do(t, "GET", "/warm", nil); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(600 * time.Millisecond) // the worker closes the idle connection
+			resp, _, err := f.do(t, "POST", "/up", body)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("upload %d: %v %v", i, resp, err)
+			}
+		}
+		for _, r := range rec.requests() {
+			if strings.HasPrefix(r.line, "POST") && (!r.complete || r.bodyLen != len(body) || r.bodySum != sum(body)) {
+				t.Errorf("worker got a broken upload: %d of %d bytes, complete=%v", r.bodyLen, len(body), r.complete)
+			}
+		}
+	})
+}
+
+// TestConformanceClientFailuresAreNotTheWorkers has clients abandon and
+// stall 1 MiB uploads: they are counted as client failures (499, 408),
+// never as worker errors, and the worker is never ejected.
+func TestConformanceClientFailuresAreNotTheWorkers(t *testing.T) {
+	forEngine(t, true, func(t *testing.T, e engine) {
+		rec := newRecorder(t, nil)
+		var fx *appFixture
+		s := testSettings()
+		s.ReadTimeout = 500 * time.Millisecond
+		f := startFront(t, e, s, func(p *Proxy) []*appFixture {
+			a := testApp("web")
+			a.Passive = config.Passive{Failures: 3, BaseEjection: time.Minute, MaxEjectedPercent: 100}
+			fx = newFixture(p, a, rec.addr, rec.addr)
+			return []*appFixture{fx}
+		})
+		for range 6 {
+			c := f.dial(t)
+			fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", 1<<20)
+			_, _ = c.Write(bytes.Repeat([]byte("x"), 300<<10))
+			_ = c.Close()
+		}
+		// A stalled upload: the client sends part and then nothing.
+		c := f.dial(t)
+		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", 1<<20)
+		_, _ = c.Write(bytes.Repeat([]byte("x"), 300<<10))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		if !strings.HasPrefix(line, "HTTP/1.1 408") && line != "" {
+			t.Errorf("stalled upload answered %q, want 408 or a close", line)
+		}
+		waitFor(t, "uploads to end", 5*time.Second, func() bool {
+			n := int64(0)
+			for _, b := range fx.backends() {
+				n += b.Inflight.Load()
+			}
+			return n == 0 && fx.stats.ClientCancelled.Load() >= 6
+		})
+		for _, b := range fx.backends() {
+			if b.Stats.Errors.Load() != 0 || b.EjectedUntil.Load() != 0 || b.ConsecutiveFailures.Load() != 0 {
+				t.Errorf("%s blamed: %d errors, ejected=%v, %d failures in a row", b.ID, b.Stats.Errors.Load(), b.EjectedUntil.Load() != 0, b.ConsecutiveFailures.Load())
+			}
+		}
+		for _, r := range rec.requests() {
+			if r.complete {
+				t.Errorf("worker got a complete request from a broken upload: %d bytes", r.bodyLen)
+			}
+		}
+	})
+}
+
+// TestConformanceReloadReachesRunningWorkers raises max_inflight and lowers
+// response_header_timeout while the worker's connection pools exist: both
+// apply to the next requests.
+func TestConformanceReloadReachesRunningWorkers(t *testing.T) {
+	forEngine(t, false, func(t *testing.T, e engine) {
+		rec := startRecorder(t, &recorder{hold: 300 * time.Millisecond})
+		var fx *appFixture
+		f := startFront(t, e, testSettings(), func(p *Proxy) []*appFixture {
+			a := testApp("web")
+			a.MaxInflight = 1
+			fx = newFixture(p, a, rec.addr)
+			return []*appFixture{fx}
+		})
+		if _, _, err := f.do(t, "GET", "/", nil); err != nil { // the pools exist now
+			t.Fatal(err)
+		}
+		wider := *fx.app
+		wider.MaxInflight = 4
+		fx.app = &wider
+		fx.publish(fx.backends()...)
+		setApps(f.proxy, fx)
+		var wg sync.WaitGroup
+		codes := make(chan int, 4)
+		for range 4 {
+			wg.Go(func() {
+				resp, _, err := f.do(t, "GET", "/", nil)
+				if err != nil {
+					codes <- 0
+					return
+				}
+				codes <- resp.StatusCode
+			})
+		}
+		wg.Wait()
+		close(codes)
+		for c := range codes {
+			if c != 200 {
+				t.Errorf("status %d after max_inflight 1 -> 4", c)
+			}
+		}
+		if rec.peak.Load() < 2 {
+			t.Errorf("worker saw at most %d requests at once", rec.peak.Load())
+		}
+		s := f.proxy.settings.Load()
+		shorter := *s
+		shorter.ResponseHeaderTimeout = 100 * time.Millisecond
+		f.proxy.SetSettings(shorter)
+		for _, body := range [][]byte{nil, bytes.Repeat([]byte("x"), 1<<20)} {
+			method := "GET"
+			if body != nil {
+				method = "POST"
+			}
+			resp, _, err := f.do(t, method, "/", body)
+			if err != nil || resp.StatusCode != 504 {
+				t.Errorf("%s after response_header_timeout 5s -> 100ms: %v %v, want 504", method, resp, err)
+			}
+		}
 	})
 }
