@@ -123,6 +123,14 @@ func (p *Proxy) fastError(ctx *fasthttp.RequestCtx, err error) {
 		writeFastError(ctx, ErrReadTimeout)
 	default:
 		p.log.Debug("bad request", "client", ctx.RemoteAddr().String(), "error", err)
+		if _, h2c := ctx.Conn().(*prefixConn); h2c && ctx.ConnRequestNum() <= 1 {
+			// On a listener that also speaks h2c, a first request that
+			// does not parse may be a broken HTTP/2 preface: the answer
+			// to that is a closed connection (RFC 9113 3.4), never an
+			// HTTP/1.1 response the client cannot read.
+			_ = ctx.Conn().Close()
+			return
+		}
 		writeFastError(ctx, ErrBadRequest)
 	}
 }

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -11,29 +13,36 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// h2cListener sits in front of the fasthttp server when h2c is enabled. It
-// peeks at each new connection: those opening with the HTTP/2 preface
-// ("PRI * HTTP/2.0") go to an HTTP/2 server over the net/http handler, the
-// rest go on to fasthttp with the peeked bytes put back.
-type h2cListener struct {
+// splitListener sits in front of an HTTP/1.1 server and takes the HTTP/2
+// connections out of its way: classify looks at each new connection (the
+// h2c preface, or TLS's ALPN) and HTTP/2 ones are served here through the
+// net/http handler, behind h2Filter; the rest go on to the HTTP/1.1 server
+// through Accept.
+type splitListener struct {
 	net.Listener
-	p     *Proxy
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-	err   error
-	h2    *http2.Server
-	base  *http.Server
+	p        *Proxy
+	classify func(net.Conn) (c net.Conn, h2 bool, err error)
+	conns    chan net.Conn
+	done     chan struct{}
+	once     sync.Once
+	err      error
+	h2       *http2.Server
+	base     *http.Server
 }
 
-func newH2CListener(ln net.Listener, p *Proxy) *h2cListener {
-	l := &h2cListener{
+// maxFrameSize is the largest HTTP/2 frame corral reads (the protocol's
+// minimum, what HAProxy and nginx use): larger frames are a FRAME_SIZE_ERROR.
+const maxFrameSize = 16 << 10
+
+func newSplitListener(ln net.Listener, p *Proxy, base *http.Server, classify func(net.Conn) (net.Conn, bool, error)) *splitListener {
+	l := &splitListener{
 		Listener: ln,
 		p:        p,
+		classify: classify,
 		conns:    make(chan net.Conn),
 		done:     make(chan struct{}),
-		h2:       &http2.Server{IdleTimeout: p.settings.Load().IdleTimeout},
-		base:     &http.Server{Handler: p.std},
+		h2:       &http2.Server{IdleTimeout: p.settings.Load().IdleTimeout, MaxReadFrameSize: maxFrameSize},
+		base:     base,
 	}
 	// Registers graceful GOAWAY on base.Shutdown for connections served
 	// through h2.ServeConn with base as their BaseConfig.
@@ -45,7 +54,12 @@ func newH2CListener(ln net.Listener, p *Proxy) *h2cListener {
 	return l
 }
 
-func (l *h2cListener) acceptLoop() {
+// newH2CListener splits prior-knowledge h2c connections from HTTP/1.1 ones.
+func newH2CListener(ln net.Listener, p *Proxy) *splitListener {
+	return newSplitListener(ln, p, &http.Server{Handler: p.std}, p.sniffH2C)
+}
+
+func (l *splitListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -53,40 +67,52 @@ func (l *h2cListener) acceptLoop() {
 			l.once.Do(func() { close(l.done) })
 			return
 		}
-		go l.sniff(c)
+		go l.route(c)
 	}
 }
 
-// sniff reads the first three bytes: "PRI" starts only the HTTP/2 preface,
-// and every HTTP/1 request line is longer, so the read never waits for
-// bytes an HTTP/1 client will not send.
-func (l *h2cListener) sniff(c net.Conn) {
-	timeout := l.p.settings.Load().ReadHeaderTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	_ = c.SetReadDeadline(time.Now().Add(timeout))
-	var b [3]byte
-	n, err := io.ReadFull(c, b[:])
-	_ = c.SetReadDeadline(time.Time{})
-	if err != nil && n == 0 {
+// route classifies one connection and serves it, or hands it to Accept.
+func (l *splitListener) route(c net.Conn) {
+	c, h2, err := l.classify(c)
+	if err != nil {
 		_ = c.Close()
 		return
 	}
-	pc := &prefixConn{Conn: c, prefix: append([]byte(nil), b[:n]...)}
-	if string(b[:n]) == "PRI" {
-		l.serveH2(pc)
+	if h2 {
+		l.serveH2(c)
 		return
 	}
 	select {
-	case l.conns <- pc:
+	case l.conns <- c:
 	case <-l.done:
 		_ = c.Close()
 	}
 }
 
-// serveH2 serves one prior-knowledge h2c connection until it ends.
-func (l *h2cListener) serveH2(c net.Conn) {
+// sniffH2C reads the first three bytes: "PRI" starts only the HTTP/2
+// preface, and every HTTP/1 request line is longer, so the read never
+// waits for bytes an HTTP/1 client will not send.
+func (p *Proxy) sniffH2C(c net.Conn) (net.Conn, bool, error) {
+	_ = c.SetReadDeadline(time.Now().Add(p.headerTimeout()))
+	var b [3]byte
+	n, err := io.ReadFull(c, b[:])
+	_ = c.SetReadDeadline(time.Time{})
+	if err != nil && n == 0 {
+		return c, false, err
+	}
+	return &prefixConn{Conn: c, prefix: append([]byte(nil), b[:n]...)}, string(b[:n]) == "PRI", nil
+}
+
+// headerTimeout bounds the wait for a new connection's first bytes.
+func (p *Proxy) headerTimeout() time.Duration {
+	if d := p.settings.Load().ReadHeaderTimeout; d > 0 {
+		return d
+	}
+	return 10 * time.Second
+}
+
+// serveH2 serves one HTTP/2 connection until it ends.
+func (l *splitListener) serveH2(c net.Conn) {
 	p := l.p
 	p.mu.Lock()
 	if p.closing {
@@ -103,12 +129,12 @@ func (l *h2cListener) serveH2(c net.Conn) {
 		p.mu.Unlock()
 		p.streams.Done()
 	}()
-	l.h2.ServeConn(c, &http2.ServeConnOpts{BaseConfig: l.base, Handler: p.std})
+	l.h2.ServeConn(filterH2(c, p.settings.Load().MaxHeaderBytes), &http2.ServeConnOpts{Context: context.Background(), BaseConfig: l.base, Handler: p.std})
 	_ = c.Close()
 }
 
 // Accept returns the next HTTP/1 connection.
-func (l *h2cListener) Accept() (net.Conn, error) {
+func (l *splitListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.conns:
 		return c, nil
@@ -118,7 +144,7 @@ func (l *h2cListener) Accept() (net.Conn, error) {
 }
 
 // Close closes the underlying listener; Accept then returns its error.
-func (l *h2cListener) Close() error {
+func (l *splitListener) Close() error {
 	return l.Listener.Close()
 }
 
@@ -145,3 +171,5 @@ func (c *prefixConn) SyscallConn() (syscall.RawConn, error) {
 	}
 	return nil, syscall.EINVAL
 }
+
+var errMalformedH2 = errors.New("malformed http/2 request")

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/net/http2"
 
 	"github.com/corral-dev/corral/config"
 	"github.com/corral-dev/corral/pool"
@@ -34,13 +34,10 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 		return err
 	}
 	srv := p.newStdServer(st)
-	srv.TLSConfig = &tls.Config{
+	cfg := &tls.Config{
 		GetCertificate: p.certificate,
 		NextProtos:     []string{"h2", "http/1.1"},
 		MinVersion:     tls.VersionTLS12,
-	}
-	if err := http2.ConfigureServer(srv, &http2.Server{IdleTimeout: st.IdleTimeout}); err != nil {
-		return fmt.Errorf("configuring http2: %w", err)
 	}
 	p.mu.Lock()
 	if p.closing {
@@ -49,7 +46,18 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 	}
 	p.https = append(p.https, srv)
 	p.mu.Unlock()
-	err := srv.Serve(tls.NewListener(ln, srv.TLSConfig))
+	// ALPN picks the engine per connection: HTTP/2 goes to the HTTP/2
+	// server behind its filter, HTTP/1.1 to net/http.
+	split := newSplitListener(ln, p, srv, func(c net.Conn) (net.Conn, bool, error) {
+		tc := tls.Server(c, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), p.headerTimeout())
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return c, false, err
+		}
+		return tc, tc.ConnectionState().NegotiatedProtocol == "h2", nil
+	})
+	err := srv.Serve(split)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
