@@ -882,3 +882,49 @@ func TestConformanceReloadReachesRunningWorkers(t *testing.T) {
 		}
 	})
 }
+
+// TestConformanceReloadAppliesListenerSettings lowers max_header_bytes and
+// turns h2c on while the proxy serves: connections accepted afterwards get
+// the new settings; one opened before keeps working.
+func TestConformanceReloadAppliesListenerSettings(t *testing.T) {
+	forEngine(t, true, func(t *testing.T, e engine) {
+		rec := newRecorder(t, nil)
+		s := testSettings()
+		s.MaxHeaderBytes = 16 << 10
+		f := startFront(t, e, s, oneApp(nil, rec.addr))
+		big := strings.Repeat("a", 8<<10)
+		before := f.dial(t)
+		opened := time.Now()
+		if out := f.rawExchange(t, "GET / HTTP/1.1\r\nHost: h\r\nX-Big: "+big+"\r\nConnection: close\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 200") {
+			t.Fatalf("before: %q", firstLine(out))
+		}
+		smaller := *f.proxy.settings.Load()
+		smaller.MaxHeaderBytes = 4 << 10
+		smaller.H2C = true
+		f.proxy.SetSettings(smaller)
+		waitFor(t, "new connections to get max_header_bytes = 4 KiB", 5*time.Second, func() bool {
+			return strings.HasPrefix(f.rawExchange(t, "GET / HTTP/1.1\r\nHost: h\r\nX-Big: "+big+"\r\nConnection: close\r\n\r\n"), "HTTP/1.1 431")
+		})
+		t.Logf("reload applied after %v", time.Since(opened))
+		// The connection from before the reload still works.
+		_, _ = io.WriteString(before, "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+		if line, _ := bufio.NewReader(before).ReadString('\n'); !strings.HasPrefix(line, "HTTP/1.1 200") {
+			t.Errorf("connection opened before the reload: %q", line)
+		}
+		if e.tls {
+			return
+		}
+		h2c := &http.Client{Timeout: 5 * time.Second, Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}}
+		resp, err := h2c.Get(f.url("/"))
+		if err != nil {
+			t.Fatalf("h2c after turning it on: %v", err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Errorf("proto %s", resp.Proto)
+		}
+	})
+}

@@ -31,21 +31,28 @@ const noReadTimeout = 365 * 24 * time.Hour
 // closed or Shutdown; it returns nil then. Several listeners may be served
 // at once; each gets an engine server built from the current settings.
 func (p *Proxy) Serve(ln net.Listener) error {
-	s := p.newFastServer()
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
 		return nil
 	}
-	p.fast = append(p.fast, s)
 	// Shutdown closes ln itself too: the engine only knows listeners it
 	// has started serving, and Shutdown may come before that.
 	p.listeners = append(p.listeners, ln)
 	p.mu.Unlock()
-	if p.settings.Load().H2C {
-		ln = newH2CListener(ln, p)
-	}
-	err := s.Serve(ln)
+	err := p.serveGenerations(ln, func(gen net.Listener) (func() error, bool) {
+		s := p.newFastServer()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.closing {
+			return nil, false
+		}
+		p.fast = append(p.fast, s)
+		if p.settings.Load().H2C {
+			gen = newH2CListener(gen, p)
+		}
+		return func() error { return s.Serve(gen) }, true
+	})
 	if err == nil || errors.Is(err, net.ErrClosed) || p.isClosing() {
 		return nil
 	}

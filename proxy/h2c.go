@@ -26,8 +26,12 @@ type splitListener struct {
 	done     chan struct{}
 	once     sync.Once
 	err      error
-	h2       *http2.Server
-	base     *http.Server
+	// pending counts connections being classified or handed to Accept:
+	// the accept side stays open until they are through, so a listener
+	// that ends (a new generation) drops none of them.
+	pending sync.WaitGroup
+	h2      *http2.Server
+	base    *http.Server
 }
 
 // maxFrameSize is the largest HTTP/2 frame corral reads (the protocol's
@@ -47,26 +51,28 @@ func newSplitListener(ln net.Listener, p *Proxy, base *http.Server, classify fun
 	// Registers graceful GOAWAY on base.Shutdown for connections served
 	// through h2.ServeConn with base as their BaseConfig.
 	_ = http2.ConfigureServer(l.base, l.h2)
-	p.mu.Lock()
-	p.https = append(p.https, l.base)
-	p.mu.Unlock()
 	go l.acceptLoop()
 	return l
 }
 
 // newH2CListener splits prior-knowledge h2c connections from HTTP/1.1 ones.
+// The caller holds p.mu.
 func newH2CListener(ln net.Listener, p *Proxy) *splitListener {
-	return newSplitListener(ln, p, &http.Server{Handler: p.std}, p.sniffH2C)
+	base := &http.Server{Handler: p.std}
+	p.https = append(p.https, base)
+	return newSplitListener(ln, p, base, p.sniffH2C)
 }
 
 func (l *splitListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			l.pending.Wait()
 			l.err = err
 			l.once.Do(func() { close(l.done) })
 			return
 		}
+		l.pending.Add(1)
 		go l.route(c)
 	}
 }
@@ -75,13 +81,16 @@ func (l *splitListener) acceptLoop() {
 func (l *splitListener) route(c net.Conn) {
 	c, h2, err := l.classify(c)
 	if err != nil {
+		l.pending.Done()
 		_ = c.Close()
 		return
 	}
 	if h2 {
+		l.pending.Done()
 		l.serveH2(c)
 		return
 	}
+	defer l.pending.Done()
 	select {
 	case l.conns <- c:
 	case <-l.done:

@@ -31,7 +31,8 @@ type Proxy struct {
 	router   atomic.Pointer[router]
 	ids      *requestIDs
 	std      http.Handler
-	cert     atomic.Pointer[loadedCert] // reset by SetSettings so a reload rereads the files
+	cert     atomic.Pointer[loadedCert]    // reset by SetSettings so a reload rereads the files
+	relisten atomic.Pointer[chan struct{}] // closed when listener-level settings change
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
@@ -55,6 +56,7 @@ func New(settings config.Proxy, log hclog.Logger) *Proxy {
 		tunnels: map[*tunnel]struct{}{},
 	}
 	p.settings.Store(&settings)
+	p.noteListenerSettings(nil, &settings)
 	p.router.Store(newRouter(nil))
 	p.std = http.HandlerFunc(p.serveStd)
 	return p
@@ -107,11 +109,14 @@ func (p *Proxy) SetApps(apps []*config.App, tables map[string]TableSource) {
 
 // SetSettings applies proxy settings in place. Request-level settings
 // (timeouts, body limit, trusted proxies, request id) apply to the next
-// request and the TLS certificate files are read again for the next
-// handshake; listener-level ones (header size, header and idle timeouts,
-// h2c) apply to listeners served after the call.
+// request, worker-pool ones (response_header_timeout, worker_idle_timeout)
+// to the next request of running workers, the TLS certificate files are
+// read again for the next handshake, and listener-level ones (header size,
+// header, read, write and idle timeouts, h2c) to connections accepted
+// after the call (a new engine server on the same listener).
 func (p *Proxy) SetSettings(s config.Proxy) {
-	p.settings.Store(&s)
+	old := p.settings.Swap(&s)
+	p.noteListenerSettings(old, &s)
 	if cur := p.cert.Load(); cur != nil {
 		// Keep serving the loaded certificate until the files are read
 		// again on the next handshake (the same paths may hold a renewal).

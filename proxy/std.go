@@ -33,22 +33,14 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 	if _, err := p.certificate(nil); err != nil {
 		return err
 	}
-	srv := p.newStdServer(st)
 	cfg := &tls.Config{
 		GetCertificate: p.certificate,
 		NextProtos:     []string{"h2", "http/1.1"},
 		MinVersion:     tls.VersionTLS12,
 	}
-	p.mu.Lock()
-	if p.closing {
-		p.mu.Unlock()
-		return nil
-	}
-	p.https = append(p.https, srv)
-	p.mu.Unlock()
 	// ALPN picks the engine per connection: HTTP/2 goes to the HTTP/2
 	// server behind its filter, HTTP/1.1 to net/http.
-	split := newSplitListener(ln, p, srv, func(c net.Conn) (net.Conn, bool, error) {
+	classify := func(c net.Conn) (net.Conn, bool, error) {
 		tc := tls.Server(c, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), p.headerTimeout())
 		defer cancel()
@@ -56,9 +48,26 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 			return c, false, err
 		}
 		return tc, tc.ConnectionState().NegotiatedProtocol == "h2", nil
+	}
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return nil
+	}
+	p.listeners = append(p.listeners, ln) // each generation's server leaves it open
+	p.mu.Unlock()
+	err := p.serveGenerations(ln, func(gen net.Listener) (func() error, bool) {
+		srv := p.newStdServer(p.settings.Load())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.closing {
+			return nil, false
+		}
+		p.https = append(p.https, srv)
+		split := newSplitListener(gen, p, srv, classify)
+		return func() error { return srv.Serve(split) }, true
 	})
-	err := srv.Serve(split)
-	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || p.isClosing() {
 		return nil
 	}
 	return fmt.Errorf("serving https: %w", err)
