@@ -99,9 +99,11 @@ type rawApp struct {
 }
 
 type rawBackoff struct {
-	Min        *string `hcl:"min,optional"`
-	Max        *string `hcl:"max,optional"`
-	ResetAfter *string `hcl:"reset_after,optional"`
+	Min           *string `hcl:"min,optional"`
+	Max           *string `hcl:"max,optional"`
+	ResetAfter    *string `hcl:"reset_after,optional"`
+	MinUptime     *string `hcl:"min_uptime,optional"`
+	QuickRestarts *int    `hcl:"quick_restarts,optional"`
 }
 
 type rawQueue struct {
@@ -278,6 +280,11 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		Min:        c.duration(backoff, "min", b.Min, 100*time.Millisecond),
 		Max:        c.duration(backoff, "max", b.Max, 30*time.Second),
 		ResetAfter: c.duration(backoff, "reset_after", b.ResetAfter, 30*time.Second),
+		MinUptime:  c.duration(backoff, "min_uptime", b.MinUptime, time.Second),
+		// Ten a minute keeps a pool whose workers are killed every few
+		// seconds at full strength, while a worker that crashes on every
+		// request still ends up backing off.
+		QuickRestarts: c.intIn(backoff, "quick_restarts", b.QuickRestarts, 10, 0, 1000),
 	}
 	c.positive(backoff, "min", a.Backoff.Min)
 	if c.fine(backoff.sub("min"), backoff.sub("max")) && a.Backoff.Min > a.Backoff.Max {

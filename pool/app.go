@@ -46,9 +46,8 @@ var ErrNotStarted = errors.New("app not started")
 const (
 	defaultStopTimeout  = 30 * time.Second
 	defaultStartTimeout = 60 * time.Second
-	defaultBackoffMin   = 500 * time.Millisecond
+	defaultBackoffMin   = 100 * time.Millisecond
 	defaultBackoffMax   = 30 * time.Second
-	defaultBackoffReset = time.Minute
 )
 
 // Options are what an App needs besides its spec.

@@ -69,6 +69,9 @@ func (a *App) publish() {
 		a.table.Store(&Table{App: a.spec, Backends: backends, Stats: a.stats, Version: a.version})
 	}
 	a.trackGiveUp(len(backends) > 0)
+	if len(backends) == 0 {
+		a.rescue()
+	}
 	a.publishStatus()
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -23,6 +24,8 @@ const (
 	// logGrace is how long a finished worker's output pipes stay open for
 	// its last lines when something outside the group still holds them.
 	logGrace = 500 * time.Millisecond
+	// quickWindow is the window backoff.quick_restarts counts in.
+	quickWindow = time.Minute
 )
 
 // slot is one stable worker position ("web-1"). It outlives the processes
@@ -38,8 +41,22 @@ type slot struct {
 	removed      bool // scaled down
 	delay        time.Duration
 	restartTimer *time.Timer
-	reason       string // why it is in backoff
-	lastExit     string // how its last failed process ended
+	restartAt    time.Time   // when restartTimer fires
+	quick        []time.Time // restarts at once within the last minute
+	served       bool        // its last process had been in rotation
+	reason       string      // why it is in backoff
+	lastExit     string      // how its last failed process ended
+}
+
+// takeQuick reports whether s may restart at once now, at most limit times
+// a minute, and counts the restart when it may.
+func (s *slot) takeQuick(now time.Time, limit int) bool {
+	s.quick = slices.DeleteFunc(s.quick, func(t time.Time) bool { return now.Sub(t) >= quickWindow })
+	if len(s.quick) >= limit {
+		return false
+	}
+	s.quick = append(s.quick, now)
+	return true
 }
 
 func (s *slot) cancelRestart() {
@@ -194,22 +211,44 @@ func (a *App) fill(s *slot) {
 	s.cur = w
 }
 
-// scheduleRestart puts s into backoff after its worker w (nil when it never
-// started) failed.
+// scheduleRestart restarts s after its worker w (nil when it never
+// started) failed: at once when w had served (was in rotation for
+// backoff.min_uptime), at most backoff.quick_restarts times a minute;
+// otherwise after the slot's backoff delay.
 func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 	if a.stopping || s.removed {
 		return
 	}
 	b := a.spec.Backoff
 	lo, hi := orDefault(b.Min, defaultBackoffMin), orDefault(b.Max, defaultBackoffMax)
-	reset := orDefault(b.ResetAfter, defaultBackoffReset)
-	if w != nil && !w.readyAt.IsZero() && time.Since(w.readyAt) >= reset {
+	now := time.Now()
+	s.served = w != nil && !w.readyAt.IsZero()
+	var served time.Duration
+	if s.served {
+		served = now.Sub(w.readyAt)
+	}
+	if s.served && served >= b.ResetAfter {
 		s.delay = 0 // it was healthy long enough: this is a fresh failure
+	}
+	s.reason = reason
+	s.cancelRestart()
+	if s.served && served >= b.MinUptime && s.takeQuick(now, b.QuickRestarts) {
+		// It started and served: a restart now keeps the app's capacity,
+		// and the failure is not one a delay would cure.
+		a.log.Info("restarting worker at once", "worker", s.id, "reason", reason)
+		s.stats.AddRestart()
+		a.fill(s)
+		return
 	}
 	d := max(s.delay, lo)
 	s.delay = min(2*d, hi)
 	d = time.Duration(float64(min(d, hi)) * (0.8 + 0.4*rand.Float64()))
-	s.reason = reason
+	a.armRestart(s, d)
+	a.log.Warn("worker in backoff", "worker", s.id, "reason", reason, "delay", d.Round(time.Millisecond))
+}
+
+// armRestart (re)starts s's restart timer to fire after d.
+func (a *App) armRestart(s *slot, d time.Duration) {
 	s.cancelRestart()
 	var t *time.Timer
 	t = a.after(d, func() {
@@ -224,8 +263,35 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 		a.fill(s)
 		a.publish()
 	})
-	s.restartTimer = t
-	a.log.Warn("worker in backoff", "worker", s.id, "reason", reason, "delay", d.Round(time.Millisecond))
+	s.restartTimer, s.restartAt = t, time.Now().Add(d)
+}
+
+// rescue keeps an app with no worker in rotation from sitting out long
+// backoffs: unless a worker is already starting, the slot due soonest whose
+// last process had served restarts within backoff.min. A slot whose workers
+// never got ready is left to its backoff, so a broken command still backs
+// off.
+func (a *App) rescue() {
+	if a.stopping {
+		return
+	}
+	for w := range a.workers {
+		if w.state == StateStarting && !w.stopping && !w.exited && !w.candidate {
+			return
+		}
+	}
+	var next *slot
+	for _, s := range a.slots {
+		if s.restartTimer != nil && s.served && (next == nil || s.restartAt.Before(next.restartAt)) {
+			next = s
+		}
+	}
+	lo := orDefault(a.spec.Backoff.Min, defaultBackoffMin)
+	if next == nil || time.Until(next.restartAt) <= lo {
+		return
+	}
+	a.log.Info("no worker in rotation, restarting sooner", "worker", next.id, "delay", lo)
+	a.armRestart(next, lo)
 }
 
 // orDefault returns d, or def when d is not positive.

@@ -60,7 +60,9 @@ app "web" {
   backoff {
     min         = "200ms"           # [100ms] first restart delay, doubling per crash
     max         = "10s"             # [30s]
-    reset_after = "1m"              # [30s] ready this long resets the delay
+    reset_after = "1m"              # [30s] in rotation this long resets the delay
+    min_uptime  = "2s"              # [1s] in rotation this long before a crash: restart at once
+    quick_restarts = 5              # [10] restarts at once per worker per minute; 0 = never
   }
 
   health {                          # [none: ready when the port accepts connections]
