@@ -104,7 +104,8 @@ type App struct {
 	// Pool settings.
 	Instances     int
 	StopSignal    syscall.Signal
-	StopTimeout   time.Duration // drain + signal -> SIGKILL bound
+	DrainTimeout  time.Duration // bound on waiting for in-flight requests before the stop signal
+	StopTimeout   time.Duration // stop signal -> SIGKILL
 	StartTimeout  time.Duration // spawn -> ready bound
 	Backoff       Backoff
 	Surge         int           // extra workers started at once during a rolling restart

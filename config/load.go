@@ -76,6 +76,7 @@ type rawApp struct {
 
 	Instances     *int        `hcl:"instances,optional"`
 	StopSignal    *string     `hcl:"stop_signal,optional"`
+	DrainTimeout  *string     `hcl:"drain_timeout,optional"`
 	StopTimeout   *string     `hcl:"stop_timeout,optional"`
 	StartTimeout  *string     `hcl:"start_timeout,optional"`
 	Backoff       *rawBackoff `hcl:"backoff,block"`
@@ -246,6 +247,7 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 
 		Instances:     c.intIn(n, "instances", r.Instances, min(runtime.NumCPU(), 256), 1, 256),
 		StopSignal:    c.signal(n, "stop_signal", r.StopSignal),
+		DrainTimeout:  c.duration(n, "drain_timeout", r.DrainTimeout, 30*time.Second),
 		StopTimeout:   c.duration(n, "stop_timeout", r.StopTimeout, 30*time.Second),
 		StartTimeout:  c.duration(n, "start_timeout", r.StartTimeout, 60*time.Second),
 		ExitOnFailure: c.duration(n, "exit_on_failure", r.ExitOnFailure, 0),

@@ -44,6 +44,7 @@ var ErrNotStarted = errors.New("app not started")
 
 // Defaults for pool settings a spec leaves zero (config normally fills them).
 const (
+	defaultDrainTimeout = 30 * time.Second
 	defaultStopTimeout  = 30 * time.Second
 	defaultStartTimeout = 60 * time.Second
 	defaultBackoffMin   = 100 * time.Millisecond
@@ -325,6 +326,13 @@ func (a *App) stopTimeout() time.Duration {
 		return a.spec.StopTimeout
 	}
 	return defaultStopTimeout
+}
+
+func (a *App) drainTimeout() time.Duration {
+	if a.spec.DrainTimeout > 0 {
+		return a.spec.DrainTimeout
+	}
+	return defaultDrainTimeout
 }
 
 func (a *App) startTimeout() time.Duration {

@@ -718,3 +718,36 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		t.Error("no request was sent during the roll")
 	}
 }
+
+// TestStopGraceAfterDrain: a request longer than every bound still lets the
+// worker have its stop signal and then the whole stop_timeout before
+// SIGKILL; the drain bound is separate (issue 10, item 4).
+func TestStopGraceAfterDrain(t *testing.T) {
+	spec := testSpec(t, "noteterm", 1)
+	termFile := filepath.Join(t.TempDir(), "term")
+	spec.Env[envTermFile] = termFile
+	spec.DrainTimeout = 400 * time.Millisecond
+	spec.StopTimeout = 800 * time.Millisecond
+	a := startApp(t, spec)
+	waitReady(t, a, 1)
+	b := a.Table().Backends[0]
+	b.Inflight.Add(1) // a request that never ends
+	start := time.Now()
+	if err := a.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	raw, err := os.ReadFile(termFile)
+	if err != nil {
+		t.Fatalf("the worker never saw SIGTERM: %v", err)
+	}
+	ns, _ := strconv.ParseInt(string(raw), 10, 64)
+	termAt := time.Unix(0, ns)
+	t.Logf("SIGTERM %v after the stop began, SIGKILL %v after SIGTERM", termAt.Sub(start), killed.Sub(termAt))
+	if d := termAt.Sub(start); d < spec.DrainTimeout-50*time.Millisecond {
+		t.Errorf("SIGTERM came %v after the stop began, before the drain bound %v", d, spec.DrainTimeout)
+	}
+	if d := killed.Sub(termAt); d < spec.StopTimeout-50*time.Millisecond {
+		t.Errorf("SIGKILL came %v after SIGTERM, want at least stop_timeout %v", d, spec.StopTimeout)
+	}
+}

@@ -24,9 +24,10 @@ import (
 
 // Environment of the helper worker: the test binary re-executed.
 const (
-	envMode     = "CORRAL_TEST_WORKER" // ok, exit, never, ignoreterm
+	envMode     = "CORRAL_TEST_WORKER" // ok, exit, never, ignoreterm, noteterm
 	envSpawnLog = "CORRAL_TEST_SPAWNLOG"
 	envSickFile = "CORRAL_TEST_SICKFILE" // /healthz answers 500 while it exists
+	envTermFile = "CORRAL_TEST_TERMFILE" // mode noteterm: SIGTERM's arrival is written here
 )
 
 // testReaper is the one reaper of the test process.
@@ -75,6 +76,15 @@ func runWorker(mode string) {
 		select {}
 	case "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)
+	case "noteterm":
+		// Writes the time of each SIGTERM and keeps running.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		go func() {
+			for range sig {
+				os.WriteFile(os.Getenv(envTermFile), []byte(strconv.FormatInt(time.Now().UnixNano(), 10)), 0o644)
+			}
+		}()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	if err != nil {
@@ -94,7 +104,7 @@ func runWorker(mode string) {
 		}
 	})
 	fmt.Println("worker listening on", l.Addr())
-	if mode != "ignoreterm" {
+	if mode != "ignoreterm" && mode != "noteterm" {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
 		go func() { <-sig; os.Exit(0) }()

@@ -442,15 +442,23 @@ func (a *App) beginStop(w *worker, reason string, drain bool, sig syscall.Signal
 	} else if !w.exited {
 		w.state, w.reason = StateStopping, reason
 	}
+	var drainFor time.Duration
+	if drain {
+		drainFor = a.drainTimeout()
+	}
 	a.wg.Add(1)
-	go a.terminate(w, drain, sig, timeout)
+	go a.terminate(w, drainFor, sig, timeout)
 }
 
-// terminate ends w's process group within timeout (plus killGrace) and
-// reports back with finish. It runs on its own goroutine.
-func (a *App) terminate(w *worker, drain bool, sig syscall.Signal, timeout time.Duration) {
+// terminate ends w's process group: it waits up to drainFor for w's
+// requests in flight, then sends sig and gives the group timeout (plus
+// killGrace after SIGKILL) to go, and reports back with finish. The stop
+// grace starts with the signal, so a long drain never eats it. It runs on
+// its own goroutine.
+func (a *App) terminate(w *worker, drainFor time.Duration, sig syscall.Signal, timeout time.Duration) {
 	defer a.wg.Done()
-	deadline := time.Now().Add(timeout)
+	drain := drainFor > 0
+	deadline := time.Now().Add(drainFor)
 	if b := w.backend; b != nil {
 		if b.Upstream != nil {
 			// Idle keep-alive connections carry no request: close them now
@@ -474,7 +482,7 @@ func (a *App) terminate(w *worker, drain bool, sig syscall.Signal, timeout time.
 	if err := signalGroup(pgid, sig); err != nil {
 		w.log.Error("cannot signal worker", "error", err)
 	}
-	if !a.waitUntil(deadline, w.gone) {
+	if !a.waitUntil(time.Now().Add(timeout), w.gone) {
 		if sig != syscall.SIGKILL {
 			w.log.Warn("worker did not stop in time, killing", "timeout", timeout)
 		}

@@ -50,7 +50,8 @@ app "web" {
 
   instances       = 4               # [number of CPUs] 1..256
   stop_signal     = "SIGQUIT"       # [SIGTERM] TERM INT QUIT HUP USR1 USR2 KILL WINCH, with or without SIG
-  stop_timeout    = "20s"           # [30s] drain + signal, then SIGKILL
+  drain_timeout   = "15s"           # [30s] wait for requests in flight, then the stop signal
+  stop_timeout    = "20s"           # [30s] after the stop signal, then SIGKILL
   start_timeout   = "30s"           # [60s] spawn to ready
   surge           = 2               # [1] extra workers during a rolling restart, 1..instances
   exit_on_failure = "5m"            # [0s = off] exit corral when the app has no ready worker this long
