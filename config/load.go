@@ -270,6 +270,12 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		c.bad(n, "command", "must name a program to run")
 	}
 	c.positive(n, "start_timeout", a.StartTimeout)
+	c.positive(n, "drain_timeout", a.DrainTimeout)
+	if a.StopTimeout == 0 {
+		// Zero would mean SIGKILL right after the stop signal; say how to
+		// ask for that instead of guessing.
+		c.bad(n, "stop_timeout", "must be greater than 0 (stop_signal = \"SIGKILL\" kills at once)")
+	}
 	maxSurge := a.Instances
 	if !c.fine(n.sub("instances")) {
 		maxSurge = 256 // judge surge against instances only once they are valid

@@ -303,6 +303,9 @@ func (a *App) update(spec *config.App) {
 		if w.probe != nil {
 			w.probe.SetSpec(spec.Health)
 		}
+		if w.state == StateUnhealthy && !w.stopping && !w.exited {
+			a.armUnhealthy(w)
+		}
 	}
 	if !slices.Equal(old.Watch, spec.Watch) || old.WatchDebounce != spec.WatchDebounce {
 		a.startWatcher()

@@ -2,11 +2,15 @@ package pool
 
 import (
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/corral-dev/corral/config"
@@ -162,4 +166,169 @@ func TestLastReadyWorkerNotLeftInBackoff(t *testing.T) {
 	if slowest > 3*time.Second {
 		t.Errorf("the app's only worker took %v to come back", slowest)
 	}
+}
+
+// backoffDelays returns the delays logged for worker id's backoffs so far.
+func backoffDelays(t *testing.T, out *syncBuffer, id string) []time.Duration {
+	t.Helper()
+	var ds []time.Duration
+	for _, line := range strings.Split(out.String(), "\n") {
+		if !strings.Contains(line, "worker in backoff:") || !strings.Contains(line, "worker="+id+" ") {
+			continue
+		}
+		_, v, ok := strings.Cut(line, " delay=")
+		if !ok {
+			t.Fatalf("no delay in %q", line)
+		}
+		d, err := time.ParseDuration(strings.Fields(v)[0])
+		if err != nil {
+			t.Fatalf("delay in %q: %v", line, err)
+		}
+		ds = append(ds, d)
+	}
+	return ds
+}
+
+func withLogTo(out *syncBuffer) func(*Options) {
+	return func(o *Options) {
+		o.Logger = hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info})
+	}
+}
+
+// TestBackoffJitterWithinMax: the jitter never takes a delay past
+// backoff.max (issue 10, item 6).
+func TestBackoffJitterWithinMax(t *testing.T) {
+	spec := testSpec(t, "exit", 1)
+	spec.Command = []string{"/bin/sh", "-c", "exit 1"}
+	spec.Backoff = config.Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Minute}
+	var out syncBuffer
+	startApp(t, spec, withLogTo(&out))
+	var ds []time.Duration
+	eventually(t, 15*time.Second, "20 backoffs", func() bool {
+		ds = backoffDelays(t, &out, "web-1")
+		return len(ds) >= 20
+	})
+	for i, d := range ds {
+		if d > spec.Backoff.Max {
+			t.Errorf("delay %d is %v, more than backoff.max %v", i, d, spec.Backoff.Max)
+		}
+	}
+}
+
+// TestZeroResetAfterHonoured: reset_after = "0s" means a worker that got
+// into rotation always starts again from backoff.min (issue 10, item 6).
+func TestZeroResetAfterHonoured(t *testing.T) {
+	spec := testSpec(t, "ok", 2)
+	spec.Backoff = config.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second, ResetAfter: 0}
+	var out syncBuffer
+	a := startApp(t, spec, withLogTo(&out))
+	waitReady(t, a, 2)
+	for range 4 {
+		pid := killReady(t, a, "web-1", 0)
+		eventually(t, 15*time.Second, "web-1 back", func() bool {
+			p, ok := readyPIDs(a, 2)
+			return ok && p["web-1"] != pid
+		})
+	}
+	ds := backoffDelays(t, &out, "web-1")
+	t.Logf("delays %v", ds)
+	if len(ds) != 4 {
+		t.Fatalf("%d backoffs logged, want 4", len(ds))
+	}
+	for i, d := range ds {
+		if d > spec.Backoff.Min*12/10 {
+			t.Errorf("delay %d is %v: reset_after = 0 did not reset it to min", i, d)
+		}
+	}
+}
+
+// TestUnhealthyTimeNotCountedForReset: a worker out of rotation (unhealthy)
+// for longer than reset_after has not earned a reset of its delay (issue
+// 10, item 6).
+func TestUnhealthyTimeNotCountedForReset(t *testing.T) {
+	spec := testSpec(t, "ok", 2)
+	sick := filepath.Join(t.TempDir(), "sick")
+	spec.Env[envSickFile] = sick
+	spec.Health = &config.Health{Type: "http", Path: "/healthz", Interval: 50 * time.Millisecond,
+		Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 1}
+	spec.Backoff = config.Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second, ResetAfter: time.Second}
+	var out syncBuffer
+	a := startApp(t, spec, withLogTo(&out))
+	waitReady(t, a, 2)
+	for range 2 { // delays 200ms and 400ms; the next one is 800ms
+		pid := killReady(t, a, "web-1", 0)
+		eventually(t, 15*time.Second, "web-1 back", func() bool {
+			p, ok := readyPIDs(a, 2)
+			return ok && p["web-1"] != pid
+		})
+	}
+	if err := os.WriteFile(sick+".web-1", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	eventually(t, 5*time.Second, "web-1 unhealthy", func() bool {
+		for _, w := range a.Status().Workers {
+			if w.ID == "web-1" && w.State == StateUnhealthy {
+				pid = w.PID
+				return true
+			}
+		}
+		return false
+	})
+	unhealthy := time.Now()
+	eventually(t, 5*time.Second, "reset_after passed since web-1 got ready", func() bool {
+		return time.Since(unhealthy) > 1500*time.Millisecond
+	})
+	if err := unix.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var ds []time.Duration
+	eventually(t, 5*time.Second, "the third backoff", func() bool {
+		ds = backoffDelays(t, &out, "web-1")
+		return len(ds) >= 3
+	})
+	t.Logf("delays %v", ds)
+	if ds[2] < 600*time.Millisecond {
+		t.Errorf("third delay %v: time spent unhealthy reset the backoff", ds[2])
+	}
+}
+
+// TestRestartAfterTimerDisarmedByReload: a reload that sets restart_after
+// to 0 stops a restart already pending for an unhealthy worker (issue 10,
+// item 6).
+func TestRestartAfterTimerDisarmedByReload(t *testing.T) {
+	spec := testSpec(t, "ok", 1)
+	sick := filepath.Join(t.TempDir(), "sick")
+	spec.Env[envSickFile] = sick
+	spec.Health = &config.Health{Type: "http", Path: "/healthz", Interval: 50 * time.Millisecond,
+		Timeout: time.Second, HealthyThreshold: 1, UnhealthyThreshold: 1, RestartAfter: 800 * time.Millisecond}
+	a := startApp(t, spec)
+	pid := waitReady(t, a, 1)["web-1"]
+	if err := os.WriteFile(sick, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "web-1 unhealthy", func() bool {
+		st := a.Status()
+		return len(st.Workers) == 1 && st.Workers[0].State == StateUnhealthy
+	})
+	next := *spec
+	h := *spec.Health
+	h.RestartAfter = 0
+	next.Health = &h
+	a.Update(&next)
+	// Bounded look past the old restart_after: the worker must stay.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		st := a.Status()
+		if len(st.Workers) != 1 || st.Workers[0].PID != pid {
+			t.Fatalf("worker restarted after restart_after was set to 0: %+v", st.Workers)
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-t.Context().Done():
+			return
+		}
+	}
+	os.Remove(sick)
+	waitReady(t, a, 1)
 }

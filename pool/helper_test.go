@@ -26,7 +26,7 @@ import (
 const (
 	envMode     = "CORRAL_TEST_WORKER" // ok, exit, never, ignoreterm, noteterm
 	envSpawnLog = "CORRAL_TEST_SPAWNLOG"
-	envSickFile = "CORRAL_TEST_SICKFILE" // /healthz answers 500 while it exists
+	envSickFile = "CORRAL_TEST_SICKFILE" // /healthz answers 500 while it (or FILE.<worker id>) exists
 	envTermFile = "CORRAL_TEST_TERMFILE" // mode noteterm: SIGTERM's arrival is written here
 )
 
@@ -99,8 +99,13 @@ func runWorker(mode string) {
 		})
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := os.Stat(os.Getenv(envSickFile)); err == nil {
-			w.WriteHeader(http.StatusInternalServerError)
+		// The app's sick file, or the one of this worker alone (FILE.web-2).
+		sick := os.Getenv(envSickFile)
+		for _, f := range []string{sick, sick + "." + os.Getenv("CORRAL_WORKER")} {
+			if _, err := os.Stat(f); err == nil && sick != "" {
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
 		}
 	})
 	fmt.Println("worker listening on", l.Addr())

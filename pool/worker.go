@@ -79,6 +79,11 @@ type worker struct {
 	reason    string
 	startedAt time.Time
 	readyAt   time.Time
+	// inRotation is the time spent ready before readySince, which is set
+	// while the worker is ready: time unhealthy is not time served.
+	inRotation     time.Duration
+	readySince     time.Time
+	unhealthySince time.Time
 
 	backend        *Backend
 	probe          *health.Probe
@@ -98,6 +103,15 @@ type worker struct {
 	// exitedCh is closed by the exit watcher after it stored exitStatus.
 	exitedCh   chan struct{}
 	exitStatus syscall.WaitStatus
+}
+
+// servedFor is how long w has been in rotation (ready) up to now.
+func (w *worker) servedFor(now time.Time) time.Duration {
+	d := w.inRotation
+	if !w.readySince.IsZero() {
+		d += now.Sub(w.readySince)
+	}
+	return d
 }
 
 // gone reports whether the leader has exited and its whole group is gone.
@@ -225,7 +239,7 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 	s.served = w != nil && !w.readyAt.IsZero()
 	var served time.Duration
 	if s.served {
-		served = now.Sub(w.readyAt)
+		served = w.servedFor(now)
 	}
 	if s.served && served >= b.ResetAfter {
 		s.delay = 0 // it was healthy long enough: this is a fresh failure
@@ -242,7 +256,7 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 	}
 	d := max(s.delay, lo)
 	s.delay = min(2*d, hi)
-	d = time.Duration(float64(min(d, hi)) * (0.8 + 0.4*rand.Float64()))
+	d = min(time.Duration(float64(min(d, hi))*(0.8+0.4*rand.Float64())), hi)
 	a.armRestart(s, d)
 	a.log.Warn("worker in backoff", "worker", s.id, "reason", reason, "delay", d.Round(time.Millisecond))
 }
@@ -347,28 +361,44 @@ func (a *App) onHealth(w *worker, t health.Transition) {
 		a.markReady(w)
 	case t.Healthy && w.state == StateUnhealthy:
 		w.state, w.reason = StateReady, ""
+		w.readySince, w.unhealthySince = time.Now(), time.Time{}
 		if w.unhealthyTimer != nil {
 			w.unhealthyTimer.Stop()
 			w.unhealthyTimer = nil
 		}
 		w.log.Info("worker back in rotation")
 	case !t.Healthy && w.state == StateReady:
+		now := time.Now()
 		w.state, w.reason = StateUnhealthy, t.Reason
+		w.inRotation, w.readySince, w.unhealthySince = w.servedFor(now), time.Time{}, now
 		w.log.Warn("worker out of rotation", "reason", t.Reason)
-		if h := a.spec.Health; h != nil && h.RestartAfter > 0 {
-			after := h.RestartAfter
-			var timer *time.Timer
-			timer = a.after(after, func() {
-				if w.unhealthyTimer == timer && w.state == StateUnhealthy {
-					a.kill(w, fmt.Sprintf("unhealthy for %s", after))
-				}
-			})
-			w.unhealthyTimer = timer
-		}
+		a.armUnhealthy(w)
 	default:
 		return
 	}
 	a.publish()
+}
+
+// armUnhealthy (re)arms the restart of unhealthy w for the current
+// health.restart_after, counted from when it became unhealthy; a value of 0
+// disarms it.
+func (a *App) armUnhealthy(w *worker) {
+	if w.unhealthyTimer != nil {
+		w.unhealthyTimer.Stop()
+		w.unhealthyTimer = nil
+	}
+	h := a.spec.Health
+	if h == nil || h.RestartAfter <= 0 || w.state != StateUnhealthy {
+		return
+	}
+	after := h.RestartAfter
+	var timer *time.Timer
+	timer = a.after(time.Until(w.unhealthySince.Add(after)), func() {
+		if w.unhealthyTimer == timer && w.state == StateUnhealthy {
+			a.kill(w, fmt.Sprintf("unhealthy for %s", after))
+		}
+	})
+	w.unhealthyTimer = timer
 }
 
 // markReady puts w into rotation.
@@ -377,6 +407,7 @@ func (a *App) markReady(w *worker) {
 		w.readyTimer.Stop()
 	}
 	w.state, w.reason, w.readyAt = StateReady, "", time.Now()
+	w.readySince = w.readyAt
 	b := &Backend{ID: w.slot.id, Port: w.port, Stats: w.slot.stats}
 	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
 	if a.opts.NewUpstream != nil {
