@@ -751,3 +751,19 @@ func TestStopGraceAfterDrain(t *testing.T) {
 		t.Errorf("SIGKILL came %v after SIGTERM, want at least stop_timeout %v", d, spec.StopTimeout)
 	}
 }
+
+// TestEnvPathFindsCommand: a PATH in the app's env is where its command is
+// looked up (issue 10, item 9).
+func TestEnvPathFindsCommand(t *testing.T) {
+	bin := t.TempDir()
+	script := "#!/bin/sh\nexec \"$CORRAL_TEST_BINARY\" \"$@\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "corral-test-app"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec(t, "ok", 1)
+	spec.Command = []string{"corral-test-app"}
+	spec.Env["PATH"] = bin + ":/usr/bin:/bin"
+	spec.Env["CORRAL_TEST_BINARY"] = testBinary()
+	a := startApp(t, spec)
+	waitReady(t, a, 1)
+}

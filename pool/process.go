@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +46,15 @@ func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) 
 		argv[i] = strings.ReplaceAll(arg, "{port}", p)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if path, ok := spec.Env["PATH"]; ok && !strings.Contains(argv[0], "/") {
+		// exec.Command looked in corral's PATH; the worker's own is the one
+		// its command is meant to be found in.
+		found, err := lookPath(argv[0], path, spec.Dir)
+		if err != nil {
+			return nil, err
+		}
+		cmd.Path, cmd.Err = found, nil
+	}
 	cmd.Dir = spec.Dir
 	env := os.Environ()
 	for k, v := range spec.Env {
@@ -62,6 +72,24 @@ func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) 
 	}
 	cmd.SysProcAttr = attr
 	return cmd, nil
+}
+
+// lookPath finds the executable file name in the directories of path, as
+// a shell started in dir would: relative entries are relative to dir.
+func lookPath(name, path, dir string) (string, error) {
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		p := filepath.Join(d, name)
+		if info, err := os.Stat(p); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("looking up %q: %w in the app's PATH %q", name, exec.ErrNotFound, path)
 }
 
 // credential looks up the uid, gid and supplementary groups to run as.
