@@ -24,10 +24,11 @@ import (
 
 // Environment of the helper worker: the test binary re-executed.
 const (
-	envMode     = "CORRAL_TEST_WORKER" // ok, exit, never, ignoreterm, noteterm
-	envSpawnLog = "CORRAL_TEST_SPAWNLOG"
-	envSickFile = "CORRAL_TEST_SICKFILE" // /healthz answers 500 while it (or FILE.<worker id>) exists
-	envTermFile = "CORRAL_TEST_TERMFILE" // mode noteterm: SIGTERM's arrival is written here
+	envMode      = "CORRAL_TEST_WORKER" // ok, exit, never, ignoreterm, noteterm
+	envSpawnLog  = "CORRAL_TEST_SPAWNLOG"
+	envSickFile  = "CORRAL_TEST_SICKFILE"  // /healthz answers 500 while it (or FILE.<worker id>) exists
+	envTermFile  = "CORRAL_TEST_TERMFILE"  // mode noteterm: SIGTERM's arrival is written here
+	envSlowStart = "CORRAL_TEST_SLOWSTART" // a duration to wait before listening
 )
 
 // testReaper is the one reaper of the test process.
@@ -85,6 +86,9 @@ func runWorker(mode string) {
 				os.WriteFile(os.Getenv(envTermFile), []byte(strconv.FormatInt(time.Now().UnixNano(), 10)), 0o644)
 			}
 		}()
+	}
+	if d, err := time.ParseDuration(os.Getenv(envSlowStart)); err == nil {
+		time.Sleep(d) // a slow app, not a wait for a condition
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	if err != nil {
