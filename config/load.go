@@ -330,9 +330,6 @@ func (c *checker) health(n node, r *rawHealth) *Health {
 	}
 	c.positive(n, "interval", h.Interval)
 	c.positive(n, "timeout", h.Timeout)
-	if c.fine(n.sub("interval"), n.sub("timeout")) && h.Timeout > h.Interval {
-		c.bad(n, "timeout", "must not be longer than interval (%s), got %s", h.Interval, h.Timeout)
-	}
 	for i, code := range h.ExpectStatus {
 		if code < 100 || code > 599 {
 			c.badItem(n, "expect_status", i, "must hold HTTP status codes 100..599, got %d", code)

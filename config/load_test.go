@@ -213,6 +213,9 @@ func TestLoadValues(t *testing.T) {
 		{"zero reset_after", "backoff {\nreset_after = \"0s\"\n}", func(a *App) bool { return a.Backoff.ResetAfter == 0 }},
 		{"zero min_uptime", "backoff {\nmin_uptime = \"0s\"\n}", func(a *App) bool { return a.Backoff.MinUptime == 0 }},
 		{"zero quick_restarts", "backoff {\nquick_restarts = 0\n}", func(a *App) bool { return a.Backoff.QuickRestarts == 0 }},
+		{"timeout longer than interval", "health {\ninterval = \"500ms\"\ntimeout = \"1s\"\n}", func(a *App) bool {
+			return a.Health.Interval == 500*time.Millisecond && a.Health.Timeout == time.Second
+		}},
 		{"zero restart_after", "health {\nrestart_after = \"0s\"\n}", func(a *App) bool { return a.Health.RestartAfter == 0 }},
 		{"timeout equal to interval", "health {\ninterval = \"1s\"\ntimeout = \"1s\"\n}", func(a *App) bool { return a.Health.Timeout == time.Second }},
 		{"relative dir", `dir = "sub"`, func(a *App) bool { return filepath.Base(a.Dir) == "sub" && filepath.IsAbs(a.Dir) }},

@@ -71,7 +71,7 @@ app "web" {
     path                = "/healthz" # [/] http only
     host                = "web.internal" # [""] Host header for the probe
     interval            = "3s"      # [2s]
-    timeout             = "2s"      # [1s] at most interval
+    timeout             = "2s"      # [1s] may be longer than interval: probes never overlap
     expect_status       = [200, 204] # [none = any 2xx or 3xx]
     healthy_threshold   = 1         # [2] passes in a row to turn healthy
     unhealthy_threshold = 4         # [3] failures in a row to turn unhealthy
