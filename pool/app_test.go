@@ -773,3 +773,22 @@ func TestEnvPathFindsCommand(t *testing.T) {
 	a := startApp(t, spec)
 	waitReady(t, a, 1)
 }
+
+// TestWorkerOutputSurvivesLogLevel: with corral's log at warn, a worker's
+// stdout and its stderr (a crash's traceback) are still logged (issue 10,
+// item 8).
+func TestWorkerOutputSurvivesLogLevel(t *testing.T) {
+	var out syncBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Warn})
+	withLog := func(o *Options) { o.Logger = log }
+	ok := startApp(t, testSpec(t, "ok", 1), withLog)
+	waitReady(t, ok, 1)
+	startApp(t, testSpec(t, "exit", 1), withLog)
+	eventually(t, 5*time.Second, "both streams in a warn-level log", func() bool {
+		s := out.String()
+		return strings.Contains(s, "worker listening on") && strings.Contains(s, "failing on purpose")
+	})
+	if !strings.Contains(out.String(), "[WARN]  pool: failing on purpose") {
+		t.Errorf("stderr line not written at the log's level:\n%s", out.String())
+	}
+}

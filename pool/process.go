@@ -175,14 +175,16 @@ func (p *process) closeLogs() {
 	})
 }
 
-// copyLines logs every line of r at info; lines longer than maxLogLine are
-// logged in pieces.
+// copyLines logs every line of r; lines longer than maxLogLine are logged
+// in pieces. Worker output is the app's own log, so corral's verbosity must
+// not drop it: a line is written at info, or at the logger's level when
+// that is higher (only "off" silences it).
 func copyLines(r io.Reader, log hclog.Logger) {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
 		line, _, err := br.ReadLine()
-		if len(line) > 0 {
-			log.Info(string(line))
+		if level := max(hclog.Info, log.GetLevel()); len(line) > 0 && level != hclog.Off {
+			log.Log(level, string(line))
 		}
 		if err != nil {
 			return
