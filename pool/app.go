@@ -13,7 +13,8 @@
 //
 // Order of shutdown: stop every App before cancelling the Reaper's Run. The
 // Reaper delivers the exits Stop waits for, and when Run returns its locked
-// OS thread exits, which SIGKILLs (Pdeathsig) any worker still alive.
+// OS thread exits, which signals (Pdeathsig) every worker shim still alive;
+// each kills its worker's whole tree (see shim.go).
 //
 // The Reaper waits for every child of the process (wait4(-1)): nothing else
 // in corral may start a child with os/exec and Wait for it.

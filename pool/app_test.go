@@ -555,7 +555,7 @@ func TestEscapedGrandchildDoesNotBlockStop(t *testing.T) {
 		return sleep != 0
 	})
 	defer func() {
-		// The escaped process is not the pool's to kill; the test cleans it up.
+		// Stop ends it too (TestStopKillsSetsidDaemon); this is for a failure.
 		unix.Kill(sleep, syscall.SIGKILL)
 		eventually(t, 5*time.Second, "the escaped sleep reaped", func() bool { return processGone(sleep) })
 	}()

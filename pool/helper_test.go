@@ -38,6 +38,10 @@ var testReaper *Reaper
 var testPorts = NewPorts(config.PortRange{First: 31100, Last: 31899})
 
 func TestMain(m *testing.M) {
+	RunShim()
+	if f := os.Getenv(envPoolHost); f != "" {
+		runPoolHost(f)
+	}
 	if mode := os.Getenv(envMode); mode != "" {
 		runWorker(mode)
 		os.Exit(0)

@@ -24,10 +24,15 @@ import (
 // lines are split into several log lines, never dropped.
 const maxLogLine = 64 << 10
 
-// process is one started worker process and its output pipes.
+// process is one started worker process, the shim above it and its output
+// pipes.
 type process struct {
-	pid    int
+	pid int // the worker's, leader of its process group
+	// exited receives the worker's wait status once.
 	exited <-chan syscall.WaitStatus
+	// shimDone is closed once the shim is reaped: nothing of the worker's
+	// tree is left.
+	shimDone chan struct{}
 	// readers are the parent's read ends of stdout and stderr.
 	readers   []*os.File
 	closeOnce sync.Once
@@ -122,10 +127,17 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 	return cred, nil
 }
 
-// startProcess starts cmd through the reaper with its stdout and stderr
-// piped into log line by line. The readers run on wg and end at EOF or when
-// closeLogs closes the read ends.
+// startProcess starts cmd below a shim, through the reaper, with its stdout
+// and stderr piped into log line by line. The readers run on wg and end at
+// EOF or when closeLogs closes the read ends.
 func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup) (*process, error) {
+	if cmd.Err != nil {
+		return nil, cmd.Err // not found in corral's PATH
+	}
+	stR, stW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating status pipe: %w", err)
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("creating stdout pipe: %w", err)
@@ -137,17 +149,56 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup
 		return nil, fmt.Errorf("creating stderr pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	pid, exited, err := r.Start(cmd)
+	shimPID, shimExited, err := r.Start(shimCommand(cmd, stW))
 	// The child has its own copies; the parent's write ends must go or the
 	// readers never see EOF.
 	outW.Close()
 	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		return nil, err
+	stW.Close()
+	if err == nil {
+		br := bufio.NewReader(stR)
+		var pid int
+		if pid, err = readShimStart(br, stR); err == nil {
+			return startLogs(r, pid, br, stR, shimExited, []*os.File{outR, errR}, log, wg), nil
+		}
+		if !strings.HasPrefix(err.Error(), "starting worker shim") {
+			err = fmt.Errorf("starting %s: %w", cmd.Path, err)
+		}
+		_ = unix.Kill(shimPID, unix.SIGKILL) // a shim that answered wrong or not at all
 	}
-	p := &process{pid: pid, exited: exited, readers: []*os.File{outR, errR}, logsDone: make(chan struct{})}
+	stR.Close()
+	outR.Close()
+	errR.Close()
+	return nil, err
+}
+
+// startLogs starts the goroutines that follow a started worker: its exit
+// from the shim's status pipe, the shim's own end, and its output.
+func startLogs(r *Reaper, pid int, br *bufio.Reader, st *os.File, shimExited <-chan syscall.WaitStatus,
+	readers []*os.File, log hclog.Logger, wg *sync.WaitGroup) *process {
+	exited := make(chan syscall.WaitStatus, 1)
+	p := &process{pid: pid, exited: exited, shimDone: make(chan struct{}), readers: readers, logsDone: make(chan struct{})}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer st.Close()
+		ws, ok := readShimExit(br)
+		if ok {
+			exited <- ws
+		}
+		select {
+		case shimWS := <-shimExited:
+			if !ok {
+				exited <- shimWS // the shim died without telling: its end is the worker's
+			}
+		case <-r.done:
+			if !ok {
+				exited <- syscall.WaitStatus(syscall.SIGKILL)
+			}
+		}
+		close(p.shimDone)
+	}()
+	outR, errR := readers[0], readers[1]
 	log = log.With("pid", pid)
 	var left atomic.Int32
 	left.Store(2)
@@ -161,7 +212,7 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup
 	wg.Add(2)
 	go read(outR, log)
 	go read(errR, log.With("stream", "stderr"))
-	return p, nil
+	return p
 }
 
 // closeLogs closes the read ends of the output pipes. A grandchild that

@@ -114,10 +114,16 @@ func (w *worker) servedFor(now time.Time) time.Duration {
 	return d
 }
 
-// gone reports whether the leader has exited and its whole group is gone.
+// gone reports whether the leader has exited and its whole tree is gone:
+// its group, and (the shim has ended) anything that left the group.
 func (w *worker) gone() bool {
 	select {
 	case <-w.exitedCh:
+	default:
+		return false
+	}
+	select {
+	case <-w.proc.shimDone:
 		return groupGone(w.proc.pid)
 	default:
 		return false
