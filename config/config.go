@@ -104,7 +104,8 @@ type App struct {
 	// Pool settings.
 	Instances     int
 	StopSignal    syscall.Signal
-	StopTimeout   time.Duration // drain + signal -> SIGKILL bound
+	DrainTimeout  time.Duration // bound on waiting for in-flight requests before the stop signal
+	StopTimeout   time.Duration // stop signal -> SIGKILL
 	StartTimeout  time.Duration // spawn -> ready bound
 	Backoff       Backoff
 	Surge         int           // extra workers started at once during a rolling restart
@@ -129,11 +130,18 @@ type App struct {
 	RetryTimeout time.Duration // total time for all tries
 }
 
-// Backoff bounds the delay before a crashed worker is restarted.
+// Backoff decides when a crashed worker is restarted: at once when it had
+// served, else after a delay that doubles from Min up to Max.
 type Backoff struct {
 	Min        time.Duration // first delay (doubles each crash)
 	Max        time.Duration // largest delay
-	ResetAfter time.Duration // ready this long -> the delay starts again from Min
+	ResetAfter time.Duration // in rotation this long -> the delay starts again from Min
+	// MinUptime is how long a worker must have been in rotation for its
+	// crash to count as one after serving, which restarts it at once.
+	MinUptime time.Duration
+	// QuickRestarts bounds the restarts at once per slot per minute; past
+	// it the delay applies again. 0 = never restart at once.
+	QuickRestarts int
 }
 
 // Queue bounds requests waiting for a free worker.

@@ -76,6 +76,7 @@ type rawApp struct {
 
 	Instances     *int        `hcl:"instances,optional"`
 	StopSignal    *string     `hcl:"stop_signal,optional"`
+	DrainTimeout  *string     `hcl:"drain_timeout,optional"`
 	StopTimeout   *string     `hcl:"stop_timeout,optional"`
 	StartTimeout  *string     `hcl:"start_timeout,optional"`
 	Backoff       *rawBackoff `hcl:"backoff,block"`
@@ -99,9 +100,11 @@ type rawApp struct {
 }
 
 type rawBackoff struct {
-	Min        *string `hcl:"min,optional"`
-	Max        *string `hcl:"max,optional"`
-	ResetAfter *string `hcl:"reset_after,optional"`
+	Min           *string `hcl:"min,optional"`
+	Max           *string `hcl:"max,optional"`
+	ResetAfter    *string `hcl:"reset_after,optional"`
+	MinUptime     *string `hcl:"min_uptime,optional"`
+	QuickRestarts *int    `hcl:"quick_restarts,optional"`
 }
 
 type rawQueue struct {
@@ -244,6 +247,7 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 
 		Instances:     c.intIn(n, "instances", r.Instances, min(runtime.NumCPU(), 256), 1, 256),
 		StopSignal:    c.signal(n, "stop_signal", r.StopSignal),
+		DrainTimeout:  c.duration(n, "drain_timeout", r.DrainTimeout, 30*time.Second),
 		StopTimeout:   c.duration(n, "stop_timeout", r.StopTimeout, 30*time.Second),
 		StartTimeout:  c.duration(n, "start_timeout", r.StartTimeout, 60*time.Second),
 		ExitOnFailure: c.duration(n, "exit_on_failure", r.ExitOnFailure, 0),
@@ -266,6 +270,12 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		c.bad(n, "command", "must name a program to run")
 	}
 	c.positive(n, "start_timeout", a.StartTimeout)
+	c.positive(n, "drain_timeout", a.DrainTimeout)
+	if a.StopTimeout == 0 {
+		// Zero would mean SIGKILL right after the stop signal; say how to
+		// ask for that instead of guessing.
+		c.bad(n, "stop_timeout", "must be greater than 0 (stop_signal = \"SIGKILL\" kills at once)")
+	}
 	maxSurge := a.Instances
 	if !c.fine(n.sub("instances")) {
 		maxSurge = 256 // judge surge against instances only once they are valid
@@ -278,6 +288,11 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		Min:        c.duration(backoff, "min", b.Min, 100*time.Millisecond),
 		Max:        c.duration(backoff, "max", b.Max, 30*time.Second),
 		ResetAfter: c.duration(backoff, "reset_after", b.ResetAfter, 30*time.Second),
+		MinUptime:  c.duration(backoff, "min_uptime", b.MinUptime, time.Second),
+		// Ten a minute keeps a pool whose workers are killed every few
+		// seconds at full strength, while a worker that crashes on every
+		// request still ends up backing off.
+		QuickRestarts: c.intIn(backoff, "quick_restarts", b.QuickRestarts, 10, 0, 1000),
 	}
 	c.positive(backoff, "min", a.Backoff.Min)
 	if c.fine(backoff.sub("min"), backoff.sub("max")) && a.Backoff.Min > a.Backoff.Max {
@@ -315,9 +330,6 @@ func (c *checker) health(n node, r *rawHealth) *Health {
 	}
 	c.positive(n, "interval", h.Interval)
 	c.positive(n, "timeout", h.Timeout)
-	if c.fine(n.sub("interval"), n.sub("timeout")) && h.Timeout > h.Interval {
-		c.bad(n, "timeout", "must not be longer than interval (%s), got %s", h.Interval, h.Timeout)
-	}
 	for i, code := range h.ExpectStatus {
 		if code < 100 || code > 599 {
 			c.badItem(n, "expect_status", i, "must hold HTTP status codes 100..599, got %d", code)

@@ -123,7 +123,10 @@ func normalize(spec *config.Health) config.Health {
 }
 
 // Run probes the worker until ctx is done: fast until the first pass, then
-// every interval with jitter. It closes the probe's idle connections on exit.
+// every interval with jitter. Probes never overlap: the next one starts at
+// the later of its tick (counted from the previous probe's start) and the
+// previous probe's end, so a timeout longer than the interval is fine. It
+// closes the probe's idle connections on exit.
 func (p *Probe) Run(ctx context.Context) {
 	defer p.transport.CloseIdleConnections()
 	// A zero timer is the one round at start.
@@ -141,8 +144,9 @@ func (p *Probe) Run(ctx context.Context) {
 		case <-timer.C:
 		}
 		wasStarting := !p.started()
+		start := time.Now()
 		_ = p.Step(ctx) // the outcome is in the stats and the transitions
-		timer.Reset(p.nextDelay(wasStarting))
+		timer.Reset(max(time.Until(start.Add(p.nextDelay(wasStarting))), 0))
 	}
 }
 

@@ -360,3 +360,49 @@ func BenchmarkStepTCP(b *testing.B) {
 	ln.Close()
 	<-done
 }
+
+// TestSlowProbesNeverOverlap: with a timeout longer than the interval and a
+// worker that answers slower than the interval, each probe starts when the
+// previous one ended (its tick has passed), never while it runs, and not a
+// whole interval later either (issue 9, item 11).
+func TestSlowProbesNeverOverlap(t *testing.T) {
+	var mu sync.Mutex
+	var starts, ends []time.Time
+	inflight := 0
+	overlapped := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inflight++
+		overlapped = overlapped || inflight > 1
+		starts = append(starts, time.Now())
+		mu.Unlock()
+		time.Sleep(250 * time.Millisecond) // a slow worker
+		mu.Lock()
+		inflight--
+		ends = append(ends, time.Now())
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	spec := httpSpec(1, 1)
+	spec.Interval = 100 * time.Millisecond
+	spec.Timeout = time.Second
+	p := newTestProbe(t, spec, strings.TrimPrefix(srv.URL, "http://"), nil)
+	stop := runProbe(t, p)
+	eventually(t, "6 slow probes", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ends) >= 6
+	})
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	if overlapped {
+		t.Error("two probes of one worker ran at once")
+	}
+	// Skip the first gaps: the starting phase and the random first offset.
+	for i := 3; i < len(ends) && i+1 < len(starts); i++ {
+		if gap := starts[i+1].Sub(ends[i]); gap > spec.Interval/2 {
+			t.Errorf("probe %d started %v after probe %d ended: its tick had passed long before", i+1, gap, i)
+		}
+	}
+}

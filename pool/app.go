@@ -13,7 +13,8 @@
 //
 // Order of shutdown: stop every App before cancelling the Reaper's Run. The
 // Reaper delivers the exits Stop waits for, and when Run returns its locked
-// OS thread exits, which SIGKILLs (Pdeathsig) any worker still alive.
+// OS thread exits, which signals (Pdeathsig) every worker shim still alive;
+// each kills its worker's whole tree (see shim.go).
 //
 // The Reaper waits for every child of the process (wait4(-1)): nothing else
 // in corral may start a child with os/exec and Wait for it.
@@ -44,11 +45,11 @@ var ErrNotStarted = errors.New("app not started")
 
 // Defaults for pool settings a spec leaves zero (config normally fills them).
 const (
+	defaultDrainTimeout = 30 * time.Second
 	defaultStopTimeout  = 30 * time.Second
 	defaultStartTimeout = 60 * time.Second
-	defaultBackoffMin   = 500 * time.Millisecond
+	defaultBackoffMin   = 100 * time.Millisecond
 	defaultBackoffMax   = 30 * time.Second
-	defaultBackoffReset = time.Minute
 )
 
 // Options are what an App needs besides its spec.
@@ -303,6 +304,9 @@ func (a *App) update(spec *config.App) {
 		if w.probe != nil {
 			w.probe.SetSpec(spec.Health)
 		}
+		if w.state == StateUnhealthy && !w.stopping && !w.exited {
+			a.armUnhealthy(w)
+		}
 	}
 	if !slices.Equal(old.Watch, spec.Watch) || old.WatchDebounce != spec.WatchDebounce {
 		a.startWatcher()
@@ -326,6 +330,13 @@ func (a *App) stopTimeout() time.Duration {
 		return a.spec.StopTimeout
 	}
 	return defaultStopTimeout
+}
+
+func (a *App) drainTimeout() time.Duration {
+	if a.spec.DrainTimeout > 0 {
+		return a.spec.DrainTimeout
+	}
+	return defaultDrainTimeout
 }
 
 func (a *App) startTimeout() time.Duration {

@@ -24,9 +24,11 @@ import (
 
 // Environment of the helper worker: the test binary re-executed.
 const (
-	envMode     = "CORRAL_TEST_WORKER" // ok, exit, never, ignoreterm
-	envSpawnLog = "CORRAL_TEST_SPAWNLOG"
-	envSickFile = "CORRAL_TEST_SICKFILE" // /healthz answers 500 while it exists
+	envMode      = "CORRAL_TEST_WORKER" // ok, exit, never, ignoreterm, noteterm
+	envSpawnLog  = "CORRAL_TEST_SPAWNLOG"
+	envSickFile  = "CORRAL_TEST_SICKFILE"  // /healthz answers 500 while it (or FILE.<worker id>) exists
+	envTermFile  = "CORRAL_TEST_TERMFILE"  // mode noteterm: SIGTERM's arrival is written here
+	envSlowStart = "CORRAL_TEST_SLOWSTART" // a duration to wait before listening
 )
 
 // testReaper is the one reaper of the test process.
@@ -36,6 +38,10 @@ var testReaper *Reaper
 var testPorts = NewPorts(config.PortRange{First: 31100, Last: 31899})
 
 func TestMain(m *testing.M) {
+	RunShim()
+	if f := os.Getenv(envPoolHost); f != "" {
+		runPoolHost(f)
+	}
 	if mode := os.Getenv(envMode); mode != "" {
 		runWorker(mode)
 		os.Exit(0)
@@ -75,6 +81,18 @@ func runWorker(mode string) {
 		select {}
 	case "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)
+	case "noteterm":
+		// Writes the time of each SIGTERM and keeps running.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		go func() {
+			for range sig {
+				os.WriteFile(os.Getenv(envTermFile), []byte(strconv.FormatInt(time.Now().UnixNano(), 10)), 0o644)
+			}
+		}()
+	}
+	if d, err := time.ParseDuration(os.Getenv(envSlowStart)); err == nil {
+		time.Sleep(d) // a slow app, not a wait for a condition
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
 	if err != nil {
@@ -89,12 +107,17 @@ func runWorker(mode string) {
 		})
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := os.Stat(os.Getenv(envSickFile)); err == nil {
-			w.WriteHeader(http.StatusInternalServerError)
+		// The app's sick file, or the one of this worker alone (FILE.web-2).
+		sick := os.Getenv(envSickFile)
+		for _, f := range []string{sick, sick + "." + os.Getenv("CORRAL_WORKER")} {
+			if _, err := os.Stat(f); err == nil && sick != "" {
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
 		}
 	})
 	fmt.Println("worker listening on", l.Addr())
-	if mode != "ignoreterm" {
+	if mode != "ignoreterm" && mode != "noteterm" {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
 		go func() { <-sig; os.Exit(0) }()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,10 +24,15 @@ import (
 // lines are split into several log lines, never dropped.
 const maxLogLine = 64 << 10
 
-// process is one started worker process and its output pipes.
+// process is one started worker process, the shim above it and its output
+// pipes.
 type process struct {
-	pid    int
+	pid int // the worker's, leader of its process group
+	// exited receives the worker's wait status once.
 	exited <-chan syscall.WaitStatus
+	// shimDone is closed once the shim is reaped: nothing of the worker's
+	// tree is left.
+	shimDone chan struct{}
 	// readers are the parent's read ends of stdout and stderr.
 	readers   []*os.File
 	closeOnce sync.Once
@@ -45,6 +51,15 @@ func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) 
 		argv[i] = strings.ReplaceAll(arg, "{port}", p)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if path, ok := spec.Env["PATH"]; ok && !strings.Contains(argv[0], "/") {
+		// exec.Command looked in corral's PATH; the worker's own is the one
+		// its command is meant to be found in.
+		found, err := lookPath(argv[0], path, spec.Dir)
+		if err != nil {
+			return nil, err
+		}
+		cmd.Path, cmd.Err = found, nil
+	}
 	cmd.Dir = spec.Dir
 	env := os.Environ()
 	for k, v := range spec.Env {
@@ -62,6 +77,24 @@ func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) 
 	}
 	cmd.SysProcAttr = attr
 	return cmd, nil
+}
+
+// lookPath finds the executable file name in the directories of path, as
+// a shell started in dir would: relative entries are relative to dir.
+func lookPath(name, path, dir string) (string, error) {
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(dir, d)
+		}
+		p := filepath.Join(d, name)
+		if info, err := os.Stat(p); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("looking up %q: %w in the app's PATH %q", name, exec.ErrNotFound, path)
 }
 
 // credential looks up the uid, gid and supplementary groups to run as.
@@ -94,10 +127,17 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 	return cred, nil
 }
 
-// startProcess starts cmd through the reaper with its stdout and stderr
-// piped into log line by line. The readers run on wg and end at EOF or when
-// closeLogs closes the read ends.
+// startProcess starts cmd below a shim, through the reaper, with its stdout
+// and stderr piped into log line by line. The readers run on wg and end at
+// EOF or when closeLogs closes the read ends.
 func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup) (*process, error) {
+	if cmd.Err != nil {
+		return nil, cmd.Err // not found in corral's PATH
+	}
+	stR, stW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating status pipe: %w", err)
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("creating stdout pipe: %w", err)
@@ -109,17 +149,56 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup
 		return nil, fmt.Errorf("creating stderr pipe: %w", err)
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
-	pid, exited, err := r.Start(cmd)
+	shimPID, shimExited, err := r.Start(shimCommand(cmd, stW))
 	// The child has its own copies; the parent's write ends must go or the
 	// readers never see EOF.
 	outW.Close()
 	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		return nil, err
+	stW.Close()
+	if err == nil {
+		br := bufio.NewReader(stR)
+		var pid int
+		if pid, err = readShimStart(br, stR); err == nil {
+			return startLogs(r, pid, br, stR, shimExited, []*os.File{outR, errR}, log, wg), nil
+		}
+		if !strings.HasPrefix(err.Error(), "starting worker shim") {
+			err = fmt.Errorf("starting %s: %w", cmd.Path, err)
+		}
+		_ = unix.Kill(shimPID, unix.SIGKILL) // a shim that answered wrong or not at all
 	}
-	p := &process{pid: pid, exited: exited, readers: []*os.File{outR, errR}, logsDone: make(chan struct{})}
+	stR.Close()
+	outR.Close()
+	errR.Close()
+	return nil, err
+}
+
+// startLogs starts the goroutines that follow a started worker: its exit
+// from the shim's status pipe, the shim's own end, and its output.
+func startLogs(r *Reaper, pid int, br *bufio.Reader, st *os.File, shimExited <-chan syscall.WaitStatus,
+	readers []*os.File, log hclog.Logger, wg *sync.WaitGroup) *process {
+	exited := make(chan syscall.WaitStatus, 1)
+	p := &process{pid: pid, exited: exited, shimDone: make(chan struct{}), readers: readers, logsDone: make(chan struct{})}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer st.Close()
+		ws, ok := readShimExit(br)
+		if ok {
+			exited <- ws
+		}
+		select {
+		case shimWS := <-shimExited:
+			if !ok {
+				exited <- shimWS // the shim died without telling: its end is the worker's
+			}
+		case <-r.done:
+			if !ok {
+				exited <- syscall.WaitStatus(syscall.SIGKILL)
+			}
+		}
+		close(p.shimDone)
+	}()
+	outR, errR := readers[0], readers[1]
 	log = log.With("pid", pid)
 	var left atomic.Int32
 	left.Store(2)
@@ -133,7 +212,7 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup
 	wg.Add(2)
 	go read(outR, log)
 	go read(errR, log.With("stream", "stderr"))
-	return p, nil
+	return p
 }
 
 // closeLogs closes the read ends of the output pipes. A grandchild that
@@ -147,14 +226,16 @@ func (p *process) closeLogs() {
 	})
 }
 
-// copyLines logs every line of r at info; lines longer than maxLogLine are
-// logged in pieces.
+// copyLines logs every line of r; lines longer than maxLogLine are logged
+// in pieces. Worker output is the app's own log, so corral's verbosity must
+// not drop it: a line is written at info, or at the logger's level when
+// that is higher (only "off" silences it).
 func copyLines(r io.Reader, log hclog.Logger) {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
 		line, _, err := br.ReadLine()
-		if len(line) > 0 {
-			log.Info(string(line))
+		if level := max(hclog.Info, log.GetLevel()); len(line) > 0 && level != hclog.Off {
+			log.Log(level, string(line))
 		}
 		if err != nil {
 			return

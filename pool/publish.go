@@ -59,7 +59,8 @@ func (a *App) Status() AppStatus {
 func (a *App) publish() {
 	var backends []*Backend
 	for _, w := range a.sortedWorkers() {
-		if w.state == StateReady && w.backend != nil {
+		// An exited worker leaves rotation at once, before its tree is gone.
+		if w.state == StateReady && w.backend != nil && !w.exited {
 			backends = append(backends, w.backend)
 		}
 	}
@@ -69,6 +70,9 @@ func (a *App) publish() {
 		a.table.Store(&Table{App: a.spec, Backends: backends, Stats: a.stats, Version: a.version})
 	}
 	a.trackGiveUp(len(backends) > 0)
+	if len(backends) == 0 {
+		a.rescue()
+	}
 	a.publishStatus()
 }
 

@@ -27,11 +27,12 @@ const reapInterval = time.Second
 // orphaned grandchildren reparented to corral), so nobody else may call
 // Wait on a worker: each exit is handed to the worker that owns the pid.
 //
-// Workers are also forked by the Reaper's goroutine, which is locked to its
-// OS thread for as long as Run runs. Pdeathsig fires when the thread that
-// forked a child exits, so tying every fork to this one long-lived thread
-// means workers get SIGKILL exactly when the reaper (and corral) goes away,
-// never because some random runtime thread was retired.
+// Worker shims are also forked by the Reaper's goroutine, which is locked to
+// its OS thread for as long as Run runs. Pdeathsig fires when the thread
+// that forked a child exits, so tying every fork to this one long-lived
+// thread means shims get their signal (and kill their worker's tree)
+// exactly when the reaper (and corral) goes away, never because some random
+// runtime thread was retired.
 type Reaper struct {
 	log    hclog.Logger
 	starts chan startRequest

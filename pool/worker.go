@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -23,6 +24,8 @@ const (
 	// logGrace is how long a finished worker's output pipes stay open for
 	// its last lines when something outside the group still holds them.
 	logGrace = 500 * time.Millisecond
+	// quickWindow is the window backoff.quick_restarts counts in.
+	quickWindow = time.Minute
 )
 
 // slot is one stable worker position ("web-1"). It outlives the processes
@@ -38,8 +41,22 @@ type slot struct {
 	removed      bool // scaled down
 	delay        time.Duration
 	restartTimer *time.Timer
-	reason       string // why it is in backoff
-	lastExit     string // how its last failed process ended
+	restartAt    time.Time   // when restartTimer fires
+	quick        []time.Time // restarts at once within the last minute
+	served       bool        // its last process had been in rotation
+	reason       string      // why it is in backoff
+	lastExit     string      // how its last failed process ended
+}
+
+// takeQuick reports whether s may restart at once now, at most limit times
+// a minute, and counts the restart when it may.
+func (s *slot) takeQuick(now time.Time, limit int) bool {
+	s.quick = slices.DeleteFunc(s.quick, func(t time.Time) bool { return now.Sub(t) >= quickWindow })
+	if len(s.quick) >= limit {
+		return false
+	}
+	s.quick = append(s.quick, now)
+	return true
 }
 
 func (s *slot) cancelRestart() {
@@ -62,6 +79,11 @@ type worker struct {
 	reason    string
 	startedAt time.Time
 	readyAt   time.Time
+	// inRotation is the time spent ready before readySince, which is set
+	// while the worker is ready: time unhealthy is not time served.
+	inRotation     time.Duration
+	readySince     time.Time
+	unhealthySince time.Time
 
 	backend        *Backend
 	probe          *health.Probe
@@ -83,10 +105,25 @@ type worker struct {
 	exitStatus syscall.WaitStatus
 }
 
-// gone reports whether the leader has exited and its whole group is gone.
+// servedFor is how long w has been in rotation (ready) up to now.
+func (w *worker) servedFor(now time.Time) time.Duration {
+	d := w.inRotation
+	if !w.readySince.IsZero() {
+		d += now.Sub(w.readySince)
+	}
+	return d
+}
+
+// gone reports whether the leader has exited and its whole tree is gone:
+// its group, and (the shim has ended) anything that left the group.
 func (w *worker) gone() bool {
 	select {
 	case <-w.exitedCh:
+	default:
+		return false
+	}
+	select {
+	case <-w.proc.shimDone:
 		return groupGone(w.proc.pid)
 	default:
 		return false
@@ -194,22 +231,44 @@ func (a *App) fill(s *slot) {
 	s.cur = w
 }
 
-// scheduleRestart puts s into backoff after its worker w (nil when it never
-// started) failed.
+// scheduleRestart restarts s after its worker w (nil when it never
+// started) failed: at once when w had served (was in rotation for
+// backoff.min_uptime), at most backoff.quick_restarts times a minute;
+// otherwise after the slot's backoff delay.
 func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 	if a.stopping || s.removed {
 		return
 	}
 	b := a.spec.Backoff
 	lo, hi := orDefault(b.Min, defaultBackoffMin), orDefault(b.Max, defaultBackoffMax)
-	reset := orDefault(b.ResetAfter, defaultBackoffReset)
-	if w != nil && !w.readyAt.IsZero() && time.Since(w.readyAt) >= reset {
+	now := time.Now()
+	s.served = w != nil && !w.readyAt.IsZero()
+	var served time.Duration
+	if s.served {
+		served = w.servedFor(now)
+	}
+	if s.served && served >= b.ResetAfter {
 		s.delay = 0 // it was healthy long enough: this is a fresh failure
+	}
+	s.reason = reason
+	s.cancelRestart()
+	if s.served && served >= b.MinUptime && s.takeQuick(now, b.QuickRestarts) {
+		// It started and served: a restart now keeps the app's capacity,
+		// and the failure is not one a delay would cure.
+		a.log.Info("restarting worker at once", "worker", s.id, "reason", reason)
+		s.stats.AddRestart()
+		a.fill(s)
+		return
 	}
 	d := max(s.delay, lo)
 	s.delay = min(2*d, hi)
-	d = time.Duration(float64(min(d, hi)) * (0.8 + 0.4*rand.Float64()))
-	s.reason = reason
+	d = min(time.Duration(float64(min(d, hi))*(0.8+0.4*rand.Float64())), hi)
+	a.armRestart(s, d)
+	a.log.Warn("worker in backoff", "worker", s.id, "reason", reason, "delay", d.Round(time.Millisecond))
+}
+
+// armRestart (re)starts s's restart timer to fire after d.
+func (a *App) armRestart(s *slot, d time.Duration) {
 	s.cancelRestart()
 	var t *time.Timer
 	t = a.after(d, func() {
@@ -224,8 +283,35 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 		a.fill(s)
 		a.publish()
 	})
-	s.restartTimer = t
-	a.log.Warn("worker in backoff", "worker", s.id, "reason", reason, "delay", d.Round(time.Millisecond))
+	s.restartTimer, s.restartAt = t, time.Now().Add(d)
+}
+
+// rescue keeps an app with no worker in rotation from sitting out long
+// backoffs: unless a worker is already starting, the slot due soonest whose
+// last process had served restarts within backoff.min. A slot whose workers
+// never got ready is left to its backoff, so a broken command still backs
+// off.
+func (a *App) rescue() {
+	if a.stopping {
+		return
+	}
+	for w := range a.workers {
+		if w.state == StateStarting && !w.stopping && !w.exited && !w.candidate {
+			return
+		}
+	}
+	var next *slot
+	for _, s := range a.slots {
+		if s.restartTimer != nil && s.served && (next == nil || s.restartAt.Before(next.restartAt)) {
+			next = s
+		}
+	}
+	lo := orDefault(a.spec.Backoff.Min, defaultBackoffMin)
+	if next == nil || time.Until(next.restartAt) <= lo {
+		return
+	}
+	a.log.Info("no worker in rotation, restarting sooner", "worker", next.id, "delay", lo)
+	a.armRestart(next, lo)
 }
 
 // orDefault returns d, or def when d is not positive.
@@ -281,28 +367,44 @@ func (a *App) onHealth(w *worker, t health.Transition) {
 		a.markReady(w)
 	case t.Healthy && w.state == StateUnhealthy:
 		w.state, w.reason = StateReady, ""
+		w.readySince, w.unhealthySince = time.Now(), time.Time{}
 		if w.unhealthyTimer != nil {
 			w.unhealthyTimer.Stop()
 			w.unhealthyTimer = nil
 		}
 		w.log.Info("worker back in rotation")
 	case !t.Healthy && w.state == StateReady:
+		now := time.Now()
 		w.state, w.reason = StateUnhealthy, t.Reason
+		w.inRotation, w.readySince, w.unhealthySince = w.servedFor(now), time.Time{}, now
 		w.log.Warn("worker out of rotation", "reason", t.Reason)
-		if h := a.spec.Health; h != nil && h.RestartAfter > 0 {
-			after := h.RestartAfter
-			var timer *time.Timer
-			timer = a.after(after, func() {
-				if w.unhealthyTimer == timer && w.state == StateUnhealthy {
-					a.kill(w, fmt.Sprintf("unhealthy for %s", after))
-				}
-			})
-			w.unhealthyTimer = timer
-		}
+		a.armUnhealthy(w)
 	default:
 		return
 	}
 	a.publish()
+}
+
+// armUnhealthy (re)arms the restart of unhealthy w for the current
+// health.restart_after, counted from when it became unhealthy; a value of 0
+// disarms it.
+func (a *App) armUnhealthy(w *worker) {
+	if w.unhealthyTimer != nil {
+		w.unhealthyTimer.Stop()
+		w.unhealthyTimer = nil
+	}
+	h := a.spec.Health
+	if h == nil || h.RestartAfter <= 0 || w.state != StateUnhealthy {
+		return
+	}
+	after := h.RestartAfter
+	var timer *time.Timer
+	timer = a.after(time.Until(w.unhealthySince.Add(after)), func() {
+		if w.unhealthyTimer == timer && w.state == StateUnhealthy {
+			a.kill(w, fmt.Sprintf("unhealthy for %s", after))
+		}
+	})
+	w.unhealthyTimer = timer
 }
 
 // markReady puts w into rotation.
@@ -311,6 +413,7 @@ func (a *App) markReady(w *worker) {
 		w.readyTimer.Stop()
 	}
 	w.state, w.reason, w.readyAt = StateReady, "", time.Now()
+	w.readySince = w.readyAt
 	b := &Backend{ID: w.slot.id, Port: w.port, Stats: w.slot.stats}
 	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
 	if a.opts.NewUpstream != nil {
@@ -376,15 +479,23 @@ func (a *App) beginStop(w *worker, reason string, drain bool, sig syscall.Signal
 	} else if !w.exited {
 		w.state, w.reason = StateStopping, reason
 	}
+	var drainFor time.Duration
+	if drain {
+		drainFor = a.drainTimeout()
+	}
 	a.wg.Add(1)
-	go a.terminate(w, drain, sig, timeout)
+	go a.terminate(w, drainFor, sig, timeout)
 }
 
-// terminate ends w's process group within timeout (plus killGrace) and
-// reports back with finish. It runs on its own goroutine.
-func (a *App) terminate(w *worker, drain bool, sig syscall.Signal, timeout time.Duration) {
+// terminate ends w's process group: it waits up to drainFor for w's
+// requests in flight, then sends sig and gives the group timeout (plus
+// killGrace after SIGKILL) to go, and reports back with finish. The stop
+// grace starts with the signal, so a long drain never eats it. It runs on
+// its own goroutine.
+func (a *App) terminate(w *worker, drainFor time.Duration, sig syscall.Signal, timeout time.Duration) {
 	defer a.wg.Done()
-	deadline := time.Now().Add(timeout)
+	drain := drainFor > 0
+	deadline := time.Now().Add(drainFor)
 	if b := w.backend; b != nil {
 		if b.Upstream != nil {
 			// Idle keep-alive connections carry no request: close them now
@@ -408,7 +519,7 @@ func (a *App) terminate(w *worker, drain bool, sig syscall.Signal, timeout time.
 	if err := signalGroup(pgid, sig); err != nil {
 		w.log.Error("cannot signal worker", "error", err)
 	}
-	if !a.waitUntil(deadline, w.gone) {
+	if !a.waitUntil(time.Now().Add(timeout), w.gone) {
 		if sig != syscall.SIGKILL {
 			w.log.Warn("worker did not stop in time, killing", "timeout", timeout)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/corral-dev/corral/admin"
 	"github.com/corral-dev/corral/config"
+	"github.com/corral-dev/corral/pool"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -31,6 +32,7 @@ const (
 )
 
 func main() {
+	pool.RunShim() // a worker shim never gets further
 	tuneRuntime()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

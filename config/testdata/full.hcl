@@ -50,7 +50,8 @@ app "web" {
 
   instances       = 4               # [number of CPUs] 1..256
   stop_signal     = "SIGQUIT"       # [SIGTERM] TERM INT QUIT HUP USR1 USR2 KILL WINCH, with or without SIG
-  stop_timeout    = "20s"           # [30s] drain + signal, then SIGKILL
+  drain_timeout   = "15s"           # [30s] wait for requests in flight, then the stop signal
+  stop_timeout    = "20s"           # [30s] after the stop signal, then SIGKILL
   start_timeout   = "30s"           # [60s] spawn to ready
   surge           = 2               # [1] extra workers during a rolling restart, 1..instances
   exit_on_failure = "5m"            # [0s = off] exit corral when the app has no ready worker this long
@@ -60,7 +61,9 @@ app "web" {
   backoff {
     min         = "200ms"           # [100ms] first restart delay, doubling per crash
     max         = "10s"             # [30s]
-    reset_after = "1m"              # [30s] ready this long resets the delay
+    reset_after = "1m"              # [30s] in rotation this long resets the delay
+    min_uptime  = "2s"              # [1s] in rotation this long before a crash: restart at once
+    quick_restarts = 5              # [10] restarts at once per worker per minute; 0 = never
   }
 
   health {                          # [none: ready when the port accepts connections]
@@ -68,7 +71,7 @@ app "web" {
     path                = "/healthz" # [/] http only
     host                = "web.internal" # [""] Host header for the probe
     interval            = "3s"      # [2s]
-    timeout             = "2s"      # [1s] at most interval
+    timeout             = "2s"      # [1s] may be longer than interval: probes never overlap
     expect_status       = [200, 204] # [none = any 2xx or 3xx]
     healthy_threshold   = 1         # [2] passes in a row to turn healthy
     unhealthy_threshold = 4         # [3] failures in a row to turn unhealthy
