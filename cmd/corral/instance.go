@@ -36,6 +36,7 @@ type instance struct {
 	state atomic.Pointer[state]
 
 	reloads      chan reloadRequest
+	pings        chan chan struct{} // answered by the reload goroutine between reloads
 	giveUp       chan error
 	shuttingDown atomic.Bool
 	lastReload   atomic.Pointer[admin.ReloadResult]
@@ -43,6 +44,12 @@ type instance struct {
 	// background owns goroutines that must end before shutdown returns:
 	// servers, stops of removed apps, rolls started by signals.
 	background sync.WaitGroup
+
+	// removing holds the apps a reload removed whose stop still runs.
+	// Shutdown stops them too: their workers' exits come through the
+	// reaper, so they must be gone before the reaper ends.
+	removingMu sync.Mutex
+	removing   map[*pool.App]bool
 }
 
 // state is one applied configuration with the apps and listeners it runs.
@@ -64,14 +71,16 @@ type reloadRequest struct {
 // fast, before any worker is spawned), then the apps, then serving.
 func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance, error) {
 	in := &instance{
-		log:     log,
-		path:    cfg.Path,
-		started: time.Now(),
-		reaper:  pool.NewReaper(log),
-		ports:   pool.NewPorts(cfg.WorkerPorts),
-		proxy:   proxy.New(cfg.Proxy, log),
-		reloads: make(chan reloadRequest),
-		giveUp:  make(chan error, 1),
+		log:      log,
+		path:     cfg.Path,
+		started:  time.Now(),
+		reaper:   pool.NewReaper(log),
+		ports:    pool.NewPorts(cfg.WorkerPorts),
+		proxy:    proxy.New(cfg.Proxy, log),
+		reloads:  make(chan reloadRequest),
+		pings:    make(chan chan struct{}),
+		giveUp:   make(chan error, 1),
+		removing: map[*pool.App]bool{},
 	}
 	public, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -213,7 +222,27 @@ func (in *instance) runReloads(ctx context.Context) {
 			in.lastReload.Store(&res)
 			in.admin.ObserveReload(res)
 			req.reply <- res
+		case reply := <-in.pings:
+			close(reply)
 		}
+	}
+}
+
+// pingReloads waits until the reload goroutine is between reloads. It is
+// the goroutine's heartbeat, and shutdown's barrier: once it answers after
+// shuttingDown is set, no reload is applying and none will.
+func (in *instance) pingReloads(ctx context.Context) error {
+	reply := make(chan struct{})
+	select {
+	case in.pings <- reply:
+	case <-ctx.Done():
+		return fmt.Errorf("reload goroutine busy: %w", ctx.Err())
+	}
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reload goroutine does not answer: %w", ctx.Err())
 	}
 }
 
@@ -313,12 +342,18 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 
 	for _, name := range diff.Removed {
 		a := old.apps[name]
+		in.removingMu.Lock()
+		in.removing[a] = true
+		in.removingMu.Unlock()
 		in.goBackground(func() {
 			stopCtx, cancel := context.WithTimeout(context.Background(), appStopBound(old.cfg, name))
 			defer cancel()
 			if err := a.Stop(stopCtx); err != nil {
 				in.log.Warn("stopping removed app", "app", name, "error", err)
 			}
+			in.removingMu.Lock()
+			delete(in.removing, a)
+			in.removingMu.Unlock()
 		})
 	}
 	if next.public != old.public {
@@ -449,6 +484,9 @@ func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 //     reload loop, and waits for background goroutines.
 func (in *instance) shutdown(ctx context.Context) {
 	in.shuttingDown.Store(true)
+	if err := in.pingReloads(ctx); err != nil {
+		in.log.Warn("a reload is still running at shutdown", "error", err)
+	}
 	st := in.state.Load()
 	if d := st.cfg.Shutdown.PreStopDelay; d > 0 {
 		in.log.Info("pre-stop delay: still serving", "delay", d)
@@ -463,12 +501,12 @@ func (in *instance) shutdown(ctx context.Context) {
 	}
 	in.log.Info("stopping workers")
 	var wg sync.WaitGroup
-	for name, a := range in.state.Load().apps {
+	for _, a := range in.appsToStop() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := a.Stop(ctx); err != nil {
-				in.log.Warn("stopping app", "app", name, "error", err)
+				in.log.Warn("stopping app", "app", a.Name(), "error", err)
 			}
 		}()
 	}
@@ -476,4 +514,21 @@ func (in *instance) shutdown(ctx context.Context) {
 	adminCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	in.admin.Shutdown(adminCtx)
 	cancel()
+}
+
+// appsToStop returns every app shutdown must stop: those of the running
+// config and those a reload removed that are still stopping (Stop may be
+// called twice; the second call bounds the first by the shutdown deadline).
+func (in *instance) appsToStop() []*pool.App {
+	st := in.state.Load()
+	apps := make([]*pool.App, 0, len(st.apps))
+	for _, a := range st.apps {
+		apps = append(apps, a)
+	}
+	in.removingMu.Lock()
+	for a := range in.removing {
+		apps = append(apps, a)
+	}
+	in.removingMu.Unlock()
+	return apps
 }
