@@ -49,7 +49,7 @@ type instance struct {
 	// Shutdown stops them too: their workers' exits come through the
 	// reaper, so they must be gone before the reaper ends.
 	removingMu sync.Mutex
-	removing   map[*pool.App]bool
+	removing   map[*pool.App]time.Duration // app -> its stop_timeout
 }
 
 // state is one applied configuration with the apps and listeners it runs.
@@ -80,7 +80,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		reloads:  make(chan reloadRequest),
 		pings:    make(chan chan struct{}),
 		giveUp:   make(chan error, 1),
-		removing: map[*pool.App]bool{},
+		removing: map[*pool.App]time.Duration{},
 	}
 	public, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -343,7 +343,7 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 	for _, name := range diff.Removed {
 		a := old.apps[name]
 		in.removingMu.Lock()
-		in.removing[a] = true
+		in.removing[a] = appSpec(old.cfg, name).StopTimeout
 		in.removingMu.Unlock()
 		in.goBackground(func() {
 			stopCtx, cancel := context.WithTimeout(context.Background(), appStopBound(old.cfg, name))
@@ -471,17 +471,22 @@ func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 	return out
 }
 
-// shutdown stops corral gracefully. This is the one place the order lives:
+// shutdown stops corral gracefully within ctx (shutdown.timeout). This is
+// the one place the order lives:
 //
-//  1. /readyz turns 503 (load balancers stop sending new traffic);
-//  2. the pre-stop delay keeps serving while they notice;
-//  3. the public listeners stop accepting; in-flight requests and streams
-//     finish, bounded by ctx;
-//  4. every app drains and stops its workers (process groups, SIGKILL after
-//     stop_timeout or at once when ctx is done);
-//  5. the admin API stops;
+//  1. /readyz turns 503 (load balancers stop sending new traffic) and the
+//     reload goroutine finishes any reload under way (no reload starts later);
+//  2. the pre-stop delay keeps serving while load balancers notice;
+//  3. the proxy stops accepting, closes idle connections and waits for
+//     in-flight requests and long-lived streams (WebSockets, SSE) until the
+//     drain deadline (drainDeadline), then closes what is left, so every app
+//     still has its stop_timeout before ctx ends;
+//  4. every app, including apps a reload removed that are still stopping,
+//     sends the stop signal to each worker's process group and SIGKILLs it
+//     after stop_timeout, or at once when ctx is done;
+//  5. the admin API stops (it answers /healthz and /readyz until here);
 //  6. the caller cancels the root context, which ends the reaper and the
-//     reload loop, and waits for background goroutines.
+//     reload goroutine, and waits for background goroutines.
 func (in *instance) shutdown(ctx context.Context) {
 	in.shuttingDown.Store(true)
 	if err := in.pingReloads(ctx); err != nil {
@@ -495,13 +500,22 @@ func (in *instance) shutdown(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
-	in.log.Info("shutting down: draining requests")
-	if err := in.proxy.Shutdown(ctx); err != nil {
-		in.log.Warn("requests still in flight at shutdown deadline", "error", err)
+
+	apps, stopTime := in.appsToStop()
+	drainCtx := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		drainCtx, cancel = context.WithDeadline(ctx, drainDeadline(time.Now(), deadline, stopTime))
+		defer cancel()
 	}
+	in.log.Info("shutting down: draining requests", "stop_time", stopTime)
+	if err := in.proxy.Shutdown(drainCtx); err != nil {
+		in.log.Warn("requests and streams still open at the drain deadline were closed", "error", err)
+	}
+
 	in.log.Info("stopping workers")
 	var wg sync.WaitGroup
-	for _, a := range in.appsToStop() {
+	for _, a := range apps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -516,19 +530,42 @@ func (in *instance) shutdown(ctx context.Context) {
 	cancel()
 }
 
-// appsToStop returns every app shutdown must stop: those of the running
+// killMargin is kept after the longest stop_timeout for the SIGKILL and
+// the reap that follow it.
+const killMargin = time.Second
+
+// drainDeadline is when the proxy's drain must end so that workers still
+// get stopTime (their longest stop_timeout plus killMargin) before
+// deadline. The drain is never cut below a quarter of what remains: with
+// stop_timeout at or above shutdown.timeout (the defaults are 30 s and
+// 25 s), requests in flight still get time to finish and workers get the
+// rest.
+func drainDeadline(now, deadline time.Time, stopTime time.Duration) time.Time {
+	remaining := deadline.Sub(now)
+	drain := remaining - stopTime - killMargin
+	if floor := remaining / 4; drain < floor {
+		drain = floor
+	}
+	return now.Add(drain)
+}
+
+// appsToStop returns every app shutdown must stop, those of the running
 // config and those a reload removed that are still stopping (Stop may be
-// called twice; the second call bounds the first by the shutdown deadline).
-func (in *instance) appsToStop() []*pool.App {
+// called twice; the second call bounds the first by the shutdown deadline),
+// and the longest stop_timeout among them.
+func (in *instance) appsToStop() ([]*pool.App, time.Duration) {
 	st := in.state.Load()
 	apps := make([]*pool.App, 0, len(st.apps))
-	for _, a := range st.apps {
-		apps = append(apps, a)
+	var longest time.Duration
+	for _, spec := range st.cfg.Apps {
+		apps = append(apps, st.apps[spec.Name])
+		longest = max(longest, spec.StopTimeout)
 	}
 	in.removingMu.Lock()
-	for a := range in.removing {
+	for a, stopTimeout := range in.removing {
 		apps = append(apps, a)
+		longest = max(longest, stopTimeout)
 	}
 	in.removingMu.Unlock()
-	return apps
+	return apps, longest
 }

@@ -2,11 +2,16 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 // twoApps has a served app and a background app "gone" whose worker ignores
@@ -71,5 +76,66 @@ func TestSIGTERMWhileARemovedAppStopsEndsCorral(t *testing.T) {
 	t.Logf("corral exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
 	for _, pid := range gone {
 		waitFor(t, 2*time.Second, fmt.Sprintf("removed app's worker %d gone", pid), func() bool { return processGone(pid) })
+	}
+}
+
+func TestSIGTERMWithAnOpenWebSocketGivesWorkersTheirStopTime(t *testing.T) {
+	markers := t.TempDir()
+	c := newCorral(t, strings.ReplaceAll(`
+listen       = "{public}"
+worker_ports = "{ports}"
+admin { listen = "{admin}" }
+shutdown { timeout = "5s" }
+app "web" {
+  command      = ["{testapp}"]
+  env          = { TESTAPP_MODE = "slow-term", MARKER_DIR = "MARKERS" }
+  instances    = 1
+  stop_timeout = "2s"
+}
+`, "MARKERS", markers))
+	c.waitReady(30 * time.Second)
+	ws, err := websocket.Dial("ws://"+c.public+"/ws", "", "http://"+c.public+"/")
+	if err != nil {
+		t.Fatalf("websocket through corral: %v", err)
+	}
+	defer ws.Close()
+	ws.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := ws.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(ws, buf); err != nil {
+		t.Fatalf("websocket echo: %v", err)
+	}
+
+	start := time.Now()
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(8 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	took := time.Since(start)
+	t.Logf("corral exited %s after SIGTERM", took.Round(time.Millisecond))
+	if took > 5*time.Second+500*time.Millisecond {
+		t.Errorf("shutdown took %s, shutdown.timeout is 5s", took)
+	}
+	if _, err := os.Stat(filepath.Join(markers, "term-web-1")); err != nil {
+		t.Errorf("the worker's SIGTERM handler did not finish: %v", err)
+	}
+}
+
+func TestDrainDeadlineLeavesTheStopTime(t *testing.T) {
+	now := time.Unix(1000, 0)
+	for _, tc := range []struct {
+		timeout, stop, want time.Duration
+	}{
+		{10 * time.Second, 2 * time.Second, 7 * time.Second},          // 10 - 2 - 1 s margin
+		{5 * time.Second, 2 * time.Second, 2 * time.Second},           // the e2e test's numbers
+		{25 * time.Second, 30 * time.Second, 6250 * time.Millisecond}, // defaults: floor of a quarter
+		{4 * time.Second, 3 * time.Second, time.Second},               // 0 left: the floor
+	} {
+		got := drainDeadline(now, now.Add(tc.timeout), tc.stop).Sub(now)
+		if got != tc.want {
+			t.Errorf("timeout %s, stop %s: drain %s, want %s", tc.timeout, tc.stop, got, tc.want)
+		}
 	}
 }
