@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -255,6 +256,9 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 		res.Error = "shutting down"
 		return res
 	}
+	// Every trigger rereads the certificate, whatever the config says: a
+	// renewal replaces the files and leaves config.hcl as it was.
+	in.rereadCertificate(in.state.Load().cfg.Proxy)
 	cfg, err := config.Load(in.path)
 	if err != nil {
 		var problems config.Problems
@@ -389,6 +393,24 @@ func listenReplacing(old net.Listener, oldAddr, newAddr string) (net.Listener, e
 		return nil, fmt.Errorf("listening again on %s: %w", newAddr, err)
 	}
 	return ln, nil
+}
+
+// rereadCertificate makes the proxy read the certificate files of settings
+// again for the next handshake, if they load; when they do not, the
+// certificate being served stays.
+func (in *instance) rereadCertificate(settings config.Proxy) {
+	if settings.TLS == nil {
+		return
+	}
+	pair, err := tls.LoadX509KeyPair(settings.TLS.Cert, settings.TLS.Key)
+	if err != nil {
+		in.log.Warn("tls certificate files do not load; serving the current certificate", "cert", settings.TLS.Cert, "error", err)
+		return
+	}
+	in.proxy.SetSettings(settings)
+	if leaf := pair.Leaf; leaf != nil {
+		in.log.Info("tls certificate read", "cert", settings.TLS.Cert, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
+	}
 }
 
 func sameTLS(a, b *config.TLS) bool {
