@@ -27,10 +27,11 @@ type instance struct {
 	path    string
 	started time.Time
 
-	reaper *pool.Reaper
-	ports  *pool.Ports
-	proxy  *proxy.Proxy
-	admin  *admin.Server // served only while admin.listen is set
+	watcher *config.Watcher // nil in tests without one
+	reaper  *pool.Reaper
+	ports   *pool.Ports
+	proxy   *proxy.Proxy
+	admin   *admin.Server // served only while admin.listen is set
 
 	// state is replaced, never modified, by the reload goroutine (its only
 	// writer); everyone else loads it.
@@ -70,9 +71,11 @@ type reloadRequest struct {
 
 // start brings up a corral for cfg: listeners first (so a busy port fails
 // fast, before any worker is spawned), then the apps, then serving.
-func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance, error) {
+// watcher (may be nil) is told which certificate files to watch.
+func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *config.Watcher) (*instance, error) {
 	in := &instance{
 		log:      log,
+		watcher:  watcher,
 		path:     cfg.Path,
 		started:  time.Now(),
 		reaper:   pool.NewReaper(log),
@@ -109,6 +112,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 	st.appOrder = appNames(cfg)
 	in.proxy.SetApps(cfg.Apps, tableSources(st.apps))
 	in.state.Store(st)
+	in.watchCertificate(cfg.Proxy)
 	in.servePublic(public, st.tlsOn)
 	in.serveAdmin(adminLn)
 	in.goBackground(func() { in.runReloads(ctx) })
@@ -372,6 +376,7 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 			old.adminLn.Close()
 		}
 	}
+	in.watchCertificate(cfg.Proxy)
 	res.Applied = true
 	in.log.Info("config reloaded", "trigger", trigger, "changes", res.Changes)
 	return res
@@ -410,6 +415,18 @@ func (in *instance) rereadCertificate(settings config.Proxy) {
 	in.proxy.SetSettings(settings)
 	if leaf := pair.Leaf; leaf != nil {
 		in.log.Info("tls certificate read", "cert", settings.TLS.Cert, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
+	}
+}
+
+// watchCertificate has the config watcher watch the certificate files too,
+// so a renewal reloads without a signal.
+func (in *instance) watchCertificate(settings config.Proxy) {
+	switch {
+	case in.watcher == nil:
+	case settings.TLS == nil:
+		in.watcher.AlsoWatch()
+	default:
+		in.watcher.AlsoWatch(settings.TLS.Cert, settings.TLS.Key)
 	}
 }
 

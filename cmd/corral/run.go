@@ -57,7 +57,7 @@ func runCommand(args []string, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	in, err := start(ctx, cfg, log)
+	in, err := start(ctx, cfg, log, watcher)
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return exitFailure

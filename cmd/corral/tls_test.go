@@ -115,3 +115,9 @@ func TestRenewedCertificateIsServedAfterSIGHUPAndReload(t *testing.T) {
 		t.Fatalf("serial %d served after POST /reload, want 3", got)
 	}
 }
+
+func TestRenewedCertificateIsServedWithoutASignal(t *testing.T) {
+	c, certs := startTLSWeb(t)
+	writeCert(t, certs, 2) // in place, in a directory config.hcl is not in
+	waitFor(t, 10*time.Second, "certificate 2 served without a signal", func() bool { return servedSerial(c.public) == 2 })
+}
