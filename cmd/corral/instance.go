@@ -92,7 +92,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 	}
 	// The admin server exists even when admin.listen is "", so a reload that
 	// turns it on only has to bind a listener.
-	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Logger: log, Version: version})
+	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Liveness: in, Logger: log, Version: version})
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
@@ -496,6 +496,21 @@ func (in *instance) restartAll(ctx context.Context) {
 			in.log.Info("rolling restart done", "app", name)
 		})
 	}
+}
+
+// Alive implements admin.Liveness: the reload goroutine and the supervisor
+// of every app (also removed apps still stopping) answer before ctx ends.
+// The apps are asked at once, so one stuck app does not hide the others.
+func (in *instance) Alive(ctx context.Context) error {
+	apps, _ := in.appsToStop()
+	errs := make([]error, len(apps)+1)
+	var wg sync.WaitGroup
+	for i, a := range apps {
+		wg.Go(func() { errs[i] = a.Alive(ctx) })
+	}
+	errs[len(apps)] = in.pingReloads(ctx)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // MetricsSnapshot implements admin.Metrics.
