@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -287,29 +288,28 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 
 	next := &state{cfg: cfg, apps: make(map[string]*pool.App, len(cfg.Apps)), public: old.public, adminLn: old.adminLn, tlsOn: cfg.Proxy.TLS != nil}
 	rebindPublic := diff.ListenChanged || next.tlsOn != old.tlsOn || (diff.ProxyChanged && !sameTLS(old.cfg.Proxy.TLS, cfg.Proxy.TLS))
+	var public, adminSwap *listenerSwap
 	if rebindPublic {
-		ln, err := listenReplacing(old.public, old.cfg.Listen, cfg.Listen)
-		if err != nil {
-			res.Error = err.Error()
-			in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
+		public = &listenerSwap{what: "public", old: old.public, addr: cfg.Listen}
+	}
+	if diff.AdminChanged {
+		adminSwap = &listenerSwap{what: "admin", old: old.adminLn, addr: cfg.Admin.Listen}
+	}
+	if err := bindSwaps(public, adminSwap); err != nil {
+		res.Error = err.Error()
+		if lost := in.undoSwaps(old, public, adminSwap); lost != nil {
+			res.Error += "; " + lost.Error()
+			in.log.Error("config not applied, and a listener of the running config is lost", "trigger", trigger, "error", res.Error)
 			return res
 		}
-		next.public = ln
+		in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
+		return res
 	}
-	if diff.AdminChanged && cfg.Admin.Listen == "" {
-		next.adminLn = nil
+	if public != nil {
+		next.public = public.ln
 	}
-	if diff.AdminChanged && cfg.Admin.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			if rebindPublic && next.public != old.public {
-				next.public.Close()
-			}
-			res.Error = fmt.Sprintf("listening on admin %s: %v", cfg.Admin.Listen, err)
-			in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
-			return res
-		}
-		next.adminLn = ln
+	if adminSwap != nil {
+		next.adminLn = adminSwap.ln
 	}
 
 	if diff.LogChanged {
@@ -367,7 +367,8 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 	if next.public != old.public {
 		in.servePublic(next.public, next.tlsOn)
 		// Closing the old listener stops new connections only; requests
-		// already accepted there finish.
+		// already accepted there finish. (It may be closed already, when
+		// the new address shares its port.)
 		old.public.Close()
 	}
 	if next.adminLn != old.adminLn {
@@ -382,22 +383,97 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 	return res
 }
 
-// listenReplacing binds the new public address. When only TLS changed the
-// address is the same, so the old listener must be closed first.
-func listenReplacing(old net.Listener, oldAddr, newAddr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", newAddr)
-	if err == nil {
-		return ln, nil
+// listenerSwap is one listener a reload moves to a new address.
+type listenerSwap struct {
+	what string       // "public" or "admin", for messages
+	old  net.Listener // the running one; nil when admin.listen was ""
+	addr string       // the new address; "" turns the admin listener off
+
+	ln        net.Listener // bound by bind
+	closedOld bool         // old was closed to free the port for ln
+}
+
+// bind binds the new address beside the old listener. When that fails
+// because the old listener holds the same port (127.0.0.1:P -> 0.0.0.0:P,
+// 127.0.0.1:P -> localhost:P, or the same address with new TLS settings),
+// the old listener is closed first; undo binds it again if the reload
+// fails later.
+func (s *listenerSwap) bind() error {
+	if s.addr == "" {
+		return nil
 	}
-	if oldAddr != newAddr {
-		return nil, fmt.Errorf("listening on %s: %w", newAddr, err)
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil && s.old != nil && errors.Is(err, syscall.EADDRINUSE) && samePort(s.old.Addr().String(), s.addr) {
+		s.old.Close()
+		s.closedOld = true
+		ln, err = net.Listen("tcp", s.addr)
 	}
-	old.Close()
-	ln, err = net.Listen("tcp", newAddr)
 	if err != nil {
-		return nil, fmt.Errorf("listening again on %s: %w", newAddr, err)
+		return fmt.Errorf("listening on %s %s: %w", s.what, s.addr, err)
 	}
-	return ln, nil
+	s.ln = ln
+	return nil
+}
+
+// bindSwaps binds every swap (nil ones are skipped) and stops at the first
+// failure.
+func bindSwaps(swaps ...*listenerSwap) error {
+	for _, s := range swaps {
+		if s == nil {
+			continue
+		}
+		if err := s.bind(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// undoSwaps closes what a failed reload bound and serves again, on its own
+// address, every running listener that was closed to free its port, so the
+// running config keeps serving. The error names a listener that could not
+// be bound again (someone else took the port in between).
+func (in *instance) undoSwaps(old *state, public, adminSwap *listenerSwap) error {
+	restored := *old
+	var lost []error
+	for _, s := range []*listenerSwap{public, adminSwap} {
+		if s == nil {
+			continue
+		}
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if !s.closedOld {
+			continue
+		}
+		addr := s.old.Addr().String()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			lost = append(lost, fmt.Errorf("%s listener %s closed and not bound again: %w", s.what, addr, err))
+			continue
+		}
+		if s == public {
+			restored.public = ln
+			in.servePublic(ln, old.tlsOn)
+		} else {
+			restored.adminLn = ln
+			in.serveAdmin(ln)
+		}
+	}
+	in.state.Store(&restored)
+	return errors.Join(lost...)
+}
+
+// samePort reports whether two listen addresses name the same TCP port.
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil {
+		return false
+	}
+	na, errA := net.LookupPort("tcp", pa)
+	nb, errB := net.LookupPort("tcp", pb)
+	return errA == nil && errB == nil && na == nb
 }
 
 // rereadCertificate makes the proxy read the certificate files of settings
