@@ -51,8 +51,11 @@ func runCommand(args []string, stderr io.Writer) int {
 
 	// Signals are caught before anything is spawned: as PID 1 corral gets no
 	// default signal actions, and a SIGTERM during start-up must not be lost.
+	// SIGQUIT stops gracefully too, as nginx does (images that set
+	// STOPSIGNAL SIGQUIT for it keep working), instead of Go's goroutine
+	// dump and exit 2, which would skip the shutdown and kill the workers.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -101,7 +104,7 @@ wait:
 		case <-done:
 			finished = true
 		case s := <-sigs:
-			if s == syscall.SIGTERM || s == syscall.SIGINT {
+			if s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT {
 				log.Warn("second signal: stopping at once", "signal", s.String())
 				code = exitForced
 				stopNow()

@@ -139,3 +139,20 @@ func TestDrainDeadlineLeavesTheStopTime(t *testing.T) {
 		}
 	}
 }
+
+func TestSIGQUITStopsGracefully(t *testing.T) {
+	c := startWeb(t, 2)
+	pids := c.allPIDs("web")
+	c.signal(syscall.SIGQUIT)
+	if code := c.wait(20 * time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGQUIT, want 0 (a graceful stop)", code)
+	}
+	if log := c.log.String(); !strings.Contains(log, "shutdown requested") || strings.Contains(log, "goroutine ") {
+		t.Errorf("SIGQUIT did not go through the graceful shutdown:\n%s", log)
+	}
+	for _, pid := range pids {
+		if !processGone(pid) {
+			t.Errorf("worker pid %d still exists after SIGQUIT", pid)
+		}
+	}
+}
