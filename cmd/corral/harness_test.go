@@ -112,6 +112,7 @@ type corralProc struct {
 	admin   string
 	ports   string
 	log     *lockedBuffer
+	env     []string // added to corral's environment
 	exited  chan struct{}
 	exitErr error
 }
@@ -163,6 +164,9 @@ func (c *corralProc) start(wrap ...string) {
 	argv := append(append([]string{}, wrap...), corralBin, "run", "-config", c.config)
 	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if len(c.env) > 0 {
+		c.cmd.Env = append(os.Environ(), c.env...)
+	}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)

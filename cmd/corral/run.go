@@ -24,10 +24,29 @@ const (
 )
 
 // Reload triggers debounce and poll intervals of the config file watcher.
+// $CORRAL_CONFIG_POLL replaces the poll interval ("0" turns the poll off,
+// so that tests see what file events alone do).
 const (
 	watchDebounce = 250 * time.Millisecond
 	watchPoll     = 5 * time.Second
 )
+
+// configPoll returns the poll interval of the config watcher.
+func configPoll(stderr io.Writer) time.Duration {
+	v := os.Getenv("CORRAL_CONFIG_POLL")
+	if v == "" {
+		return watchPoll
+	}
+	if v == "0" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		fmt.Fprintf(stderr, "corral: ignoring CORRAL_CONFIG_POLL=%q (want a duration such as 5s, or 0): using %s\n", v, watchPoll)
+		return watchPoll
+	}
+	return d
+}
 
 func runCommand(args []string, stderr io.Writer) int {
 	path, ok := configFlag("run", args, stderr)
@@ -44,7 +63,7 @@ func runCommand(args []string, stderr io.Writer) int {
 	// The watcher records the file as it is when it is made, so it is made
 	// before the config that runs is loaded: an edit in between is then either
 	// in that load or reported by the watcher, never lost.
-	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, watchPoll)
+	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, configPoll(stderr))
 	if cfg, ok = loadConfig(path, intro, stderr); !ok {
 		return exitFailure
 	}
