@@ -113,6 +113,7 @@ type corralProc struct {
 	ports   string
 	log     *lockedBuffer
 	env     []string // added to corral's environment
+	logFile *os.File // when set, corral writes its log here directly, not through a pipe
 	exited  chan struct{}
 	exitErr error
 }
@@ -164,6 +165,9 @@ func (c *corralProc) start(wrap ...string) {
 	argv := append(append([]string{}, wrap...), corralBin, "run", "-config", c.config)
 	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if c.logFile != nil {
+		c.cmd.Stdout, c.cmd.Stderr = c.logFile, c.logFile
+	}
 	if len(c.env) > 0 {
 		c.cmd.Env = append(os.Environ(), c.env...)
 	}
@@ -182,13 +186,22 @@ func (c *corralProc) start(wrap ...string) {
 			syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 			<-c.exited
 		}
-		if strings.Contains(c.log.String(), "WARNING: DATA RACE") {
+		if strings.Contains(c.logText(), "WARNING: DATA RACE") {
 			t.Errorf("the race detector fired in corral")
 		}
 		if t.Failed() {
-			t.Logf("corral log:\n%s", c.log.String())
+			t.Logf("corral log:\n%s", c.logText())
 		}
 	})
+}
+
+// logText returns what corral has logged so far.
+func (c *corralProc) logText() string {
+	if c.logFile != nil {
+		data, _ := os.ReadFile(c.logFile.Name())
+		return string(data)
+	}
+	return c.log.String()
 }
 
 // waitReady waits until /readyz answers 200.
@@ -197,7 +210,7 @@ func (c *corralProc) waitReady(timeout time.Duration) {
 	waitFor(c.t, timeout, "corral ready", func() bool {
 		select {
 		case <-c.exited:
-			c.t.Fatalf("corral exited early: %v\n%s", c.exitErr, c.log.String())
+			c.t.Fatalf("corral exited early: %v\n%s", c.exitErr, c.logText())
 		default:
 		}
 		resp, err := http.Get("http://" + c.admin + "/readyz")
