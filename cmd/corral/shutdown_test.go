@@ -156,3 +156,45 @@ func TestSIGQUITStopsGracefully(t *testing.T) {
 		}
 	}
 }
+
+func TestSIGTERMDuringARollEndsCorral(t *testing.T) {
+	rolling := func(mode string) string {
+		return fmt.Sprintf(`
+listen       = "{public}"
+worker_ports = "{ports}"
+admin { listen = "{admin}" }
+shutdown { timeout = "6s" }
+app "web" {
+  command       = ["{testapp}"]
+  env           = { TESTAPP_MODE = %q }
+  instances     = 2
+  stop_timeout  = "2s"
+  start_timeout = "60s"
+}
+`, mode)
+	}
+	c := newCorral(t, rolling(""))
+	c.waitReady(30 * time.Second)
+	waitFor(t, 20*time.Second, "2 ready workers", func() bool { return len(c.readyPIDs("web")) == 2 })
+
+	// The replacements never get ready, so the roll waits for start_timeout.
+	c.writeConfig(rolling("never-ready"))
+	if res, code := postReload(t, c.admin); code != 200 || !res.Applied {
+		t.Fatalf("reload: %d %+v", code, res)
+	}
+	waitFor(t, 10*time.Second, "the roll to run", func() bool {
+		a := c.app("web")
+		return a.Roll.State == "running" && len(a.Workers) > 2
+	})
+	pids := c.allPIDs("web")
+
+	start := time.Now()
+	c.signal(syscall.SIGTERM)
+	if code := c.wait(10 * time.Second); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	t.Logf("corral exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	for _, pid := range pids {
+		waitFor(t, 2*time.Second, fmt.Sprintf("worker %d gone", pid), func() bool { return processGone(pid) })
+	}
+}
