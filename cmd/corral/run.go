@@ -110,14 +110,24 @@ wait:
 		}
 	}
 
-	log.Info("shutdown requested", "reason", reason, "timeout", cfg.Shutdown.Timeout)
-	shutdownCtx, stopNow := context.WithTimeout(context.Background(), in.state.Load().cfg.Shutdown.Timeout)
+	timeout := in.state.Load().cfg.Shutdown.Timeout
+	log.Info("shutdown requested", "reason", reason, "timeout", timeout)
+	shutdownCtx, stopNow := context.WithTimeout(context.Background(), timeout)
 	defer stopNow()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		in.shutdown(shutdownCtx)
+		// The reaper and the reload goroutine end only now, after every
+		// worker's exit has been delivered.
+		cancel()
+		in.background.Wait()
 	}()
+	// A last bound, for a shutdown wedged past its own deadline (a
+	// supervisor that never answers): corral exits anyway, and the
+	// parent-death signal takes the workers it still has.
+	hardStop := time.NewTimer(timeout + exitGrace)
+	defer hardStop.Stop()
 	for finished := false; !finished; {
 		select {
 		case <-done:
@@ -127,17 +137,23 @@ wait:
 				log.Warn("second signal: stopping at once", "signal", s.String())
 				code = exitForced
 				stopNow()
+				hardStop.Reset(exitGrace)
 			}
+		case <-hardStop.C:
+			log.Error("shutdown did not finish after its deadline; exiting with work left", "grace", exitGrace)
+			return exitFailure
 		}
 	}
-	cancel()
-	in.background.Wait()
 	if errors.Is(shutdownCtx.Err(), context.DeadlineExceeded) {
 		log.Warn("shutdown deadline reached; remaining work was cut short")
 	}
 	log.Info("stopped", "exit_code", code)
 	return code
 }
+
+// exitGrace is how long corral waits past shutdown.timeout (or past a
+// second signal) for the kills and reaps that end its shutdown.
+const exitGrace = 5 * time.Second
 
 // newLogger makes the one root logger; subsystems derive Named loggers from it.
 func newLogger(c config.Log, out io.Writer) hclog.Logger {
