@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/corral-dev/corral/config"
 	"github.com/corral-dev/corral/pool"
 )
@@ -15,6 +17,7 @@ import (
 // The apps' heartbeats are pool.App.Alive (tested in pool); this checks the
 // reload goroutine's, which an instance without apps isolates.
 func TestAliveFailsWhileTheReloadGoroutineIsStuck(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	in := &instance{
 		reloads:  make(chan reloadRequest),
 		pings:    make(chan chan struct{}),
