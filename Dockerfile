@@ -11,9 +11,16 @@
 #
 # --stop-timeout 35 (compose: stop_grace_period) matters: Docker's default of
 # 10s would SIGKILL corral in the middle of a graceful shutdown, which the
-# container config bounds at 25s.
+# container config bounds at shutdown.timeout = 25s (pre_stop_delay included).
+#
+# Base images: the build image is pinned to go.mod's exact Go release
+# (deploy/deploy_test.go checks it). Neither is pinned by digest: no registry
+# was reachable where this file was written to read one, and a digest that
+# nobody checked is worse than a tag. distroless publishes no version tags,
+# only a moving :nonroot; to pin a release build, resolve both with
+# `docker buildx imagetools inspect IMAGE` and write IMAGE@sha256:... here.
 
-FROM golang:1.26-bookworm AS build
+FROM golang:1.26.8-bookworm AS build
 ARG VERSION=dev
 WORKDIR /src
 
@@ -65,7 +72,15 @@ EXPOSE 8080 9180
 # corral is PID 1 on purpose: it forwards SIGTERM to every worker's process
 # group and reaps orphans, so no tini or dumb-init is needed.
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 CMD ["corral", "health", "-admin", "127.0.0.1:9180"]
+
+# `corral run` and `corral health` both read $CORRAL_CONFIG, so the health
+# check dials whatever admin.listen the config sets (0.0.0.0 as loopback)
+# instead of a hard-coded address. Run another config by changing this
+# variable (docker run -e CORRAL_CONFIG=...), so the check follows it.
+# /healthz is a heartbeat through corral's reload goroutine and every app's
+# supervisor, not just a served request: a wedged corral turns unhealthy.
+ENV CORRAL_CONFIG=/etc/corral/config.hcl
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 CMD ["corral", "health"]
 
 ENTRYPOINT ["corral"]
 CMD ["run", "-config", "/etc/corral/config.hcl"]

@@ -75,6 +75,13 @@ type Restarter interface {
 	Restart(ctx context.Context, app string) error
 }
 
+// Liveness is the supervisor's heartbeat behind /healthz.
+type Liveness interface {
+	// Alive returns nil when every supervising goroutine answered before
+	// ctx ended, else an error naming the one that did not.
+	Alive(ctx context.Context) error
+}
+
 // Metrics gives the counters behind /metrics.
 type Metrics interface {
 	// MetricsSnapshot is called once per scrape, never on the request path.
@@ -97,6 +104,9 @@ type Options struct {
 	Restarter Restarter
 	// Metrics is optional; without it /metrics has only process and reload metrics.
 	Metrics Metrics
+	// Liveness is optional; without it /healthz answers 200 while the
+	// admin listener serves.
+	Liveness Liveness
 	// Logger is the root logger; the server logs under the name "admin".
 	Logger hclog.Logger
 	// Version is shown in build_info and used when Status has none.
@@ -109,6 +119,10 @@ const (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 2 * time.Minute
 )
+
+// healthzTimeout bounds the heartbeat behind /healthz: an answer must come
+// within a liveness probe's timeout (1 s by default in Kubernetes).
+const healthzTimeout = 500 * time.Millisecond
 
 // Server is the admin API. Create it with New, serve it with Serve and stop
 // it with Shutdown.
@@ -279,6 +293,17 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if s.opts.Liveness != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), healthzTimeout)
+		defer cancel()
+		if err := s.opts.Liveness.Alive(ctx); err != nil {
+			s.log.Warn("liveness check failed", "error", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not alive: %v\n", err)
+			return
+		}
+	}
 	fmt.Fprintln(w, "ok")
 }
 

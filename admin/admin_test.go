@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,6 +77,54 @@ func TestHealthz(t *testing.T) {
 	_, addr := startServer(t, Options{Runtime: &fakeRuntime{}})
 	if code, _, body := do(t, "GET", addr, "/healthz"); code != http.StatusOK {
 		t.Fatalf("GET /healthz = %d %s", code, body)
+	}
+}
+
+// livenessFunc adapts a function to Liveness.
+type livenessFunc func(ctx context.Context) error
+
+func (f livenessFunc) Alive(ctx context.Context) error { return f(ctx) }
+
+func TestHealthzFailsWhenTheSupervisorIsStuck(t *testing.T) {
+	var mu sync.Mutex
+	var heartbeat func(ctx context.Context) error
+	set := func(f func(ctx context.Context) error) {
+		mu.Lock()
+		defer mu.Unlock()
+		heartbeat = f
+	}
+	live := livenessFunc(func(ctx context.Context) error {
+		mu.Lock()
+		f := heartbeat
+		mu.Unlock()
+		return f(ctx)
+	})
+	_, addr := startServer(t, Options{Runtime: &fakeRuntime{}, Liveness: live})
+
+	set(func(ctx context.Context) error { return nil })
+	if code, _, body := do(t, "GET", addr, "/healthz"); code != http.StatusOK {
+		t.Fatalf("alive: GET /healthz = %d %s", code, body)
+	}
+
+	set(func(ctx context.Context) error { return errors.New("supervisor of app web does not answer") })
+	code, _, body := do(t, "GET", addr, "/healthz")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("a stuck supervisor: GET /healthz = %d, want 503", code)
+	}
+	mustContain(t, body, "app web")
+
+	// A heartbeat that never answers is bounded: a liveness probe's
+	// timeout is 1 s by default in Kubernetes.
+	set(func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	start := time.Now()
+	if code, _, _ := do(t, "GET", addr, "/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("a heartbeat that hangs: GET /healthz = %d, want 503", code)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("GET /healthz took %s with a hanging heartbeat, want under 1s", took)
 	}
 }
 

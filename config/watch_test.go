@@ -1,9 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,8 +28,14 @@ type runningWatcher struct {
 // first check so that the directories are watched before the test acts.
 func startWatcher(t *testing.T, path string, debounce, poll time.Duration) *runningWatcher {
 	t.Helper()
+	return runWatcher(t, NewWatcher(path, hclog.NewNullLogger(), debounce, poll))
+}
+
+// runWatcher runs w until the test ends (see startWatcher).
+func runWatcher(t *testing.T, w *Watcher) *runningWatcher {
+	t.Helper()
 	rw := &runningWatcher{
-		Watcher: NewWatcher(path, hclog.NewNullLogger(), debounce, poll),
+		Watcher: w,
 		fired:   make(chan struct{}, 100),
 		checked: make(chan bool, 1000),
 	}
@@ -67,6 +76,17 @@ func (rw *runningWatcher) waitFired(t *testing.T) {
 	case <-rw.fired:
 	case <-time.After(waitTimeout):
 		t.Fatal("watcher did not report the change")
+	}
+}
+
+// drainChecks forgets the outcomes of the checks made so far.
+func (rw *runningWatcher) drainChecks() {
+	for {
+		select {
+		case <-rw.checked:
+		default:
+			return
+		}
 	}
 }
 
@@ -288,4 +308,157 @@ func TestWatcherReportsChangeBeforeRun(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// logBuffer collects a watcher's log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestWatcherLogsAnUnreadableConfigOnceAndKeepsWatching(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		unreadable  func(t *testing.T, path string)
+		readable    func(t *testing.T, path string)
+		skipAsRoot  bool
+		wantMessage string
+	}{
+		{
+			name:        "no read permission",
+			unreadable:  func(t *testing.T, path string) { os.Chmod(path, 0) },
+			readable:    func(t *testing.T, path string) { os.Chmod(path, 0o644) },
+			skipAsRoot:  true, // root reads a file whatever its mode
+			wantMessage: "permission denied",
+		},
+		{
+			name: "a directory in its place",
+			unreadable: func(t *testing.T, path string) {
+				os.Remove(path)
+				if err := os.Mkdir(path, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			},
+			readable:    func(t *testing.T, path string) { os.Remove(path) },
+			wantMessage: "is a directory",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.skipAsRoot && os.Geteuid() == 0 {
+				t.Skip("running as root")
+			}
+			path := filepath.Join(t.TempDir(), "config.hcl")
+			writeFile(t, path, "one")
+			logs := &logBuffer{}
+			log := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})
+			rw := runWatcher(t, NewWatcher(path, log, 10*time.Millisecond, 20*time.Millisecond))
+
+			tc.unreadable(t, path)
+			// Several checks (by event and by poll) while it stays unreadable.
+			for range 5 {
+				if rw.waitCheck(t) {
+					t.Fatal("an unreadable file was reported as a change")
+				}
+			}
+			rw.assertNotFired(t)
+			got := logs.String()
+			if n := strings.Count(got, "cannot read config file"); n != 1 {
+				t.Fatalf("%d log lines about the unreadable file, want 1:\n%s", n, got)
+			}
+			if !strings.Contains(got, "[WARN]") || !strings.Contains(got, tc.wantMessage) || !strings.Contains(got, path) {
+				t.Errorf("the warning does not say what and where:\n%s", got)
+			}
+
+			tc.readable(t, path)
+			writeFile(t, path, "two")
+			rw.waitFired(t)
+		})
+	}
+}
+
+func TestWatcherWatchesADeletedAndRecreatedDirectoryAgain(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "conf")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "config.hcl")
+	writeFile(t, path, "one")
+	rw := startWatcher(t, path, 20*time.Millisecond, 0) // no poll: only events can tell
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	// The deletion has been looked at (the file is missing: no change)
+	// before the directory comes back.
+	if rw.waitCheck(t) {
+		t.Fatal("a vanished file was reported as a change")
+	}
+	for round, content := range []string{"two", "three"} {
+		if round == 0 {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writeFile(t, path, content)
+		rw.waitFired(t)
+	}
+}
+
+func TestWatcherAlsoWatchesOtherFiles(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "config.hcl")
+	writeFile(t, path, "config")
+	certs := filepath.Join(root, "certs")
+	if err := os.Mkdir(certs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(certs, "cert.pem"), filepath.Join(certs, "key.pem")
+	writeFile(t, cert, "cert 1")
+	writeFile(t, key, "key 1")
+
+	w := NewWatcher(path, nil, 20*time.Millisecond, 0)
+	w.AlsoWatch(cert, key)
+	rw := runWatcher(t, w)
+	rw.assertNotFired(t) // adding files is not a change
+
+	writeFile(t, cert, "cert 2") // in place, in a directory of its own
+	rw.waitFired(t)
+
+	// A renewal the cert-manager way: a symlinked directory swapped.
+	v1, v2 := filepath.Join(root, "..v1"), filepath.Join(root, "..v2")
+	for _, d := range []string{v1, v2} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(v1, "tls.crt"), "crt 1")
+	writeFile(t, filepath.Join(v2, "tls.crt"), "crt 2")
+	mustSymlink(t, "..v1", filepath.Join(root, "..data"))
+	mustSymlink(t, "..data/tls.crt", filepath.Join(root, "tls.crt"))
+	rw.drainChecks()
+	w.AlsoWatch(filepath.Join(root, "tls.crt"))
+	// The new set is looked at on the next check; the content it had when
+	// AlsoWatch was called is not a change.
+	writeFile(t, path+".neighbour", "x")
+	if rw.waitCheck(t) {
+		t.Fatal("the check after AlsoWatch reported a change")
+	}
+	mustSymlink(t, "..v2", filepath.Join(root, "..data_tmp"))
+	if err := os.Rename(filepath.Join(root, "..data_tmp"), filepath.Join(root, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	rw.waitFired(t)
 }

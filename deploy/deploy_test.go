@@ -301,33 +301,26 @@ func checkContainerListeners(t *testing.T, name string, cfg *config.Config, want
 	}
 }
 
-// checkStopBudget checks corral's worst-case shutdown fits in the time the
-// orchestrator waits before SIGKILL, and each app's stop fits in corral's.
+// killMargin is what corral keeps after the longest stop_timeout for the
+// SIGKILL and the reap (cmd/corral's drainDeadline; README "Shutdown").
+const killMargin = time.Second
+
+// checkStopBudget checks the rule the README's shutdown order states:
+// corral's whole shutdown, pre_stop_delay included, is bounded by
+// shutdown.timeout, so the orchestrator's grace period must exceed
+// shutdown.timeout (adding pre_stop_delay on top double-counts it); and
+// after the pre-stop delay every app must still get its full stop_timeout
+// (plus killMargin) before shutdown.timeout ends.
 func checkStopBudget(t *testing.T, name string, cfg *config.Config, grace time.Duration) {
 	t.Helper()
-	if need := cfg.Shutdown.Timeout + cfg.Shutdown.PreStopDelay; grace <= need {
-		t.Errorf("%s: grace period %s must exceed shutdown.timeout %s + shutdown.pre_stop_delay %s = %s, or corral is SIGKILLed mid-drain",
-			name, grace, cfg.Shutdown.Timeout, cfg.Shutdown.PreStopDelay, need)
+	if grace <= cfg.Shutdown.Timeout {
+		t.Errorf("%s: grace period %s must exceed shutdown.timeout %s (which includes pre_stop_delay), or corral is SIGKILLed mid-shutdown",
+			name, grace, cfg.Shutdown.Timeout)
 	}
 	for _, a := range cfg.Apps {
-		if a.StopTimeout > cfg.Shutdown.Timeout {
-			t.Errorf("%s: app %s stop_timeout %s exceeds shutdown.timeout %s", name, a.Name, a.StopTimeout, cfg.Shutdown.Timeout)
-		}
-	}
-}
-
-func TestManifestsParseAndKindsExist(t *testing.T) {
-	byKind := manifests(t)
-	for _, kind := range []string{"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler"} {
-		if len(byKind[kind]) == 0 {
-			t.Errorf("no %s under deploy/", kind)
-		}
-	}
-	for kind, objs := range byKind {
-		for _, o := range objs {
-			if o.APIVersion == "" || o.Metadata.Name == "" {
-				t.Errorf("%s: %s without apiVersion or metadata.name", o.file, kind)
-			}
+		if need := cfg.Shutdown.PreStopDelay + a.StopTimeout + killMargin; need > cfg.Shutdown.Timeout {
+			t.Errorf("%s: app %s: pre_stop_delay %s + stop_timeout %s + %s exceeds shutdown.timeout %s: its workers would not get their stop_timeout",
+				name, a.Name, cfg.Shutdown.PreStopDelay, a.StopTimeout, killMargin, cfg.Shutdown.Timeout)
 		}
 	}
 }
@@ -537,8 +530,11 @@ func TestComposeFile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(svc.Build.Context, svc.Build.Dockerfile)); err != nil {
 		t.Errorf("build: %v", err)
 	}
-	if want := []string{"CMD", "corral", "health", "-admin", "127.0.0.1:" + strconv.Itoa(adminPort)}; !slices.Equal(svc.Healthcheck.Test, want) {
-		t.Errorf("healthcheck test = %q, want %q (the image has no curl)", svc.Healthcheck.Test, want)
+	// No address: corral health reads admin.listen from $CORRAL_CONFIG,
+	// which the image sets, so a config that moves the admin port moves the
+	// check with it.
+	if want := []string{"CMD", "corral", "health"}; !slices.Equal(svc.Healthcheck.Test, want) {
+		t.Errorf("healthcheck test = %q, want %q (the image has no curl; the address comes from the config)", svc.Healthcheck.Test, want)
 	}
 	if want := []string{"run", "-config", configPath}; !slices.Equal(svc.Command, want) {
 		t.Errorf("command = %q, want %q", svc.Command, want)
@@ -697,8 +693,8 @@ func TestDockerfile(t *testing.T) {
 	if len(stages) < 2 {
 		t.Fatalf("want a multi-stage build, got %d stage(s)", len(stages))
 	}
-	if build := stages[0]; !strings.HasPrefix(build.from, "golang:1.26-bookworm") {
-		t.Errorf("build stage FROM %s, want golang:1.26-bookworm", build.from)
+	if build := stages[0]; strings.Fields(build.from)[0] != goImage(t) {
+		t.Errorf("build stage FROM %s, want %s (the exact Go release of go.mod)", build.from, goImage(t))
 	} else if args, _ := build.lookup("ARG"); !strings.HasPrefix(args, "VERSION=") {
 		t.Errorf("build stage has no ARG VERSION=...")
 	}
@@ -727,9 +723,10 @@ func TestDockerfile(t *testing.T) {
 	if !ok {
 		t.Fatalf("HEALTHCHECK %s has no CMD", hc)
 	}
-	if got, want := execForm(t, "HEALTHCHECK CMD", hcCmd), []string{"corral", "health", "-admin", "127.0.0.1:" + strconv.Itoa(adminPort)}; !slices.Equal(got, want) {
-		t.Errorf("HEALTHCHECK CMD = %q, want %q", got, want)
+	if got, want := execForm(t, "HEALTHCHECK CMD", hcCmd), []string{"corral", "health"}; !slices.Equal(got, want) {
+		t.Errorf("HEALTHCHECK CMD = %q, want %q (the admin address comes from the config)", got, want)
 	}
+	checkConfigEnv(t, final, configPath)
 
 	if expose, _ := final.lookup("EXPOSE"); !slices.Equal(strings.Fields(expose), []string{strconv.Itoa(httpPort), strconv.Itoa(adminPort)}) {
 		t.Errorf("EXPOSE %q, want %d %d", expose, httpPort, adminPort)
@@ -771,9 +768,7 @@ func TestDockerfile(t *testing.T) {
 func TestNodeDockerfile(t *testing.T) {
 	stages := parseDockerfile(t, "../examples/node/Dockerfile")
 	final := stages[len(stages)-1]
-	if !strings.HasPrefix(final.from, "node:20-slim") {
-		t.Errorf("final stage FROM %s, want node:20-slim", final.from)
-	}
+	checkNodeImage(t, final.from)
 	copied := false
 	for _, in := range final.ins {
 		if in.cmd == "COPY" && strings.HasPrefix(in.args, "--from=") && strings.HasSuffix(in.args, "/usr/local/bin/corral") {
@@ -794,6 +789,63 @@ func TestNodeDockerfile(t *testing.T) {
 	workdir, _ := final.lookup("WORKDIR")
 	if path.Join(workdir, "config.hcl") != argv[2] {
 		t.Errorf("CMD reads %s, but config.hcl is copied to WORKDIR %s", argv[2], workdir)
+	}
+	hc, _ := final.lookup("HEALTHCHECK")
+	if _, hcCmd, ok := strings.Cut(hc, "CMD "); !ok || !slices.Equal(execForm(t, "HEALTHCHECK CMD", hcCmd), []string{"corral", "health"}) {
+		t.Errorf("HEALTHCHECK %q, want CMD [\"corral\", \"health\"] (the admin address comes from the config)", hc)
+	}
+	checkConfigEnv(t, final, argv[2])
+}
+
+// checkConfigEnv checks that a stage sets CORRAL_CONFIG to the config that
+// CMD runs, which is where `corral health` finds the admin address.
+func checkConfigEnv(t *testing.T, s stage, want string) {
+	t.Helper()
+	env, _ := s.lookup("ENV")
+	if !slices.Contains(strings.Fields(env), "CORRAL_CONFIG="+want) {
+		t.Errorf("ENV %q does not set CORRAL_CONFIG=%s", env, want)
+	}
+}
+
+// goImage is the build image the Dockerfile must use: golang at go.mod's
+// exact Go release. A tag, not a digest: no registry is reachable from
+// here to read one (see the Dockerfile's comment on pinning).
+func goImage(t *testing.T) string {
+	t.Helper()
+	src, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(src), "\n") {
+		if v, ok := strings.CutPrefix(line, "go "); ok {
+			return "golang:" + strings.TrimSpace(v) + "-bookworm"
+		}
+	}
+	t.Fatal("go.mod has no go line")
+	return ""
+}
+
+// supportedNode are the Node.js major versions with upstream support
+// (active or maintenance LTS) at the time of writing; 20 ended in April
+// 2026.
+var supportedNode = []string{"22", "24"}
+
+// checkNodeImage checks the Node example's base image: a supported LTS
+// major, pinned to an exact release (node:MAJOR.MINOR.PATCH-VARIANT-slim) or
+// a digest.
+func checkNodeImage(t *testing.T, from string) {
+	t.Helper()
+	tag, ok := strings.CutPrefix(from, "node:")
+	if !ok {
+		t.Fatalf("final stage FROM %s, want a node image", from)
+	}
+	if strings.Contains(tag, "@sha256:") {
+		return
+	}
+	version, variant, _ := strings.Cut(tag, "-")
+	parts := strings.Split(version, ".")
+	if len(parts) != 3 || !slices.Contains(supportedNode, parts[0]) || !strings.HasSuffix(variant, "slim") {
+		t.Errorf("final stage FROM %s, want node:X.Y.Z-...slim with X one of %v (exact, supported)", from, supportedNode)
 	}
 }
 

@@ -112,6 +112,8 @@ type corralProc struct {
 	admin   string
 	ports   string
 	log     *lockedBuffer
+	env     []string // added to corral's environment
+	logFile *os.File // when set, corral writes its log here directly, not through a pipe
 	exited  chan struct{}
 	exitErr error
 }
@@ -163,6 +165,12 @@ func (c *corralProc) start(wrap ...string) {
 	argv := append(append([]string{}, wrap...), corralBin, "run", "-config", c.config)
 	c.cmd = exec.Command(argv[0], argv[1:]...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if c.logFile != nil {
+		c.cmd.Stdout, c.cmd.Stderr = c.logFile, c.logFile
+	}
+	if len(c.env) > 0 {
+		c.cmd.Env = append(os.Environ(), c.env...)
+	}
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -178,13 +186,22 @@ func (c *corralProc) start(wrap ...string) {
 			syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
 			<-c.exited
 		}
-		if strings.Contains(c.log.String(), "WARNING: DATA RACE") {
+		if strings.Contains(c.logText(), "WARNING: DATA RACE") {
 			t.Errorf("the race detector fired in corral")
 		}
 		if t.Failed() {
-			t.Logf("corral log:\n%s", c.log.String())
+			t.Logf("corral log:\n%s", c.logText())
 		}
 	})
+}
+
+// logText returns what corral has logged so far.
+func (c *corralProc) logText() string {
+	if c.logFile != nil {
+		data, _ := os.ReadFile(c.logFile.Name())
+		return string(data)
+	}
+	return c.log.String()
 }
 
 // waitReady waits until /readyz answers 200.
@@ -193,7 +210,7 @@ func (c *corralProc) waitReady(timeout time.Duration) {
 	waitFor(c.t, timeout, "corral ready", func() bool {
 		select {
 		case <-c.exited:
-			c.t.Fatalf("corral exited early: %v\n%s", c.exitErr, c.log.String())
+			c.t.Fatalf("corral exited early: %v\n%s", c.exitErr, c.logText())
 		default:
 		}
 		resp, err := http.Get("http://" + c.admin + "/readyz")

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,16 +28,18 @@ type instance struct {
 	path    string
 	started time.Time
 
-	reaper *pool.Reaper
-	ports  *pool.Ports
-	proxy  *proxy.Proxy
-	admin  *admin.Server // served only while admin.listen is set
+	watcher *config.Watcher // nil in tests without one
+	reaper  *pool.Reaper
+	ports   *pool.Ports
+	proxy   *proxy.Proxy
+	admin   *admin.Server // served only while admin.listen is set
 
 	// state is replaced, never modified, by the reload goroutine (its only
 	// writer); everyone else loads it.
 	state atomic.Pointer[state]
 
 	reloads      chan reloadRequest
+	pings        chan chan struct{} // answered by the reload goroutine between reloads
 	giveUp       chan error
 	shuttingDown atomic.Bool
 	lastReload   atomic.Pointer[admin.ReloadResult]
@@ -43,6 +47,12 @@ type instance struct {
 	// background owns goroutines that must end before shutdown returns:
 	// servers, stops of removed apps, rolls started by signals.
 	background sync.WaitGroup
+
+	// removing holds the apps a reload removed whose stop still runs.
+	// Shutdown stops them too: their workers' exits come through the
+	// reaper, so they must be gone before the reaper ends.
+	removingMu sync.Mutex
+	removing   map[*pool.App]time.Duration // app -> its stop_timeout
 }
 
 // state is one applied configuration with the apps and listeners it runs.
@@ -62,16 +72,20 @@ type reloadRequest struct {
 
 // start brings up a corral for cfg: listeners first (so a busy port fails
 // fast, before any worker is spawned), then the apps, then serving.
-func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance, error) {
+// watcher (may be nil) is told which certificate files to watch.
+func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *config.Watcher) (*instance, error) {
 	in := &instance{
-		log:     log,
-		path:    cfg.Path,
-		started: time.Now(),
-		reaper:  pool.NewReaper(log),
-		ports:   pool.NewPorts(cfg.WorkerPorts),
-		proxy:   proxy.New(cfg.Proxy, log),
-		reloads: make(chan reloadRequest),
-		giveUp:  make(chan error, 1),
+		log:      log,
+		watcher:  watcher,
+		path:     cfg.Path,
+		started:  time.Now(),
+		reaper:   pool.NewReaper(log),
+		ports:    pool.NewPorts(cfg.WorkerPorts),
+		proxy:    proxy.New(cfg.Proxy, log),
+		reloads:  make(chan reloadRequest),
+		pings:    make(chan chan struct{}),
+		giveUp:   make(chan error, 1),
+		removing: map[*pool.App]time.Duration{},
 	}
 	public, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -79,7 +93,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 	}
 	// The admin server exists even when admin.listen is "", so a reload that
 	// turns it on only has to bind a listener.
-	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Logger: log, Version: version})
+	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Liveness: in, Logger: log, Version: version})
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
@@ -99,6 +113,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 	st.appOrder = appNames(cfg)
 	in.proxy.SetApps(cfg.Apps, tableSources(st.apps))
 	in.state.Store(st)
+	in.watchCertificate(cfg.Proxy)
 	in.servePublic(public, st.tlsOn)
 	in.serveAdmin(adminLn)
 	in.goBackground(func() { in.runReloads(ctx) })
@@ -213,7 +228,27 @@ func (in *instance) runReloads(ctx context.Context) {
 			in.lastReload.Store(&res)
 			in.admin.ObserveReload(res)
 			req.reply <- res
+		case reply := <-in.pings:
+			close(reply)
 		}
+	}
+}
+
+// pingReloads waits until the reload goroutine is between reloads. It is
+// the goroutine's heartbeat, and shutdown's barrier: once it answers after
+// shuttingDown is set, no reload is applying and none will.
+func (in *instance) pingReloads(ctx context.Context) error {
+	reply := make(chan struct{})
+	select {
+	case in.pings <- reply:
+	case <-ctx.Done():
+		return fmt.Errorf("reload goroutine busy: %w", ctx.Err())
+	}
+	select {
+	case <-reply:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reload goroutine does not answer: %w", ctx.Err())
 	}
 }
 
@@ -226,6 +261,9 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 		res.Error = "shutting down"
 		return res
 	}
+	// Every trigger rereads the certificate, whatever the config says: a
+	// renewal replaces the files and leaves config.hcl as it was.
+	in.rereadCertificate(in.state.Load().cfg.Proxy)
 	cfg, err := config.Load(in.path)
 	if err != nil {
 		var problems config.Problems
@@ -250,29 +288,28 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 
 	next := &state{cfg: cfg, apps: make(map[string]*pool.App, len(cfg.Apps)), public: old.public, adminLn: old.adminLn, tlsOn: cfg.Proxy.TLS != nil}
 	rebindPublic := diff.ListenChanged || next.tlsOn != old.tlsOn || (diff.ProxyChanged && !sameTLS(old.cfg.Proxy.TLS, cfg.Proxy.TLS))
+	var public, adminSwap *listenerSwap
 	if rebindPublic {
-		ln, err := listenReplacing(old.public, old.cfg.Listen, cfg.Listen)
-		if err != nil {
-			res.Error = err.Error()
-			in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
+		public = &listenerSwap{what: "public", old: old.public, addr: cfg.Listen}
+	}
+	if diff.AdminChanged {
+		adminSwap = &listenerSwap{what: "admin", old: old.adminLn, addr: cfg.Admin.Listen}
+	}
+	if err := bindSwaps(public, adminSwap); err != nil {
+		res.Error = err.Error()
+		if lost := in.undoSwaps(old, public, adminSwap); lost != nil {
+			res.Error += "; " + lost.Error()
+			in.log.Error("config not applied, and a listener of the running config is lost", "trigger", trigger, "error", res.Error)
 			return res
 		}
-		next.public = ln
+		in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
+		return res
 	}
-	if diff.AdminChanged && cfg.Admin.Listen == "" {
-		next.adminLn = nil
+	if public != nil {
+		next.public = public.ln
 	}
-	if diff.AdminChanged && cfg.Admin.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			if rebindPublic && next.public != old.public {
-				next.public.Close()
-			}
-			res.Error = fmt.Sprintf("listening on admin %s: %v", cfg.Admin.Listen, err)
-			in.log.Error("config not applied; keeping the running config", "trigger", trigger, "error", err)
-			return res
-		}
-		next.adminLn = ln
+	if adminSwap != nil {
+		next.adminLn = adminSwap.ln
 	}
 
 	if diff.LogChanged {
@@ -313,18 +350,25 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 
 	for _, name := range diff.Removed {
 		a := old.apps[name]
+		in.removingMu.Lock()
+		in.removing[a] = appSpec(old.cfg, name).StopTimeout
+		in.removingMu.Unlock()
 		in.goBackground(func() {
 			stopCtx, cancel := context.WithTimeout(context.Background(), appStopBound(old.cfg, name))
 			defer cancel()
 			if err := a.Stop(stopCtx); err != nil {
 				in.log.Warn("stopping removed app", "app", name, "error", err)
 			}
+			in.removingMu.Lock()
+			delete(in.removing, a)
+			in.removingMu.Unlock()
 		})
 	}
 	if next.public != old.public {
 		in.servePublic(next.public, next.tlsOn)
 		// Closing the old listener stops new connections only; requests
-		// already accepted there finish.
+		// already accepted there finish. (It may be closed already, when
+		// the new address shares its port.)
 		old.public.Close()
 	}
 	if next.adminLn != old.adminLn {
@@ -333,27 +377,133 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 			old.adminLn.Close()
 		}
 	}
+	in.watchCertificate(cfg.Proxy)
 	res.Applied = true
 	in.log.Info("config reloaded", "trigger", trigger, "changes", res.Changes)
 	return res
 }
 
-// listenReplacing binds the new public address. When only TLS changed the
-// address is the same, so the old listener must be closed first.
-func listenReplacing(old net.Listener, oldAddr, newAddr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", newAddr)
-	if err == nil {
-		return ln, nil
+// listenerSwap is one listener a reload moves to a new address.
+type listenerSwap struct {
+	what string       // "public" or "admin", for messages
+	old  net.Listener // the running one; nil when admin.listen was ""
+	addr string       // the new address; "" turns the admin listener off
+
+	ln        net.Listener // bound by bind
+	closedOld bool         // old was closed to free the port for ln
+}
+
+// bind binds the new address beside the old listener. When that fails
+// because the old listener holds the same port (127.0.0.1:P -> 0.0.0.0:P,
+// 127.0.0.1:P -> localhost:P, or the same address with new TLS settings),
+// the old listener is closed first; undo binds it again if the reload
+// fails later.
+func (s *listenerSwap) bind() error {
+	if s.addr == "" {
+		return nil
 	}
-	if oldAddr != newAddr {
-		return nil, fmt.Errorf("listening on %s: %w", newAddr, err)
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil && s.old != nil && errors.Is(err, syscall.EADDRINUSE) && samePort(s.old.Addr().String(), s.addr) {
+		s.old.Close()
+		s.closedOld = true
+		ln, err = net.Listen("tcp", s.addr)
 	}
-	old.Close()
-	ln, err = net.Listen("tcp", newAddr)
 	if err != nil {
-		return nil, fmt.Errorf("listening again on %s: %w", newAddr, err)
+		return fmt.Errorf("listening on %s %s: %w", s.what, s.addr, err)
 	}
-	return ln, nil
+	s.ln = ln
+	return nil
+}
+
+// bindSwaps binds every swap (nil ones are skipped) and stops at the first
+// failure.
+func bindSwaps(swaps ...*listenerSwap) error {
+	for _, s := range swaps {
+		if s == nil {
+			continue
+		}
+		if err := s.bind(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// undoSwaps closes what a failed reload bound and serves again, on its own
+// address, every running listener that was closed to free its port, so the
+// running config keeps serving. The error names a listener that could not
+// be bound again (someone else took the port in between).
+func (in *instance) undoSwaps(old *state, public, adminSwap *listenerSwap) error {
+	restored := *old
+	var lost []error
+	for _, s := range []*listenerSwap{public, adminSwap} {
+		if s == nil {
+			continue
+		}
+		if s.ln != nil {
+			s.ln.Close()
+		}
+		if !s.closedOld {
+			continue
+		}
+		addr := s.old.Addr().String()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			lost = append(lost, fmt.Errorf("%s listener %s closed and not bound again: %w", s.what, addr, err))
+			continue
+		}
+		if s == public {
+			restored.public = ln
+			in.servePublic(ln, old.tlsOn)
+		} else {
+			restored.adminLn = ln
+			in.serveAdmin(ln)
+		}
+	}
+	in.state.Store(&restored)
+	return errors.Join(lost...)
+}
+
+// samePort reports whether two listen addresses name the same TCP port.
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil {
+		return false
+	}
+	na, errA := net.LookupPort("tcp", pa)
+	nb, errB := net.LookupPort("tcp", pb)
+	return errA == nil && errB == nil && na == nb
+}
+
+// rereadCertificate makes the proxy read the certificate files of settings
+// again for the next handshake, if they load; when they do not, the
+// certificate being served stays.
+func (in *instance) rereadCertificate(settings config.Proxy) {
+	if settings.TLS == nil {
+		return
+	}
+	pair, err := tls.LoadX509KeyPair(settings.TLS.Cert, settings.TLS.Key)
+	if err != nil {
+		in.log.Warn("tls certificate files do not load; serving the current certificate", "cert", settings.TLS.Cert, "error", err)
+		return
+	}
+	in.proxy.SetSettings(settings)
+	if leaf := pair.Leaf; leaf != nil {
+		in.log.Info("tls certificate read", "cert", settings.TLS.Cert, "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
+	}
+}
+
+// watchCertificate has the config watcher watch the certificate files too,
+// so a renewal reloads without a signal.
+func (in *instance) watchCertificate(settings config.Proxy) {
+	switch {
+	case in.watcher == nil:
+	case settings.TLS == nil:
+		in.watcher.AlsoWatch()
+	default:
+		in.watcher.AlsoWatch(settings.TLS.Cert, settings.TLS.Key)
+	}
 }
 
 func sameTLS(a, b *config.TLS) bool {
@@ -372,11 +522,11 @@ func appSpec(cfg *config.Config, name string) *config.App {
 	return nil
 }
 
-// appStopBound is how long stopping an app may take: its stop timeout plus
-// a margin for the SIGKILL and the reap.
+// appStopBound is how long stopping an app may take: its drain bound and
+// its stop timeout, plus a margin for the SIGKILL and the reap.
 func appStopBound(cfg *config.Config, name string) time.Duration {
 	if spec := appSpec(cfg, name); spec != nil {
-		return spec.StopTimeout + 5*time.Second
+		return spec.DrainTimeout + spec.StopTimeout + 5*time.Second
 	}
 	return 35 * time.Second
 }
@@ -424,6 +574,21 @@ func (in *instance) restartAll(ctx context.Context) {
 	}
 }
 
+// Alive implements admin.Liveness: the reload goroutine and the supervisor
+// of every app (also removed apps still stopping) answer before ctx ends.
+// The apps are asked at once, so one stuck app does not hide the others.
+func (in *instance) Alive(ctx context.Context) error {
+	apps, _ := in.appsToStop()
+	errs := make([]error, len(apps)+1)
+	var wg sync.WaitGroup
+	for i, a := range apps {
+		wg.Go(func() { errs[i] = a.Alive(ctx) })
+	}
+	errs[len(apps)] = in.pingReloads(ctx)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // MetricsSnapshot implements admin.Metrics.
 func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 	st := in.state.Load()
@@ -436,19 +601,27 @@ func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 	return out
 }
 
-// shutdown stops corral gracefully. This is the one place the order lives:
+// shutdown stops corral gracefully within ctx (shutdown.timeout). This is
+// the one place the order lives:
 //
-//  1. /readyz turns 503 (load balancers stop sending new traffic);
-//  2. the pre-stop delay keeps serving while they notice;
-//  3. the public listeners stop accepting; in-flight requests and streams
-//     finish, bounded by ctx;
-//  4. every app drains and stops its workers (process groups, SIGKILL after
-//     stop_timeout or at once when ctx is done);
-//  5. the admin API stops;
+//  1. /readyz turns 503 (load balancers stop sending new traffic) and the
+//     reload goroutine finishes any reload under way (no reload starts later);
+//  2. the pre-stop delay keeps serving while load balancers notice;
+//  3. the proxy stops accepting, closes idle connections and waits for
+//     in-flight requests and long-lived streams (WebSockets, SSE) until the
+//     drain deadline (drainDeadline), then closes what is left, so every app
+//     still has its stop_timeout before ctx ends;
+//  4. every app, including apps a reload removed that are still stopping,
+//     sends the stop signal to each worker's process group and SIGKILLs it
+//     after stop_timeout, or at once when ctx is done;
+//  5. the admin API stops (it answers /healthz and /readyz until here);
 //  6. the caller cancels the root context, which ends the reaper and the
-//     reload loop, and waits for background goroutines.
+//     reload goroutine, and waits for background goroutines.
 func (in *instance) shutdown(ctx context.Context) {
 	in.shuttingDown.Store(true)
+	if err := in.pingReloads(ctx); err != nil {
+		in.log.Warn("a reload is still running at shutdown", "error", err)
+	}
 	st := in.state.Load()
 	if d := st.cfg.Shutdown.PreStopDelay; d > 0 {
 		in.log.Info("pre-stop delay: still serving", "delay", d)
@@ -457,18 +630,27 @@ func (in *instance) shutdown(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
-	in.log.Info("shutting down: draining requests")
-	if err := in.proxy.Shutdown(ctx); err != nil {
-		in.log.Warn("requests still in flight at shutdown deadline", "error", err)
+
+	apps, stopTime := in.appsToStop()
+	drainCtx := ctx
+	if deadline, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		drainCtx, cancel = context.WithDeadline(ctx, drainDeadline(time.Now(), deadline, stopTime))
+		defer cancel()
 	}
+	in.log.Info("shutting down: draining requests", "stop_time", stopTime)
+	if err := in.proxy.Shutdown(drainCtx); err != nil {
+		in.log.Warn("requests and streams still open at the drain deadline were closed", "error", err)
+	}
+
 	in.log.Info("stopping workers")
 	var wg sync.WaitGroup
-	for name, a := range in.state.Load().apps {
+	for _, a := range apps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := a.Stop(ctx); err != nil {
-				in.log.Warn("stopping app", "app", name, "error", err)
+				in.log.Warn("stopping app", "app", a.Name(), "error", err)
 			}
 		}()
 	}
@@ -476,4 +658,44 @@ func (in *instance) shutdown(ctx context.Context) {
 	adminCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	in.admin.Shutdown(adminCtx)
 	cancel()
+}
+
+// killMargin is kept after the longest stop_timeout for the SIGKILL and
+// the reap that follow it.
+const killMargin = time.Second
+
+// drainDeadline is when the proxy's drain must end so that workers still
+// get stopTime (their longest stop_timeout plus killMargin) before
+// deadline. The drain is never cut below a quarter of what remains: with
+// stop_timeout at or above shutdown.timeout (the defaults are 30 s and
+// 25 s), requests in flight still get time to finish and workers get the
+// rest.
+func drainDeadline(now, deadline time.Time, stopTime time.Duration) time.Time {
+	remaining := deadline.Sub(now)
+	drain := remaining - stopTime - killMargin
+	if floor := remaining / 4; drain < floor {
+		drain = floor
+	}
+	return now.Add(drain)
+}
+
+// appsToStop returns every app shutdown must stop, those of the running
+// config and those a reload removed that are still stopping (Stop may be
+// called twice; the second call bounds the first by the shutdown deadline),
+// and the longest stop_timeout among them.
+func (in *instance) appsToStop() ([]*pool.App, time.Duration) {
+	st := in.state.Load()
+	apps := make([]*pool.App, 0, len(st.apps))
+	var longest time.Duration
+	for _, spec := range st.cfg.Apps {
+		apps = append(apps, st.apps[spec.Name])
+		longest = max(longest, spec.StopTimeout)
+	}
+	in.removingMu.Lock()
+	for a, stopTimeout := range in.removing {
+		apps = append(apps, a)
+		longest = max(longest, stopTimeout)
+	}
+	in.removingMu.Unlock()
+	return apps, longest
 }

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -160,9 +161,29 @@ func adminAddr(flagValue string) string {
 		return env
 	}
 	if cfg, err := config.Load(configPath("")); err == nil && cfg.Admin.Listen != "" {
-		return cfg.Admin.Listen
+		return dialable(cfg.Admin.Listen)
 	}
 	return defaultAdmin
+}
+
+// dialable turns a listen address into one a client on this machine can
+// dial: a wildcard host (0.0.0.0, ::, none, as a container's admin listener
+// has) becomes the loopback address of its family.
+func dialable(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if host == "" {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ip.To4() != nil {
+			return net.JoinHostPort("127.0.0.1", port)
+		}
+		return net.JoinHostPort("::1", port)
+	}
+	return listen
 }
 
 func clientFlags(name string, stderr io.Writer, args []string) (string, bool) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -108,13 +109,16 @@ func unshareAsPID1(t *testing.T) []string {
 	return []string{path, "--pid", "--fork", "--mount-proc"}
 }
 
+// orphanMaker's workers each start a sleep that holds the FIFO open for
+// writing: the test reads it, and its end of file says that every sleep is
+// gone.
 const orphanMaker = `
 listen       = "{public}"
 worker_ports = "{ports}"
 admin { listen = "{admin}" }
 shutdown { timeout = "10s" }
 app "web" {
-  command      = ["sh", "-c", "sleep 300 & exec {testapp}"]
+  command      = ["sh", "-c", "sleep 300 > FIFO & exec {testapp}"]
   instances    = 2
   stop_timeout = "5s"
   backoff {
@@ -124,9 +128,31 @@ app "web" {
 }
 `
 
+// stoppedLine is what corral logs last, once its shutdown is complete.
+const stoppedLine = "corral: stopped:"
+
 func TestPID1ReapsOrphansAndExitsCleanly(t *testing.T) {
 	wrap := unshareAsPID1(t)
-	c := newCorral(t, orphanMaker, wrap...)
+	c := prepareCorral(t)
+	fifo := filepath.Join(c.dir, "sleeps.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Open before any writer, without blocking: the sleeps' opens for
+	// writing then never block.
+	sleeps, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sleeps.Close()
+	// The log goes straight to a file, so what corral wrote before an
+	// event is there to read after it.
+	if c.logFile, err = os.Create(filepath.Join(c.dir, "corral.log")); err != nil {
+		t.Fatal(err)
+	}
+	defer c.logFile.Close()
+	c.writeConfig(strings.ReplaceAll(orphanMaker, "FIFO", fifo))
+	c.start(wrap...)
 	c.waitReady(30 * time.Second)
 	waitFor(t, 20*time.Second, "2 ready workers", func() bool { return len(c.readyPIDs("web")) == 2 })
 
@@ -156,21 +182,44 @@ func TestPID1ReapsOrphansAndExitsCleanly(t *testing.T) {
 		}
 		return true
 	})
+	// A sleep shows as "sleep" once its shell has opened the FIFO and
+	// exec'd it.
+	waitFor(t, 10*time.Second, "a sleep under each worker", func() bool {
+		n := 0
+		for _, p := range descendants(corral) {
+			if p.comm == "sleep" {
+				n++
+			}
+		}
+		return n >= 2
+	})
 
-	left := descendants(corral)
-	if len(left) < 4 {
-		t.Fatalf("expected 2 workers with 2 sleeps under corral, saw %+v", left)
-	}
+	// Tearing down the PID namespace when corral exits kills whatever is
+	// left, so "gone after the exit" proves nothing. The FIFO's end of file
+	// comes when the last sleep is gone; if corral had already logged that
+	// it stopped, the sleeps outlived its shutdown and died with the
+	// namespace.
+	stoppedFirst := make(chan bool, 1)
+	go func() {
+		io.Copy(io.Discard, sleeps)
+		stoppedFirst <- strings.Contains(c.logText(), stoppedLine)
+	}()
 	if err := syscall.Kill(corral, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	if code := c.wait(20 * time.Second); code != 0 {
 		t.Fatalf("PID 1 corral exited %d after SIGTERM, want 0", code)
 	}
-	for _, p := range left {
-		if !processGone(p.pid) {
-			t.Errorf("process %d (%s) survived corral as PID 1", p.pid, p.comm)
+	select {
+	case first := <-stoppedFirst:
+		if first {
+			t.Errorf("a worker's sleep outlived corral's shutdown: only the namespace teardown killed it")
 		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a sleep is still holding the FIFO after corral and its namespace are gone")
+	}
+	if !strings.Contains(c.logText(), stoppedLine) {
+		t.Errorf("corral did not log %q", stoppedLine)
 	}
 }
 

@@ -269,8 +269,17 @@ func TestRollToANeverReadyCommandKeepsTheOldWorkers(t *testing.T) {
 	}
 }
 
+// noPoll turns off the config watcher's poll, so that only file events can
+// make a reload: with the poll, a test of watching passes with watching broken.
+const noPoll = "CORRAL_CONFIG_POLL=0"
+
 func TestReloadNoticesRenameAndSymlinkSwap(t *testing.T) {
-	c := startWeb(t, 1)
+	c := prepareCorral(t)
+	c.env = append(c.env, noPoll)
+	c.writeConfig(webApp(1, "one", ""))
+	c.start()
+	c.waitReady(30 * time.Second)
+	waitFor(t, 20*time.Second, "1 ready worker", func() bool { return len(c.readyPIDs("web")) == 1 })
 
 	// Editor style: write a temporary file, rename it over the config.
 	tmp := c.config + ".tmp"
@@ -304,6 +313,7 @@ func TestReloadNoticesConfigMapSymlinkSwap(t *testing.T) {
 	version("..v1", 1)
 	os.Symlink("..v1", filepath.Join(c.dir, "..data"))
 	os.Symlink("..data/config.hcl", c.config)
+	c.env = append(c.env, noPoll)
 	c.start()
 	c.waitReady(30 * time.Second)
 

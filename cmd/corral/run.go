@@ -24,10 +24,29 @@ const (
 )
 
 // Reload triggers debounce and poll intervals of the config file watcher.
+// $CORRAL_CONFIG_POLL replaces the poll interval ("0" turns the poll off,
+// so that tests see what file events alone do).
 const (
 	watchDebounce = 250 * time.Millisecond
 	watchPoll     = 5 * time.Second
 )
+
+// configPoll returns the poll interval of the config watcher.
+func configPoll(stderr io.Writer) time.Duration {
+	v := os.Getenv("CORRAL_CONFIG_POLL")
+	if v == "" {
+		return watchPoll
+	}
+	if v == "0" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		fmt.Fprintf(stderr, "corral: ignoring CORRAL_CONFIG_POLL=%q (want a duration such as 5s, or 0): using %s\n", v, watchPoll)
+		return watchPoll
+	}
+	return d
+}
 
 func runCommand(args []string, stderr io.Writer) int {
 	path, ok := configFlag("run", args, stderr)
@@ -44,20 +63,23 @@ func runCommand(args []string, stderr io.Writer) int {
 	// The watcher records the file as it is when it is made, so it is made
 	// before the config that runs is loaded: an edit in between is then either
 	// in that load or reported by the watcher, never lost.
-	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, watchPoll)
+	watcher := config.NewWatcher(cfg.Path, log.Named("config"), watchDebounce, configPoll(stderr))
 	if cfg, ok = loadConfig(path, intro, stderr); !ok {
 		return exitFailure
 	}
 
 	// Signals are caught before anything is spawned: as PID 1 corral gets no
 	// default signal actions, and a SIGTERM during start-up must not be lost.
+	// SIGQUIT stops gracefully too, as nginx does (images that set
+	// STOPSIGNAL SIGQUIT for it keep working), instead of Go's goroutine
+	// dump and exit 2, which would skip the shutdown and kill the workers.
 	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	in, err := start(ctx, cfg, log)
+	in, err := start(ctx, cfg, log, watcher)
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return exitFailure
@@ -88,34 +110,50 @@ wait:
 		}
 	}
 
-	log.Info("shutdown requested", "reason", reason, "timeout", cfg.Shutdown.Timeout)
-	shutdownCtx, stopNow := context.WithTimeout(context.Background(), in.state.Load().cfg.Shutdown.Timeout)
+	timeout := in.state.Load().cfg.Shutdown.Timeout
+	log.Info("shutdown requested", "reason", reason, "timeout", timeout)
+	shutdownCtx, stopNow := context.WithTimeout(context.Background(), timeout)
 	defer stopNow()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		in.shutdown(shutdownCtx)
+		// The reaper and the reload goroutine end only now, after every
+		// worker's exit has been delivered.
+		cancel()
+		in.background.Wait()
 	}()
+	// A last bound, for a shutdown wedged past its own deadline (a
+	// supervisor that never answers): corral exits anyway, and the
+	// parent-death signal takes the workers it still has.
+	hardStop := time.NewTimer(timeout + exitGrace)
+	defer hardStop.Stop()
 	for finished := false; !finished; {
 		select {
 		case <-done:
 			finished = true
 		case s := <-sigs:
-			if s == syscall.SIGTERM || s == syscall.SIGINT {
+			if s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGQUIT {
 				log.Warn("second signal: stopping at once", "signal", s.String())
 				code = exitForced
 				stopNow()
+				hardStop.Reset(exitGrace)
 			}
+		case <-hardStop.C:
+			log.Error("shutdown did not finish after its deadline; exiting with work left", "grace", exitGrace)
+			return exitFailure
 		}
 	}
-	cancel()
-	in.background.Wait()
 	if errors.Is(shutdownCtx.Err(), context.DeadlineExceeded) {
 		log.Warn("shutdown deadline reached; remaining work was cut short")
 	}
 	log.Info("stopped", "exit_code", code)
 	return code
 }
+
+// exitGrace is how long corral waits past shutdown.timeout (or past a
+// second signal) for the kills and reaps that end its shutdown.
+const exitGrace = 5 * time.Second
 
 // newLogger makes the one root logger; subsystems derive Named loggers from it.
 func newLogger(c config.Log, out io.Writer) hclog.Logger {

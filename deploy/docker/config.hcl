@@ -15,9 +15,9 @@ admin {
 }
 
 shutdown {
-  # Must stay below the orchestrator's grace period (compose
-  # stop_grace_period: 35s, docker run --stop-timeout 35), or corral is
-  # SIGKILLed mid-drain.
+  # The bound on corral's whole shutdown, pre_stop_delay included. Must stay
+  # below the orchestrator's grace period (compose stop_grace_period: 35s,
+  # docker run --stop-timeout 35), or corral is SIGKILLed mid-shutdown.
   timeout        = "25s"
   pre_stop_delay = "0s"
 }
@@ -28,8 +28,9 @@ app "hello" {
   command   = ["/usr/local/bin/hello"]
   instances = 4
 
-  # Below shutdown.timeout, so workers get their full drain before corral's
-  # own deadline.
+  # pre_stop_delay + stop_timeout + 1s must fit in shutdown.timeout
+  # (0s + 20s + 1s <= 25s): requests and streams drain until 25s - 20s - 1s
+  # = 4s after SIGTERM, then each worker still gets its full 20s.
   stop_timeout = "20s"
 
   # Exit non-zero when no worker has been ready for a minute, so the

@@ -7,7 +7,9 @@
 // answer 503, and hang-$CORRAL_WORKER makes every request wait until the
 // file is gone (a hung worker that recovers).
 // TESTAPP_MODE=never-ready never listens; TESTAPP_MODE=crash exits at once;
-// TESTAPP_MODE=ignore-term ignores SIGTERM.
+// TESTAPP_MODE=ignore-term ignores SIGTERM; TESTAPP_MODE=slow-term takes
+// 300 ms to handle SIGTERM, then writes the file term-$CORRAL_WORKER into
+// $MARKER_DIR (proof that its handler ran to the end) and exits.
 package main
 
 import (
@@ -91,6 +93,13 @@ func main() {
 			signal.Notify(sig, syscall.SIGTERM)
 		}
 		<-sig
+		if os.Getenv("TESTAPP_MODE") == "slow-term" {
+			time.Sleep(300 * time.Millisecond) // the app's own cleanup
+			marker := filepath.Join(os.Getenv("MARKER_DIR"), "term-"+worker)
+			if err := os.WriteFile(marker, []byte(time.Now().Format(time.RFC3339Nano)), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "testapp:", err)
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
