@@ -166,6 +166,7 @@ type fastCall struct {
 	p    *Proxy
 	ctx  *fasthttp.RequestCtx
 	in   inbound
+	req  Request
 	buf  []byte
 	rb   reqBody
 	held []byte // buffer for bodies held whole, kept across requests
@@ -252,6 +253,8 @@ func (c *fastCall) reset() {
 func (c *fastCall) reqHeaders() Headers { return fastRequestHeaders{&c.ctx.Request.Header} }
 
 func (c *fastCall) scratch() *[]byte { return &c.buf }
+
+func (c *fastCall) balanceRequest() *Request { return &c.req }
 
 func (c *fastCall) cookie(name string) []byte { return c.ctx.Request.Header.Cookie(name) }
 
@@ -346,10 +349,6 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 				return err
 			}
 			c.small = small
-		case size < 0 && c.http10:
-			// Read until the worker ends it, then the client's connection
-			// closes (HTTP/1.0 framing): the response-header deadline
-			// still bounds the wait for each read.
 		default:
 			liftReadDeadline(resp.RemoteAddr())
 		}
@@ -410,7 +409,7 @@ func (c *fastCall) drop() {
 // a small one copied, a larger one streamed (fin.done runs when the engine
 // closes the stream), one of unknown length for an HTTP/1.0 client sent
 // until the worker ends it with the connection closed after.
-func (c *fastCall) relay(fin *finish) {
+func (c *fastCall) relay(fin finish) {
 	resp, ctx := c.resp, c.ctx
 	c.resp = nil
 	out := &ctx.Response
@@ -437,7 +436,7 @@ func (c *fastCall) relay(fin *finish) {
 		size = -1 // read-until-close from the worker: re-framed as chunked
 	}
 	rl := relays.Get().(*relay)
-	*rl = relay{body: stream, resp: resp, conn: c.up, fin: *fin}
+	*rl = relay{body: stream, resp: resp, conn: c.up, fin: fin}
 	c.up = nil
 	if size < 0 && c.http10 {
 		c.relayUntilClose(rl)
@@ -473,7 +472,7 @@ func (c *fastCall) relayUntilClose(rl *relay) {
 // tunnel answers an accepted 101 on the client's connection, taken over
 // from the engine, and passes bytes both ways (the worker's bytes already
 // read past the 101 head included).
-func (c *fastCall) tunnel(fin *finish) {
+func (c *fastCall) tunnel(fin finish) {
 	p, ctx := c.p, c.ctx
 	resp, conn, br := c.resp, c.up, c.upr
 	c.resp, c.up, c.upr = nil, nil, nil
@@ -486,7 +485,7 @@ func (c *fastCall) tunnel(fin *finish) {
 		writeFastError(ctx, ErrNoBackend)
 		return
 	}
-	done := *fin
+	done := fin
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(cc net.Conn) {
 		defer func() {
@@ -511,11 +510,9 @@ func (c *fastCall) fail(e *Error) { writeFastError(c.ctx, e) }
 // fastRequestHeaders is a fasthttp request head as the pipeline's Headers.
 type fastRequestHeaders struct{ h *fasthttp.RequestHeader }
 
-func (f fastRequestHeaders) Values(name string, fn func([]byte)) {
-	for _, v := range f.h.PeekAll(name) {
-		fn(v)
-	}
-}
+func (f fastRequestHeaders) Values(name string) [][]byte { return f.h.PeekAll(name) }
+
+func (f fastRequestHeaders) Has(name string) bool { return f.h.Peek(name) != nil }
 
 // Del removes every line: fasthttp's Set would replace only the first.
 func (f fastRequestHeaders) Del(name string)               { f.h.Del(name) }
@@ -524,11 +521,9 @@ func (f fastRequestHeaders) Add(name string, value []byte) { f.h.AddBytesV(name,
 // fastResponseHeaders is a fasthttp response head as the pipeline's Headers.
 type fastResponseHeaders struct{ h *fasthttp.ResponseHeader }
 
-func (f fastResponseHeaders) Values(name string, fn func([]byte)) {
-	for _, v := range f.h.PeekAll(name) {
-		fn(v)
-	}
-}
+func (f fastResponseHeaders) Values(name string) [][]byte { return f.h.PeekAll(name) }
+
+func (f fastResponseHeaders) Has(name string) bool { return f.h.Peek(name) != nil }
 
 func (f fastResponseHeaders) Del(name string)               { f.h.Del(name) }
 func (f fastResponseHeaders) Add(name string, value []byte) { f.h.AddBytesV(name, value) }

@@ -45,6 +45,9 @@ type exchange interface {
 	clientGone() bool
 	// scratch is per-request scratch space for header values.
 	scratch() *[]byte
+	// balanceRequest is per-request storage for what balancing reads
+	// (it may wait in a queue, so it cannot live on the pipeline's stack).
+	balanceRequest() *Request
 	// send makes one attempt: it forwards the request to b and, on success,
 	// holds the response head. upgrade is the protocol asked for, or nil.
 	send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrade []byte) error
@@ -53,9 +56,9 @@ type exchange interface {
 	respHeaders() Headers
 	// relay sends the held response to the client; fin.done runs once when
 	// the worker's part of it is over (maybe after relay returned).
-	relay(fin *finish)
+	relay(fin finish)
 	// tunnel answers an accepted 101 and passes bytes both ways.
-	tunnel(fin *finish)
+	tunnel(fin finish)
 	// drop discards the held response and its worker connection.
 	drop()
 	// fail answers the client with the proxy's own error.
@@ -88,15 +91,15 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 	fw := forwarding{
 		peer:    in.peer,
 		trusted: len(st.TrustedProxies) > 0 && trusted(st.TrustedProxies, in.peer),
-		proto:   "http",
+		proto:   strHTTP,
 		host:    in.host,
 		start:   in.start,
 	}
 	if in.tls {
-		fw.proto = "https"
+		fw.proto = strHTTPS
 	}
 	if st.RequestID {
-		fw.requestID = p.ids.appendNext
+		fw.ids = p.ids
 	}
 	buf := x.scratch()
 	upgrade, reqID, out := rewriteRequest(x.reqHeaders(), &fw, *buf)
@@ -113,13 +116,14 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		return
 	}
 
-	req := Request{ClientIP: in.peer}
+	req := x.balanceRequest()
+	*req = Request{ClientIP: in.peer}
 	if rt.cookieName != "" {
 		req.Sticky = x.cookie(rt.cookieName)
 	}
 	policy := retryPolicy{
 		left:       t.App.Retries,
-		idempotent: idempotentMethod(in.method) || has(x.reqHeaders(), "Idempotency-Key"),
+		idempotent: idempotentMethod(in.method) || x.reqHeaders().Has("Idempotency-Key"),
 	}
 	if t.App.RetryTimeout > 0 {
 		policy.deadline = in.start.Add(t.App.RetryTimeout)
@@ -130,7 +134,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 			req.now = time.Now().UnixNano()
 		}
 		req.max = int64(t.App.MaxInflight)
-		b, err := acquire(rt, t, &req, x.watch())
+		b, err := acquire(rt, t, req, x.watch())
 		if err != nil {
 			if err == ErrClientGone {
 				p.log.Debug("client left while queued", "app", rt.name)
@@ -145,7 +149,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 				x.drop()
 				err = errBadUpgrade
 			} else {
-				p.answer(x, rt, t, b, &req, in.start, status, reqID)
+				p.answer(x, rt, t, b, req, in.start, status, reqID)
 				return
 			}
 		}
@@ -194,7 +198,7 @@ func (p *Proxy) answer(x exchange, rt *route, t *pool.Table, b *pool.Backend, re
 	if rt.cookieName != "" && string(req.Sticky) != b.ID {
 		h.Add("Set-Cookie", []byte(rt.cookieName+"="+b.ID+"; Path=/; HttpOnly; SameSite=Lax"))
 	}
-	fin := &finish{rt: rt, t: t, b: b, start: start, status: status, log: p.log}
+	fin := finish{rt: rt, t: t, b: b, start: start, status: status, log: p.log}
 	if status == 101 {
 		x.tunnel(fin)
 		return

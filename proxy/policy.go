@@ -14,34 +14,37 @@ import (
 // (statusFor). The engine adapters (fast.go, std.go) only translate.
 
 // Headers is one message's header lines as an engine holds them. Names are
-// matched in any case; repeated lines are separate values.
+// matched in any case; repeated lines are separate values. The methods
+// take no callbacks: a closure handed to an interface escapes, and the
+// fast path must not allocate.
 type Headers interface {
-	// Values calls f with each line named name, in order.
-	Values(name string, f func(v []byte))
+	// Values returns every line named name, in order. The result is valid
+	// until the next call on the Headers.
+	Values(name string) [][]byte
+	// Has reports whether a line named name exists.
+	Has(name string) bool
 	// Del removes every line named name.
 	Del(name string)
 	// Add appends a line.
 	Add(name string, value []byte)
 }
 
-// has reports whether h has a line named name.
-func has(h Headers, name string) bool {
-	found := false
-	h.Values(name, func([]byte) { found = true })
-	return found
-}
-
 // first returns the first line named name, nil when there is none. The
 // slice is valid until h changes.
 func first(h Headers, name string) []byte {
-	var v []byte
+	if vs := h.Values(name); len(vs) > 0 {
+		return vs[0]
+	}
+	return nil
+}
+
+// hasToken reports whether any line named name lists tok.
+func hasToken(h Headers, name, tok string) bool {
 	found := false
-	h.Values(name, func(b []byte) {
-		if !found {
-			v, found = b, true
-		}
-	})
-	return v
+	for _, v := range h.Values(name) {
+		connectionTokens(v, func(t []byte) { found = found || equalFold(t, tok) })
+	}
+	return found
 }
 
 // requestHopHeaders are dropped from every forwarded request besides the
@@ -62,11 +65,11 @@ var responseHopHeaders = []string{
 type forwarding struct {
 	peer    netip.Addr
 	trusted bool   // the peer is a trusted proxy: its forwarding headers are kept
-	proto   string // "http" or "https"
+	proto   []byte // "http" or "https"
 	host    []byte // the Host the client asked for; nil when it sent none
 	start   time.Time
-	// requestID: corral's id when the client sent none (nil: ids are off).
-	requestID func(dst []byte) []byte
+	// ids makes corral's id when the client sent none (nil: ids are off).
+	ids *requestIDs
 }
 
 // rewriteRequest turns a client's request head into the one sent to the
@@ -88,31 +91,10 @@ func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out [
 		upgrade = append(buf[:0], upgrade...) // survives the Del below
 		buf = upgrade[len(upgrade):]
 	}
-	var listed [8][]byte
-	names := listed[:0]
-	h.Values("Connection", func(v []byte) {
-		connectionTokens(v, func(tok []byte) { names = append(names, tok) })
-	})
-	if len(names) > 0 {
-		// The tokens point into header storage that Del may move: copy.
-		start := len(buf)
-		for i, n := range names {
-			buf = append(buf, n...)
-			names[i] = buf[len(buf)-len(n):]
-		}
-		_ = start
-		for _, n := range names {
-			if !equalFold(n, "close") && !equalFold(n, "keep-alive") && !equalFold(n, "upgrade") {
-				h.Del(string(n))
-			}
-		}
-	}
-	teTrailers := false
-	h.Values("Te", func(v []byte) {
-		connectionTokens(v, func(tok []byte) { teTrailers = teTrailers || equalFold(tok, "trailers") })
-	})
+	buf = dropListed(h, buf, "upgrade")
+	teTrailers := hasToken(h, "Te", "trailers")
 	for _, name := range requestHopHeaders {
-		if has(h, name) {
+		if h.Has(name) {
 			h.Del(name)
 		}
 	}
@@ -126,23 +108,23 @@ func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out [
 
 	mark := len(buf)
 	if f.trusted {
-		h.Values("X-Forwarded-For", func(v []byte) {
+		for _, v := range h.Values("X-Forwarded-For") {
 			buf = append(buf, v...)
 			buf = append(buf, ", "...)
-		})
+		}
 	}
 	buf = f.peer.AppendTo(buf)
 	xff := buf[mark:]
 	h.Del("X-Forwarded-For")
 	h.Add("X-Forwarded-For", xff)
-	if !f.trusted {
+	if !f.trusted && h.Has("Forwarded") {
 		h.Del("Forwarded")
 	}
-	if !f.trusted || !has(h, "X-Forwarded-Proto") {
+	if !f.trusted || !h.Has("X-Forwarded-Proto") {
 		h.Del("X-Forwarded-Proto")
-		h.Add("X-Forwarded-Proto", []byte(f.proto))
+		h.Add("X-Forwarded-Proto", f.proto)
 	}
-	if !f.trusted || !has(h, "X-Forwarded-Host") {
+	if !f.trusted || !h.Has("X-Forwarded-Host") {
 		h.Del("X-Forwarded-Host")
 		if f.host != nil {
 			h.Add("X-Forwarded-Host", f.host)
@@ -156,8 +138,8 @@ func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out [
 	mark = len(buf)
 	if id := first(h, "X-Request-Id"); id != nil {
 		buf = append(buf, id...)
-	} else if f.requestID != nil {
-		buf = f.requestID(buf)
+	} else if f.ids != nil {
+		buf = f.ids.appendNext(buf)
 	}
 	if reqID = buf[mark:]; len(reqID) > 0 {
 		h.Del("X-Request-Id")
@@ -169,6 +151,8 @@ func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out [
 }
 
 var (
+	strHTTP     = []byte("http")
+	strHTTPS    = []byte("https")
 	strTrailers = []byte("trailers")
 	strUpgrade  = []byte("Upgrade")
 )
@@ -176,11 +160,7 @@ var (
 // upgradeRequested returns the protocol a request asks to switch to, or
 // nil. h2c is answered on this hop (prior knowledge only), never passed on.
 func upgradeRequested(h Headers) []byte {
-	asked := false
-	h.Values("Connection", func(v []byte) {
-		connectionTokens(v, func(tok []byte) { asked = asked || equalFold(tok, "upgrade") })
-	})
-	if !asked {
+	if !hasToken(h, "Connection", "upgrade") {
 		return nil
 	}
 	up := first(h, "Upgrade")
@@ -196,23 +176,32 @@ func rewriteResponse(h Headers, status int, buf []byte) []byte {
 	if status == 101 {
 		return buf
 	}
+	buf = dropListed(h, buf, "")
+	for _, name := range responseHopHeaders {
+		if h.Has(name) {
+			h.Del(name)
+		}
+	}
+	return buf
+}
+
+// dropListed removes the lines named on h's Connection lines, but the
+// connection options close, keep-alive and keep (if not ""). The names
+// are copied to buf first: they point into storage that Del changes.
+func dropListed(h Headers, buf []byte, keep string) []byte {
 	var listed [8][]byte
 	names := listed[:0]
-	h.Values("Connection", func(v []byte) {
+	for _, v := range h.Values("Connection") {
 		connectionTokens(v, func(tok []byte) {
+			if equalFold(tok, "close") || equalFold(tok, "keep-alive") || (keep != "" && equalFold(tok, keep)) {
+				return
+			}
 			buf = append(buf, tok...)
 			names = append(names, buf[len(buf)-len(tok):])
 		})
-	})
-	for _, n := range names {
-		if !equalFold(n, "close") && !equalFold(n, "keep-alive") {
-			h.Del(string(n))
-		}
 	}
-	for _, name := range responseHopHeaders {
-		if has(h, name) {
-			h.Del(name)
-		}
+	for _, n := range names {
+		h.Del(b2s(n))
 	}
 	return buf
 }
@@ -224,10 +213,7 @@ func upgradeAccepted(asked []byte, h Headers) bool {
 	if asked == nil {
 		return false
 	}
-	conn := false
-	h.Values("Connection", func(v []byte) {
-		connectionTokens(v, func(tok []byte) { conn = conn || equalFold(tok, "upgrade") })
-	})
+	conn := hasToken(h, "Connection", "upgrade")
 	up := trimSpace(first(h, "Upgrade"))
 	return conn && len(up) > 0 && equalFold(up, string(trimSpace(asked))) && printable(up)
 }

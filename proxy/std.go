@@ -125,9 +125,13 @@ type stdCall struct {
 	r    *http.Request
 	out  *http.Request // the request sent to workers, rewritten once
 	in   inbound
+	req  Request
 	buf  []byte
 	rb   reqBody
 	resp *http.Response
+	reqH stdHeaders
+	// respH views resp's header (set by respHeaders).
+	respH stdHeaders
 }
 
 // serveStd is the net/http request handler: it fills the inbound request
@@ -143,6 +147,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		out.Header["User-Agent"] = nil // net/http would add its own
 	}
 	c.out = out
+	c.reqH.h = out.Header
 	c.in = inbound{
 		method:        []byte(r.Method),
 		path:          []byte(r.URL.EscapedPath()),
@@ -157,9 +162,11 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	p.serve(c, &c.in)
 }
 
-func (c *stdCall) reqHeaders() Headers { return stdHeaders(c.out.Header) }
+func (c *stdCall) reqHeaders() Headers { return &c.reqH }
 
 func (c *stdCall) scratch() *[]byte { return &c.buf }
+
+func (c *stdCall) balanceRequest() *Request { return &c.req }
 
 func (c *stdCall) cookie(name string) []byte {
 	if ck, err := c.r.Cookie(name); err == nil {
@@ -239,7 +246,10 @@ func (c *stdCall) send(b *pool.Backend, _ *config.Proxy, body *reqBody, _ []byte
 
 func (c *stdCall) respStatus() int { return c.resp.StatusCode }
 
-func (c *stdCall) respHeaders() Headers { return stdHeaders(c.resp.Header) }
+func (c *stdCall) respHeaders() Headers {
+	c.respH.h = c.resp.Header
+	return &c.respH
+}
 
 func (c *stdCall) drop() {
 	_ = c.resp.Body.Close()
@@ -251,7 +261,7 @@ func (c *stdCall) drop() {
 // body. A worker that fails mid-body aborts the client's response (the
 // connection is closed, an HTTP/2 stream reset): returning would end it
 // cleanly, as if whole.
-func (c *stdCall) relay(fin *finish) {
+func (c *stdCall) relay(fin finish) {
 	resp, w := c.resp, c.w
 	c.resp = nil
 	h := w.Header()
@@ -306,7 +316,7 @@ func copyFlushing(w http.ResponseWriter, body io.Reader) (readErr, writeErr erro
 
 // tunnel answers an accepted 101 on the hijacked client connection and
 // passes bytes both ways.
-func (c *stdCall) tunnel(fin *finish) {
+func (c *stdCall) tunnel(fin finish) {
 	resp, w := c.resp, c.w
 	c.resp = nil
 	defer fin.done(nil, nil)
@@ -348,17 +358,27 @@ func (c *stdCall) fail(e *Error) {
 }
 
 // stdHeaders is a net/http header map as the pipeline's Headers.
-type stdHeaders http.Header
-
-func (h stdHeaders) Values(name string, fn func([]byte)) {
-	for _, v := range h[textproto.CanonicalMIMEHeaderKey(name)] {
-		fn(unsafe.Slice(unsafe.StringData(v), len(v))) // read only
-	}
+type stdHeaders struct {
+	h       http.Header
+	scratch [][]byte
 }
 
-func (h stdHeaders) Del(name string) { http.Header(h).Del(name) }
+func (h *stdHeaders) Values(name string) [][]byte {
+	h.scratch = h.scratch[:0]
+	for _, v := range h.h[textproto.CanonicalMIMEHeaderKey(name)] {
+		h.scratch = append(h.scratch, unsafe.Slice(unsafe.StringData(v), len(v))) // read only
+	}
+	return h.scratch
+}
 
-func (h stdHeaders) Add(name string, value []byte) { http.Header(h).Add(name, string(value)) }
+func (h *stdHeaders) Has(name string) bool {
+	_, ok := h.h[textproto.CanonicalMIMEHeaderKey(name)]
+	return ok
+}
+
+func (h *stdHeaders) Del(name string) { h.h.Del(name) }
+
+func (h *stdHeaders) Add(name string, value []byte) { h.h.Add(name, string(value)) }
 
 // nopConn lets a worker's upgraded body stand in as a net.Conn for tunnel.
 type nopConn struct{ io.ReadWriteCloser }
