@@ -929,14 +929,10 @@ func TestConformanceReloadAppliesListenerSettings(t *testing.T) {
 	})
 }
 
-// TestConformanceTrailers has a worker send trailers after a chunked body.
-// They reach clients of the net/http engine; the fasthttp listener does not
-// relay them yet (a known gap, in the README).
+// TestConformanceTrailers has a worker send trailers after a chunked body:
+// they reach the client on every engine.
 func TestConformanceTrailers(t *testing.T) {
 	forEngine(t, false, func(t *testing.T, e engine) {
-		if e.name == "fasthttp-h1" {
-			t.Skip("trailers are not relayed by the fasthttp listener yet")
-		}
 		rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
 			_, _ = w.WriteString("HTTP/1.1 200 OK\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n")
 			return true

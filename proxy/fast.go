@@ -174,6 +174,9 @@ type fastCall struct {
 	target []byte
 	resp   *fasthttp.Response
 	small  *smallBody
+	// trailers are the trailer names the worker's response announced
+	// (copied: the pipeline's hop rules remove the announcement).
+	trailers [][]byte
 	// up and upr are the dedicated worker connection of an upgrade request.
 	up  net.Conn
 	upr *bufio.Reader
@@ -247,7 +250,7 @@ func (c *fastCall) reset() {
 	if cap(held) > bodyBufferLimit {
 		held = nil
 	}
-	*c = fastCall{buf: c.buf[:0], held: held[:0]}
+	*c = fastCall{buf: c.buf[:0], held: held[:0], trailers: c.trailers[:0]}
 }
 
 func (c *fastCall) reqHeaders() Headers { return fastRequestHeaders{&c.ctx.Request.Header} }
@@ -335,6 +338,11 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 	}
 	if stream := resp.BodyStream(); stream != nil {
 		size := resp.Header.ContentLength()
+		if size == -1 {
+			for name := range resp.Header.Trailers() {
+				c.trailers = append(c.trailers, append([]byte(nil), name...))
+			}
+		}
 		switch {
 		case size >= 0 && size <= smallBodyLimit:
 			// Read whole while the response-header deadline still runs;
@@ -438,6 +446,14 @@ func (c *fastCall) relay(fin finish) {
 	rl := relays.Get().(*relay)
 	*rl = relay{body: stream, resp: resp, conn: c.up, fin: fin}
 	c.up = nil
+	if len(c.trailers) > 0 && size < 0 && !c.http10 {
+		// Announced now, their values set when the worker's body ends:
+		// the engine writes them after the last chunk.
+		for _, name := range c.trailers {
+			_ = out.Header.AddTrailerBytes(name)
+		}
+		rl.out, rl.trailers = &out.Header, c.trailers
+	}
 	if size < 0 && c.http10 {
 		c.relayUntilClose(rl)
 		return
@@ -568,6 +584,10 @@ type relay struct {
 	conn    net.Conn // the dedicated connection of an upgrade request, closed at the end
 	fin     finish
 	readErr error
+	// out and trailers: the client's response head, which gets the
+	// worker's trailer values once its body has ended.
+	out      *fasthttp.ResponseHeader
+	trailers [][]byte
 }
 
 var relays = sync.Pool{New: func() any { return &relay{} }}
@@ -579,6 +599,14 @@ func (r *relay) Read(p []byte) (int, error) {
 	n, err := r.body.Read(p)
 	if err != nil && err != io.EOF {
 		r.readErr = err
+	}
+	if err == io.EOF && r.out != nil {
+		for _, name := range r.trailers {
+			for _, v := range r.resp.Header.PeekAll(b2s(name)) {
+				r.out.AddBytesV(b2s(name), v)
+			}
+		}
+		r.out = nil
 	}
 	return n, err
 }
