@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/valyala/fasthttp"
@@ -706,11 +705,6 @@ func remoteAddr(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
-// b2s views b as a string without copying; the string must not outlive b.
-func b2s(b []byte) string {
-	return unsafe.String(unsafe.SliceData(b), len(b))
-}
-
 // fastLogger sends the engine's own log lines to hclog at debug level
 // (they are about individual client connections).
 type fastLogger struct{ log hclog.Logger }
@@ -718,17 +712,5 @@ type fastLogger struct{ log hclog.Logger }
 func (l fastLogger) Printf(format string, args ...any) {
 	if l.log.IsDebug() {
 		l.log.Debug(fmt.Sprintf(format, args...))
-	}
-}
-
-// failureReason names a failure for the ejection log line.
-func failureReason(err error) string {
-	switch {
-	case stageOf(err) == sentNothing:
-		return "connection failed"
-	case isTimeout(err):
-		return "timeout"
-	default:
-		return "connection error"
 	}
 }

@@ -431,3 +431,15 @@ func (b *reqBody) Read(p []byte) (int, error) {
 // Close does nothing: the engines close a request body after each attempt,
 // and a held body must survive for the next.
 func (b *reqBody) Close() error { return nil }
+
+// failureReason names a failure for the ejection log line.
+func failureReason(err error) string {
+	switch {
+	case stageOf(err) == sentNothing:
+		return "connection failed"
+	case isTimeout(err):
+		return "timeout"
+	default:
+		return "connection error"
+	}
+}
