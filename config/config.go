@@ -64,6 +64,32 @@ type Proxy struct {
 	RequestID             bool // generate X-Request-Id when the client sent none
 	H2C                   bool // accept cleartext HTTP/2 on the public listener
 	TLS                   *TLS // nil = plain HTTP
+	Buffering             Buffering
+}
+
+// Buffering says what the proxy reads ahead of slow clients so that a
+// worker's slot is not held at the client's speed. Sizes are bytes; 0 turns
+// that tier off.
+type Buffering struct {
+	// RequestMemory: request bodies up to this Content-Length are read whole
+	// into memory before a worker is chosen.
+	RequestMemory int64
+	// RequestDisk: larger ones up to this go to a temporary file first;
+	// larger still stream to the worker at the client's speed.
+	RequestDisk int64
+	// ResponseMemory bounds, per response, what is read from the worker
+	// ahead of the client into memory...
+	ResponseMemory int64
+	// ResponseDisk ...and then into a temporary file; past both, the rest
+	// of the response moves at the client's speed.
+	ResponseDisk int64
+	// MemoryLimit bounds all buffers in memory together; past it, new data
+	// goes to temporary files (or, without a disk tier, streams).
+	MemoryLimit int64
+	// Chunked also buffers responses of unknown length.
+	Chunked bool
+	// Dir holds the temporary files (absolute); "" = the system's.
+	Dir string
 }
 
 // TLS configures HTTPS (with HTTP/2) on the public listener.

@@ -52,6 +52,17 @@ type rawProxy struct {
 	RequestID             *bool          `hcl:"request_id,optional"`
 	H2C                   *bool          `hcl:"h2c,optional"`
 	TLS                   *rawTLS        `hcl:"tls,block"`
+	Buffering             *rawBuffering  `hcl:"buffering,block"`
+}
+
+type rawBuffering struct {
+	RequestMemory  hcl.Expression `hcl:"request_memory,optional"`
+	RequestDisk    hcl.Expression `hcl:"request_disk,optional"`
+	ResponseMemory hcl.Expression `hcl:"response_memory,optional"`
+	ResponseDisk   hcl.Expression `hcl:"response_disk,optional"`
+	MemoryLimit    hcl.Expression `hcl:"memory_limit,optional"`
+	Chunked        *bool          `hcl:"chunked,optional"`
+	Dir            *string        `hcl:"dir,optional"`
 }
 
 type rawTLS struct {
@@ -230,7 +241,40 @@ func (c *checker) proxy(n node, r rawProxy, base string) Proxy {
 			Key:  c.existingFile(t, "key", r.TLS.Key, base),
 		}
 	}
+	p.Buffering = c.buffering(n.child("buffering"), deref(r.Buffering), base)
 	return p
+}
+
+// buffering reads the proxy's buffering block; the defaults protect
+// single-threaded workers from slow clients (README: Slow clients).
+func (c *checker) buffering(n node, r rawBuffering, base string) Buffering {
+	b := Buffering{
+		RequestMemory:  c.sizeOr(n, "request_memory", r.RequestMemory, 1<<20),
+		RequestDisk:    c.sizeOr(n, "request_disk", r.RequestDisk, 16<<20),
+		ResponseMemory: c.sizeOr(n, "response_memory", r.ResponseMemory, 1<<20),
+		ResponseDisk:   c.sizeOr(n, "response_disk", r.ResponseDisk, 1<<30),
+		MemoryLimit:    c.sizeOr(n, "memory_limit", r.MemoryLimit, 128<<20),
+		Chunked:        valueOr(r.Chunked, true),
+	}
+	const maxMemory = 1 << 30 // one buffer in memory; larger belongs on disk
+	tooLarge := false
+	for _, k := range []struct {
+		name string
+		v    int64
+	}{{"request_memory", b.RequestMemory}, {"response_memory", b.ResponseMemory}} {
+		if k.v > maxMemory {
+			tooLarge = true
+			c.bad(n, k.name, "must be at most 1GiB (larger buffers belong on disk: request_disk, response_disk)")
+		}
+	}
+	if !tooLarge && b.MemoryLimit < max(b.RequestMemory, b.ResponseMemory, 32<<10) {
+		c.bad(n, "memory_limit", "must be at least request_memory, response_memory and 32KiB (one buffer block)")
+	}
+	if r.Dir != nil {
+		b.Dir = absPath(*r.Dir, base)
+		c.exists(n, "dir", b.Dir, true)
+	}
+	return b
 }
 
 func (c *checker) app(n node, r *rawApp, base string) *App {

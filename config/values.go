@@ -135,6 +135,17 @@ func (c *checker) size(n node, name string, expr hcl.Expression) int64 {
 	return 0
 }
 
+// sizeOr is size with a default for an absent key.
+func (c *checker) sizeOr(n node, name string, expr hcl.Expression, def int64) int64 {
+	if expr == nil {
+		return def
+	}
+	if v, diags := expr.Value(nil); !diags.HasErrors() && v.IsNull() {
+		return def
+	}
+	return c.size(n, name, expr)
+}
+
 var sizePattern = regexp.MustCompile(`^\s*(\d+)\s*([A-Za-z]*)\s*$`)
 
 // sizeUnits follows the SI/IEC convention: KB is 1000 bytes, KiB is 1024.

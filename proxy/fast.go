@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -246,8 +247,8 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 
 func (c *fastCall) reset() {
 	held := c.held
-	if cap(held) > bodyBufferLimit {
-		held = nil
+	if kept := c.rb.end(); kept != nil {
+		held = kept
 	}
 	*c = fastCall{buf: c.buf[:0], held: held[:0], trailers: c.trailers[:0]}
 }
@@ -286,8 +287,7 @@ func (c *fastCall) setTarget(path []byte) {
 	c.in.path = nil                                // pointed into the old target
 }
 
-// openBody opens the request body: small bodies of known length are held
-// whole (they can be sent again), larger ones and chunked ones stream.
+// openBody opens the request body by the buffering rule (reqBody.open).
 func (c *fastCall) openBody(st *config.Proxy) *reqBody {
 	b := &c.rb
 	*b = reqBody{declared: c.in.contentLength}
@@ -295,14 +295,9 @@ func (c *fastCall) openBody(st *config.Proxy) *reqBody {
 		b.declared = max(b.declared, 0)
 		return b
 	}
-	b.src = c.ctx.RequestBodyStream()
-	if b.declared > 0 && b.declared <= bodyBufferLimit {
-		b.hold(c.held)
-		c.held = b.buf
-		return b
-	}
-	if b.declared < 0 {
-		b.limit = st.MaxBodyBytes
+	b.open(c.ctx.RequestBodyStream(), &st.Buffering, &c.p.buffers, st.MaxBodyBytes, c.held)
+	if b.buf != nil {
+		c.held = nil // owned by b until the request ends
 	}
 	return b
 }
@@ -319,8 +314,10 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 		req.Header.SetHost(b.Addr)
 	}
 	switch {
-	case body.held:
+	case body.held && body.file == nil:
 		req.SetBodyRaw(body.buf)
+	case body.held:
+		req.SetBodyStream(body.heldReader(), int(body.declared))
 	case body.src != nil:
 		req.SetBodyStream(body, int(body.declared))
 	}
@@ -453,6 +450,11 @@ func (c *fastCall) relay(fin finish) {
 		}
 		rl.out, rl.trailers = &out.Header, c.trailers
 	}
+	if rl.conn == nil {
+		if sp := fin.spoolFor(fastResponseHeaders{&out.Header}, int64(size)); sp != nil {
+			rl.startSpool(sp)
+		}
+	}
 	if size < 0 && c.http10 {
 		c.relayUntilClose(rl)
 		return
@@ -576,7 +578,10 @@ func (s *smallBody) read(body io.Reader, size int) error {
 }
 
 // relay is the client response body: it reads the worker's body and, when
-// the engine closes it, runs the accounting and frees the worker slot.
+// the engine closes it, runs the accounting and frees the worker slot. A
+// buffered response has a spool between the two: a filler goroutine reads
+// the worker's body into it and frees the slot at the worker's end, the
+// engine reads the spool at the client's speed.
 type relay struct {
 	body    io.Reader
 	resp    *fasthttp.Response
@@ -587,14 +592,76 @@ type relay struct {
 	// worker's trailer values once its body has ended.
 	out      *fasthttp.ResponseHeader
 	trailers [][]byte
+	sp       *spool
+	// vals are the trailer lines (name, value, name, value...) the filler
+	// copied at the worker's end, for the client side to set.
+	vals [][]byte
+	refs atomic.Int32 // sides still using the relay: the engine's, the filler's
 }
 
 var relays = sync.Pool{New: func() any { return &relay{} }}
 
-// Read reads the worker's body. A failure is kept for the accounting, and
-// returned: fasthttp then drops the client connection instead of ending
-// the response cleanly, so a truncated body is never taken for a whole one.
+// startSpool puts sp between the worker's body and the client.
+func (r *relay) startSpool(sp *spool) {
+	r.sp = sp
+	worker := r.resp.RemoteAddr()
+	sp.abort = func() { abortRead(worker) }
+	r.refs.Store(2)
+	go r.fill()
+}
+
+// fill is the filler: it reads the worker's body into the spool, then
+// gives the worker connection back (or closes it when the body was cut
+// short) and frees the worker's slot, whatever the client is doing.
+func (r *relay) fill() {
+	err := r.sp.fill(r.body)
+	if err == nil && r.out != nil {
+		for _, name := range r.trailers {
+			for _, v := range r.resp.Header.PeekAll(b2s(name)) {
+				r.vals = append(r.vals, name, append([]byte(nil), v...))
+			}
+		}
+	}
+	clientLeft := err == errSpoolClosed
+	if clientLeft {
+		err = nil
+	}
+	if r.sp.finish(err) {
+		clientLeft, err = true, nil // the read failed because the client left
+	}
+	if clientLeft || err != nil {
+		r.resp.SetConnectionClose()
+	}
+	_ = r.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(r.resp)
+	r.fin.workerDone(err)
+	r.unref()
+}
+
+func (r *relay) unref() {
+	if r.refs.Add(-1) == 0 {
+		*r = relay{}
+		relays.Put(r)
+	}
+}
+
+// Read reads the worker's body (or its spool). A failure is kept for the
+// accounting, and returned: fasthttp then drops the client connection
+// instead of ending the response cleanly, so a truncated body is never
+// taken for a whole one.
 func (r *relay) Read(p []byte) (int, error) {
+	if r.sp != nil {
+		n, err := r.sp.Read(p)
+		if err == io.EOF && r.out != nil {
+			for i := 0; i+1 < len(r.vals); i += 2 {
+				r.out.AddBytesV(b2s(r.vals[i]), r.vals[i+1])
+			}
+			r.out = nil
+		} else if err != nil && err != io.EOF {
+			r.readErr = err
+		}
+		return n, err
+	}
 	n, err := r.body.Read(p)
 	if err != nil && err != io.EOF {
 		r.readErr = err
@@ -616,6 +683,15 @@ func (r *relay) Read(p []byte) (int, error) {
 // implemented: the engine calls both Close and CloseWithError when both
 // exist, and the relay must be released exactly once.)
 func (r *relay) CloseWithError(writeErr error) error {
+	if r.sp != nil {
+		readErr := r.readErr
+		r.sp.close()
+		if readErr == nil {
+			r.fin.clientDone(writeErr)
+		}
+		r.unref()
+		return nil
+	}
 	err := r.resp.CloseBodyStream()
 	fasthttp.ReleaseResponse(r.resp)
 	if r.conn != nil {

@@ -40,6 +40,12 @@ func testSettings() config.Proxy {
 		ResponseHeaderTimeout: 5 * time.Second,
 		WorkerIdleTimeout:     5 * time.Second,
 		RequestID:             true,
+		// The defaults of the config file.
+		Buffering: config.Buffering{
+			RequestMemory: 1 << 20, RequestDisk: 16 << 20,
+			ResponseMemory: 1 << 20, ResponseDisk: 1 << 30,
+			MemoryLimit: 128 << 20, Chunked: true,
+		},
 	}
 }
 

@@ -149,7 +149,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 				x.drop()
 				err = errBadUpgrade
 			} else {
-				p.answer(x, rt, t, b, req, in.start, status, reqID)
+				p.answer(x, st, rt, t, b, req, in.start, status, reqID)
 				return
 			}
 		}
@@ -182,7 +182,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 }
 
 // answer relays a worker's response head (and then its body or tunnel).
-func (p *Proxy) answer(x exchange, rt *route, t *pool.Table, b *pool.Backend, req *Request, start time.Time, status int, reqID []byte) {
+func (p *Proxy) answer(x exchange, st *config.Proxy, rt *route, t *pool.Table, b *pool.Backend, req *Request, start time.Time, status int, reqID []byte) {
 	if status >= 500 && t.App.Passive.Count5xx {
 		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
 	} else {
@@ -198,7 +198,7 @@ func (p *Proxy) answer(x exchange, rt *route, t *pool.Table, b *pool.Backend, re
 	if rt.cookieName != "" && string(req.Sticky) != b.ID {
 		h.Add("Set-Cookie", []byte(rt.cookieName+"="+b.ID+"; Path=/; HttpOnly; SameSite=Lax"))
 	}
-	fin := finish{rt: rt, t: t, b: b, start: start, status: status, log: p.log}
+	fin := finish{rt: rt, t: t, b: b, start: start, status: status, log: p.log, buf: &st.Buffering, acct: &p.buffers}
 	if status == 101 {
 		x.tunnel(fin)
 		return
@@ -231,20 +231,50 @@ type finish struct {
 	start  time.Time
 	status int
 	log    hclog.Logger
+	buf    *config.Buffering
+	acct   *buffers
+}
+
+// spoolFor returns a spool for a response body of size bytes (-1 unknown)
+// with head h, or nil when the response is relayed unbuffered: the rule
+// says so, or the memory limit is reached.
+func (f *finish) spoolFor(h Headers, size int64) *spool {
+	if !bufferResponse(f.buf, h, size) {
+		return nil
+	}
+	return newSpool(f.acct, spoolLimits{
+		memory: f.buf.ResponseMemory, limit: f.buf.MemoryLimit,
+		disk: f.buf.ResponseDisk, dir: f.buf.Dir,
+	})
 }
 
 // done records the response and frees the worker's slot. readErr is a
 // failure reading the worker's body (the worker's fault); writeErr a
 // failure writing to the client (the client's).
 func (f *finish) done(readErr, writeErr error) {
-	switch {
-	case readErr != nil:
+	if readErr == nil {
+		f.clientDone(writeErr)
+	}
+	f.workerDone(readErr)
+}
+
+// workerDone is the worker's part: the response was read from it (or it
+// failed, readErr), so its slot is free. For a buffered response this comes
+// before the client has it all.
+func (f *finish) workerDone(readErr error) {
+	if readErr != nil {
 		f.log.Debug("worker failed mid-response", "app", f.rt.name, "worker", f.b.ID, "error", readErr)
 		passiveFailure(f.log, f.t, f.b, time.Now(), "connection error")
-	case writeErr != nil:
-		f.t.Stats.ClientCancelled.Add(1)
-		f.log.Debug("client left mid-response", "app", f.rt.name, "worker", f.b.ID, "error", writeErr)
 	}
 	f.b.Stats.Observe(f.status, time.Since(f.start))
 	release(f.rt, f.b)
+}
+
+// clientDone is the client's part: writeErr is why it did not get the
+// whole response, nil when it did.
+func (f *finish) clientDone(writeErr error) {
+	if writeErr != nil {
+		f.t.Stats.ClientCancelled.Add(1)
+		f.log.Debug("client left mid-response", "app", f.rt.name, "worker", f.b.ID, "error", writeErr)
+	}
 }

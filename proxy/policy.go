@@ -1,10 +1,17 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"io"
+	"io/fs"
+	"math/bits"
 	"net/netip"
+	"os"
+	"sync"
 	"time"
+
+	"github.com/corral-dev/corral/config"
 )
 
 // This file holds the proxy's decisions, engine neutral and free of I/O:
@@ -206,6 +213,32 @@ func dropListed(h Headers, buf []byte, keep string) []byte {
 	return buf
 }
 
+// bufferResponse is the rule for which worker responses are read ahead of
+// the client (proxy.buffering, README: Slow clients). size is the body's
+// Content-Length, -1 when unknown. Event streams never are (they last as
+// long as the client stays; a stalled client would fill the disk tier),
+// nor are responses the app marks X-Accel-Buffering: no. "yes" buffers one
+// even when chunked = false. Upgrades never reach this.
+func bufferResponse(b *config.Buffering, h Headers, size int64) bool {
+	if size == 0 || (b.ResponseMemory <= 0 && b.ResponseDisk <= 0) {
+		return false
+	}
+	for _, v := range h.Values("X-Accel-Buffering") {
+		switch {
+		case equalFold(v, "no"):
+			return false
+		case equalFold(v, "yes"):
+			return true
+		}
+	}
+	for _, v := range h.Values("Content-Type") {
+		if len(v) >= len("text/event-stream") && equalFold(v[:len("text/event-stream")], "text/event-stream") {
+			return false
+		}
+	}
+	return size > 0 || b.Chunked
+}
+
 // upgradeAccepted reports whether a worker's 101 switches to the protocol
 // the client asked for: a 101 for anything else, or for a request that
 // asked for nothing, must not open a tunnel.
@@ -358,13 +391,100 @@ type reqBody struct {
 	src      io.Reader // the client's stream; nil when the body is held whole or absent
 	declared int64     // Content-Length; -1 unknown (chunked or HTTP/2 without one)
 	limit    int64     // max_body_bytes for a body of unknown length, 0 none
-	buf      []byte    // the whole body, when held
-	held     bool      // buf is the whole body
+	buf      []byte    // the whole body, when held in memory
+	file     *os.File  // the whole body, when held in a temporary file
+	held     bool      // buf or file is the whole body
 	read     int64     // bytes read from src
+	// acct and reserved: memory of a held body counted against the
+	// buffering memory limit until the request ends.
+	acct     *buffers
+	reserved int64
 	// clientErr is why reading the client's body failed: io.ErrUnexpectedEOF
 	// for a body that ended before its Content-Length, a timeout for a
 	// client that stalled, ErrBodyTooLarge past the limit.
 	clientErr error
+}
+
+// open decides how a client's body of the declared length goes to the
+// worker (README: Slow clients): read whole into memory, or into a
+// temporary file, before a worker is chosen (so a slow upload holds no
+// worker slot, and the body can be sent again on a retry), or streamed at
+// the client's speed when larger than both tiers or of unknown length.
+// reuse is a buffer the caller keeps across requests. A body held whole
+// but cut short by the client is reported by clientErr.
+func (b *reqBody) open(src io.Reader, buf *config.Buffering, acct *buffers, maxBody int64, reuse []byte) {
+	b.src = src
+	n := b.declared
+	switch {
+	case n > 0 && n <= buf.RequestMemory && acct.reserve(n, buf.MemoryLimit):
+		b.acct, b.reserved = acct, n
+		if int64(cap(reuse)) < n {
+			reuse = getHeld(int(n))
+		}
+		b.hold(reuse)
+	case n > 0 && n <= buf.RequestDisk:
+		if !b.holdFile(buf.Dir, acct) {
+			b.held = false // no temporary file: stream
+		}
+	case n < 0:
+		b.limit = maxBody
+	}
+}
+
+// holdFile reads the body whole into a temporary file (unlinked at once).
+// It reports false, with nothing read, when no file could be made.
+func (b *reqBody) holdFile(dir string, acct *buffers) bool {
+	f, err := os.CreateTemp(dir, "corral-body-")
+	if err != nil {
+		return false
+	}
+	_ = os.Remove(f.Name())
+	acct.files.Add(1)
+	b.acct, b.file, b.held = acct, f, true
+	m, err := io.CopyN(f, b.src, b.declared)
+	b.read += m
+	b.src = nil
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = &Error{Status: 500, Body: "cannot buffer the request body\n"}
+		}
+		b.clientErr = err
+		return true
+	}
+	return true
+}
+
+// heldReader returns a reader of the whole held body, from its start.
+func (b *reqBody) heldReader() io.Reader {
+	if b.file != nil {
+		return io.NewSectionReader(b.file, 0, b.declared)
+	}
+	return bytes.NewReader(b.buf)
+}
+
+// end frees what a held body took, once the request is over. It returns a
+// memory buffer the caller may keep for the next request, or nil.
+func (b *reqBody) end() []byte {
+	if b.file != nil {
+		_ = b.file.Close()
+		b.acct.files.Add(-1)
+		b.file = nil
+	}
+	if b.reserved > 0 {
+		b.acct.free(b.reserved)
+		b.reserved = 0
+	}
+	keep := b.buf
+	b.buf = nil
+	if cap(keep) > bodyBufferLimit {
+		putHeld(keep)
+		return nil
+	}
+	return keep
 }
 
 // replayable reports whether the body can be sent again from the start.
@@ -441,5 +561,28 @@ func failureReason(err error) string {
 		return "timeout"
 	default:
 		return "connection error"
+	}
+}
+
+// heldPools keep memory buffers for held request bodies larger than the
+// per-call buffer, by power-of-two size class, so a stream of 1 MiB
+// uploads does not allocate (and zero) 1 MiB each.
+var heldPools [31]sync.Pool
+
+func getHeld(n int) []byte {
+	k := bits.Len(uint(n - 1))
+	if k < len(heldPools) {
+		if v, ok := heldPools[k].Get().(*[]byte); ok {
+			return (*v)[:0]
+		}
+	}
+	return make([]byte, 0, 1<<k)
+}
+
+func putHeld(b []byte) {
+	k := bits.Len(uint(cap(b) - 1))
+	if k < len(heldPools) && cap(b) == 1<<k {
+		b = b[:0]
+		heldPools[k].Put(&b)
 	}
 }

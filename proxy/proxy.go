@@ -33,6 +33,7 @@ type Proxy struct {
 	std      http.Handler
 	cert     atomic.Pointer[loadedCert]    // reset by SetSettings so a reload rereads the files
 	relisten atomic.Pointer[chan struct{}] // closed when listener-level settings change
+	buffers  buffers                       // what is held for slow clients
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -160,6 +159,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 		c.in.host = []byte(r.Host)
 	}
 	p.serve(c, &c.in)
+	c.rb.end()
 }
 
 func (c *stdCall) reqHeaders() Headers { return &c.reqH }
@@ -191,8 +191,7 @@ func (c *stdCall) setTarget(path []byte) {
 	}
 }
 
-// openBody opens the request body: small bodies of known length are held
-// whole, larger ones and those of unknown length stream.
+// openBody opens the request body by the buffering rule (reqBody.open).
 func (c *stdCall) openBody(st *config.Proxy) *reqBody {
 	b := &c.rb
 	r := c.r
@@ -201,14 +200,7 @@ func (c *stdCall) openBody(st *config.Proxy) *reqBody {
 		b.declared = 0
 		return b
 	}
-	b.src = r.Body
-	if b.declared > 0 && b.declared <= bodyBufferLimit {
-		b.hold(nil)
-		return b
-	}
-	if b.declared < 0 {
-		b.limit = st.MaxBodyBytes
-	}
+	b.open(r.Body, &st.Buffering, &c.p.buffers, st.MaxBodyBytes, nil)
 	return b
 }
 
@@ -223,12 +215,11 @@ func (c *stdCall) send(b *pool.Backend, _ *config.Proxy, body *reqBody, _ []byte
 	out.GetBody = nil
 	switch {
 	case body.held:
-		buf := body.buf
-		out.Body = io.NopCloser(bytes.NewReader(buf))
-		out.ContentLength = int64(len(buf))
+		out.Body = io.NopCloser(body.heldReader())
+		out.ContentLength = body.declared
 		// Lets the transport resend on a pooled connection the worker
 		// closed before reading anything.
-		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body.heldReader()), nil }
 	case body.src != nil:
 		out.Body = body // its Close does nothing: the transport closes it on a failed dial
 		out.ContentLength = body.declared
@@ -272,8 +263,21 @@ func (c *stdCall) relay(fin finish) {
 		h.Add("Trailer", k)
 	}
 	w.WriteHeader(resp.StatusCode)
-	readErr, writeErr := copyFlushing(w, resp.Body)
-	_ = resp.Body.Close()
+	var body io.Reader = resp.Body
+	var sp *spool
+	if resp.Body != http.NoBody {
+		sp = fin.spoolFor(&c.respH, resp.ContentLength)
+	}
+	if sp != nil {
+		body = sp
+		go c.fill(sp, resp, fin)
+	}
+	readErr, writeErr := copyFlushing(w, body)
+	if sp != nil {
+		sp.close()
+	} else {
+		_ = resp.Body.Close()
+	}
 	if readErr != nil && c.r.Context().Err() != nil {
 		// The client left; the transport cancelled the worker's request.
 		readErr, writeErr = nil, c.r.Context().Err()
@@ -283,10 +287,33 @@ func (c *stdCall) relay(fin finish) {
 			h[k] = vs
 		}
 	}
-	fin.done(readErr, writeErr)
+	if sp != nil {
+		if readErr == nil {
+			fin.clientDone(writeErr)
+		}
+	} else {
+		fin.done(readErr, writeErr)
+	}
 	if readErr != nil {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// fill is the filler of a buffered response: it reads the worker's body
+// into sp and frees the worker's slot at its end, whatever the client is
+// doing. A client that leaves cancels the worker's request (its context is
+// the client's), which ends the filler.
+func (c *stdCall) fill(sp *spool, resp *http.Response, fin finish) {
+	err := sp.fill(resp.Body)
+	if err == errSpoolClosed {
+		err = nil
+	}
+	if err != nil && c.r.Context().Err() != nil {
+		err = nil // the client left: not the worker's failure
+	}
+	sp.finish(err)
+	_ = resp.Body.Close()
+	fin.workerDone(err)
 }
 
 // copyFlushing copies a response body to the client, flushing after every

@@ -234,3 +234,11 @@ func liftReadDeadline(remote net.Addr) {
 		_ = a.conn.Conn.SetReadDeadline(time.Time{})
 	}
 }
+
+// abortRead makes a read blocked on the connection that carried a response
+// give up: the client it was for has gone.
+func abortRead(remote net.Addr) {
+	if a, ok := remote.(*upstreamAddr); ok {
+		_ = a.conn.Conn.SetReadDeadline(time.Now())
+	}
+}

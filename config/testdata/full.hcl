@@ -33,6 +33,16 @@ proxy {
     cert = "cert.pem"
     key  = "key.pem"
   }
+
+  buffering {                       # reading ahead of slow clients so workers are freed
+    request_memory  = "512KiB"      # [1MiB] request bodies up to this: read into memory before a worker is chosen
+    request_disk    = "8MiB"        # [16MiB] larger ones up to this: read into a temporary file first
+    response_memory = "256KiB"      # [1MiB] per response: read ahead of the client into memory up to this
+    response_disk   = "100MiB"      # [1GiB] then into a temporary file up to this
+    memory_limit    = "64MiB"       # [128MiB] all memory buffers together; past it, new responses stream
+    chunked         = false         # [true] buffer responses of unknown length too
+    dir             = "."           # [system temp dir] where the temporary files go (unlinked at once)
+  }
 }
 
 shutdown {
