@@ -418,7 +418,6 @@ strict_fail() {
     status=1
   fi
 }
-mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.1f", NR ? s / NR : 0 }'; }
 sum_kv() {
   local key=$1 total=0 f
   shift
@@ -443,16 +442,15 @@ fast_row() {
 }
 
 # slow_cells FILES...: the slow clients' cells: response heads 2xx / non-2xx,
-# transfers completed, errors, KiB/s each while moving a body, mean wait for a head.
+# transfers completed, errors, KiB/s each while transferring a body and over the run.
 slow_cells() {
-  local f act=() per=() wait=()
+  local f act=() per=()
   for f in "$@"; do
     act+=("$(kv "$f" kib_s_active)")
     per+=("$(kv "$f" kib_s_per_client)")
-    wait+=("$(kv "$f" mean_wait_s)")
   done
-  printf ' %s / %s | %s | %s | %.1f | %.1f | %s |' "$(sum_kv ok "$@")" "$(sum_kv non2xx "$@")" "$(sum_kv complete "$@")" \
-    "$(sum_kv errors "$@")" "$(median "${act[@]}")" "$(median "${per[@]}")" "$(mean "${wait[@]}")"
+  printf ' %s / %s | %s | %s | %.1f | %.1f |' "$(sum_kv ok "$@")" "$(sum_kv non2xx "$@")" "$(sum_kv complete "$@")" \
+    "$(sum_kv errors "$@")" "$(median "${act[@]}")" "$(median "${per[@]}")"
 }
 
 # strict_slow SCENARIO TARGET: with STRICT=1, corral's fast clients must not time out.
@@ -479,8 +477,8 @@ if has_scenario 1; then
   echo
   echo "### 1. slow readers: $SLOW_CLIENTS clients download $SLOW_SIZE at $SLOW_RATE/s from the single-slot worker"
   echo
-  echo "| proxy | slow readers | fast req/s | p50 ms | p99 ms | fast non-2xx / errors | fast timeouts of requests | slow: heads 2xx / non-2xx | slow: complete | slow: errors | slow: KiB/s each while receiving | slow: KiB/s each over the run | slow: mean s to head |"
-  echo "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|"
+  echo "| proxy | slow readers | fast req/s | p50 ms | p99 ms | fast non-2xx / errors | fast timeouts of requests | slow: heads 2xx / non-2xx | slow: complete | slow: errors | slow: KiB/s each while receiving | slow: KiB/s each over the run |"
+  echo "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|"
   lines=()
   for t in "${T1[@]}"; do
     base=() fast=() slow=()
@@ -488,7 +486,7 @@ if has_scenario 1; then
       base+=("$WORK/s1-fast-base-$t-$r.txt") fast+=("$WORK/s1-fast-$t-$r.txt") slow+=("$WORK/s1-slow-$t-$r.txt")
     done
     fast_row "${NAME[$t]}" 0 "${base[@]}"
-    echo " - | - | - | - | - | - |"
+    echo " - | - | - | - | - |"
     lines+=("- ${NAME[$t]}, baseline: $ROUNDS_LINE")
     fast_row "${NAME[$t]}" "$SLOW_CLIENTS" "${fast[@]}"
     slow_cells "${slow[@]}"
@@ -505,8 +503,8 @@ if has_scenario 2; then
   echo
   echo "### 2. slow uploaders: $SLOW_CLIENTS clients POST $UPLOAD_SIZE at $SLOW_RATE/s to the single-slot worker"
   echo
-  echo "| proxy | slow uploaders | fast req/s | p50 ms | p99 ms | fast non-2xx / errors | fast timeouts of requests | slow: heads 2xx / non-2xx | slow: complete | slow: errors | slow: KiB/s each while sending | slow: KiB/s each over the run | slow: mean s to head |"
-  echo "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|"
+  echo "| proxy | slow uploaders | fast req/s | p50 ms | p99 ms | fast non-2xx / errors | fast timeouts of requests | slow: heads 2xx / non-2xx | slow: complete | slow: errors | slow: KiB/s each while sending | slow: KiB/s each over the run |"
+  echo "|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|"
   lines=()
   for t in "${T2[@]}"; do
     fast=() slow=()
