@@ -39,7 +39,7 @@
 #   CORRAL_BIN= SLOWCLIENT_BIN=   prebuilt binaries instead of building from this tree
 #   KEEP_WORK=1       keep the temp dir (configs, logs, raw client output)
 #   ports: CORRAL_PORT=18380 ADMIN_PORT=19380 NGINX_PORT=18381 HAPROXY_PORT=18382
-#          NOBUF_PORT=18383 NOBUF_ADMIN_PORT=19383
+#          HAPROXY_BULK_PORT=18384 NOBUF_PORT=18383 NOBUF_ADMIN_PORT=19383
 #          WORKER_PORTS=21951-21962 NOBUF_WORKER_PORTS=21971-21982
 #
 # Prints the environment and one markdown table per scenario on stdout, progress on
@@ -71,6 +71,7 @@ CORRAL_PORT=${CORRAL_PORT:-18380}
 ADMIN_PORT=${ADMIN_PORT:-19380}
 NGINX_PORT=${NGINX_PORT:-18381}
 HAPROXY_PORT=${HAPROXY_PORT:-18382}
+HAPROXY_BULK_PORT=${HAPROXY_BULK_PORT:-18384}
 NOBUF_PORT=${NOBUF_PORT:-18383}
 NOBUF_ADMIN_PORT=${NOBUF_ADMIN_PORT:-19383}
 WORKER_PORTS=${WORKER_PORTS:-21951-21962}
@@ -84,7 +85,7 @@ SLOW_SECONDS=$((SLOW_LEAD + DURATION + FAST_TIMEOUT_S)) # slow clients outlast t
 
 bench_init
 ensure_packages wrk nginx haproxy jq curl
-require_free_ports "$CORRAL_PORT" "$ADMIN_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$NOBUF_PORT" "$NOBUF_ADMIN_PORT"
+require_free_ports "$CORRAL_PORT" "$ADMIN_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$HAPROXY_BULK_PORT" "$NOBUF_PORT" "$NOBUF_ADMIN_PORT"
 require_free_range "$WORKER_PORTS"
 require_free_range "$NOBUF_WORKER_PORTS"
 
@@ -239,6 +240,10 @@ NGINX_PID=$LAST_PID
 # response has reached the client, as corral's max_inflight = 1 is; the others
 # wait in HAProxy's queue (timeout queue as corral's queue timeout), and
 # abortonclose drops a queued request whose client has gone, as corral does.
+# That frontend runs on one thread: with nbthread 2, HAProxy 2.6 hands a
+# maxconn 1 slot between threads slowly (about 1.2k req/s here, and now and then
+# a request stalled past 2 s, against 15k on one thread). The bulk app has its
+# own frontend on HAPROXY_BULK_PORT, on both threads, as in proxy.sh.
 cat >"$WORK/haproxy.cfg" <<EOF
 global
   nbthread 2
@@ -252,9 +257,11 @@ defaults
   timeout client 30s
   timeout server 30s
 frontend public
-  bind 127.0.0.1:$HAPROXY_PORT
-  use_backend bulk if { path_beg /bulk/ }
+  bind 127.0.0.1:$HAPROXY_PORT thread 1
   default_backend one
+frontend public_bulk
+  bind 127.0.0.1:$HAPROXY_BULK_PORT
+  default_backend bulk
 backend one
   timeout queue 10s
   server w1 127.0.0.1:${ONE[0]} maxconn 1
@@ -274,6 +281,8 @@ declare -A BASE=(
   [haproxy]="http://127.0.0.1:$HAPROXY_PORT"
   [corral-nobuf]="http://127.0.0.1:$NOBUF_PORT"
 )
+# The bulk app: the same base, but HAProxy's has its own frontend (see above).
+declare -A BULK_BASE=([corral]=${BASE[corral]} [nginx]=${BASE[nginx]} [haproxy]="http://127.0.0.1:$HAPROXY_BULK_PORT" [corral-nobuf]=${BASE[corral-nobuf]})
 # The single-slot worker behind each target, asked directly to see it is free.
 declare -A DIRECT=([corral]=${ONE[0]} [nginx]=${ONE[0]} [haproxy]=${ONE[0]} [corral-nobuf]=${NOBUF_ONE[0]:-})
 declare -A LOGS=([nginx]=$WORK/nginx/error.log [haproxy]=$WORK/haproxy.log [corral]=$WORK/corral.log [corral-nobuf]=$WORK/corral-nobuf.log)
@@ -281,10 +290,10 @@ declare -A NAME=([corral]=corral [nginx]="nginx (proxy_buffering on)" [haproxy]=
 ALL_TARGETS=(corral nginx haproxy)
 ((NOBUF == 1)) && ALL_TARGETS+=(corral-nobuf)
 for t in "${ALL_TARGETS[@]}"; do
-  for p in /small /bulk/small; do
-    if ! wait_until "$t to answer $p" 15 answers "${BASE[$t]}$p" '^ok'; then
+  for u in "${BASE[$t]}/small" "${BULK_BASE[$t]}/bulk/small"; do
+    if ! wait_until "$t to answer $u" 15 answers "$u" '^ok'; then
       tail -20 "${LOGS[$t]}" >&2
-      die "$t does not answer ${BASE[$t]}$p"
+      die "$t does not answer $u"
     fi
   done
 done
@@ -395,10 +404,10 @@ EOF
       for t in $(rotated "$r" "${T3[@]}"); do
         f=$WORK/s3-$kind-$t-$r.txt
         if [[ $kind == download ]]; then
-          wrk -t"$TP_THREADS" -c"$TP_CONNS" -d"$TP_DURATION"s --latency "${BASE[$t]}/bulk/big?size=$TP_BYTES" >"$f" 2>&1 ||
+          wrk -t"$TP_THREADS" -c"$TP_CONNS" -d"$TP_DURATION"s --latency "${BULK_BASE[$t]}/bulk/big?size=$TP_BYTES" >"$f" 2>&1 ||
             { cat "$f" >&2; die "wrk against $t failed"; }
         else
-          wrk -t"$TP_THREADS" -c"$TP_CONNS" -d"$TP_DURATION"s --latency -s "$WORK/upload.lua" "${BASE[$t]}/bulk/upload" >"$f" 2>&1 ||
+          wrk -t"$TP_THREADS" -c"$TP_CONNS" -d"$TP_DURATION"s --latency -s "$WORK/upload.lua" "${BULK_BASE[$t]}/bulk/upload" >"$f" 2>&1 ||
             { cat "$f" >&2; die "wrk against $t failed"; }
         fi
         log "scenario 3 $kind round $r $t: $(wrk_field "$f" rps) req/s"
@@ -468,7 +477,7 @@ echo
 echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
 echo "- $(go version 2>/dev/null || echo 'go: not found'); $("$CORRAL" version) (commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- CPU of all $(nproc) cores during the runs: $CPU_SHARE"
-echo "- single-slot app: 1 worker (port ${ONE[0]}) serving one request at a time, corral max_inflight = 1 (queue: its defaults, 256 / 10s); bulk app: 2 workers (ports ${BULK[*]}); nginx and HAProxy front the same processes"
+echo "- single-slot app: 1 worker (port ${ONE[0]}) serving one request at a time, corral max_inflight = 1 (queue: its defaults, 256 / 10s); bulk app: 2 workers (ports ${BULK[*]}); nginx and HAProxy front the same processes; HAProxy: maxconn 1 on the single-slot worker, its frontend on 1 thread"
 echo "- fast clients: $FAST_CONNS keep-alive connections, closed loop, GET /small for ${DURATION}s, timeout $FAST_TIMEOUT per request; slow clients start ${SLOW_LEAD}s before and stop ${FAST_TIMEOUT_S}s after"
 echo "- slow clients: $SLOW_CLIENTS, $SLOW_RATE B/s each, socket buffer $SLOW_SOCKBUF asked (the kernel doubles it); rounds: $ROUNDS (rotated order), each cell the median of rounds or their sum"
 echo "- corral with buffering off (A/B row): $NOBUF_NOTE"
