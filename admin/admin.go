@@ -88,6 +88,22 @@ type Metrics interface {
 	MetricsSnapshot() []AppMetrics
 }
 
+// ProxyMetrics is optional beside Metrics: what the public proxy holds
+// for its clients, for a scrape.
+type ProxyMetrics interface {
+	ProxySnapshot() ProxyStats
+}
+
+// ProxyStats are the proxy's own gauges and counters.
+type ProxyStats struct {
+	BufferMemoryBytes  int64 // response spools and held request bodies in memory
+	BufferDiskBytes    int64 // bytes in temporary files not yet sent
+	BufferStagingBytes int64 // blocks staging writes to temporary files
+	BufferFiles        int64 // temporary files open
+	BufferedResponses  int64 // responses read ahead of their client (counter)
+	SpilledResponses   int64 // of which some part went to disk (counter)
+}
+
 // AppMetrics are one app's counters and status for a scrape.
 type AppMetrics struct {
 	Name    string

@@ -46,6 +46,9 @@ func newRegistry(m Metrics, version string) (*prometheus.Registry, *reloadMetric
 	if m != nil {
 		reg.MustRegister(newPoolCollector(m))
 	}
+	if pm, ok := m.(ProxyMetrics); ok {
+		reg.MustRegister(proxyCollector{pm})
+	}
 	return reg, rm
 }
 
@@ -251,4 +254,36 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// proxyCollector exposes ProxyStats.
+type proxyCollector struct{ source ProxyMetrics }
+
+var (
+	bufferBytesDesc = prometheus.NewDesc("corral_buffer_bytes",
+		"Bytes held for slow clients: tier memory (response spools and request bodies), disk (temporary files, not yet sent), staging (blocks feeding the files).",
+		[]string{"tier"}, nil)
+	bufferFilesDesc = prometheus.NewDesc("corral_buffer_files",
+		"Temporary buffer files open (unlinked: they never appear in the directory).", nil, nil)
+	bufferedDesc = prometheus.NewDesc("corral_buffered_responses_total",
+		"Responses read from the worker ahead of the client.", nil, nil)
+	spilledDesc = prometheus.NewDesc("corral_buffer_spilled_responses_total",
+		"Buffered responses of which some part went to a temporary file.", nil, nil)
+)
+
+func (proxyCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- bufferBytesDesc
+	ch <- bufferFilesDesc
+	ch <- bufferedDesc
+	ch <- spilledDesc
+}
+
+func (c proxyCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.source.ProxySnapshot()
+	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferMemoryBytes), "memory")
+	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferDiskBytes), "disk")
+	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferStagingBytes), "staging")
+	ch <- prometheus.MustNewConstMetric(bufferFilesDesc, prometheus.GaugeValue, float64(s.BufferFiles))
+	ch <- prometheus.MustNewConstMetric(bufferedDesc, prometheus.CounterValue, float64(s.BufferedResponses))
+	ch <- prometheus.MustNewConstMetric(spilledDesc, prometheus.CounterValue, float64(s.SpilledResponses))
 }

@@ -337,3 +337,29 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "bytes/scrape")
 }
+
+// withProxy adds proxy figures to a metrics source.
+type withProxy struct {
+	metricsFunc
+	stats ProxyStats
+}
+
+func (w withProxy) ProxySnapshot() ProxyStats { return w.stats }
+
+func TestMetricsProxyBuffers(t *testing.T) {
+	src, _, _ := sampleMetrics()
+	m := withProxy{src, ProxyStats{
+		BufferMemoryBytes: 65536, BufferDiskBytes: 1000, BufferStagingBytes: 32768,
+		BufferFiles: 1, BufferedResponses: 12, SpilledResponses: 3,
+	}}
+	_, addr := startServer(t, Options{Runtime: &fakeRuntime{}, Metrics: m, Version: "1"})
+	_, _, body := do(t, "GET", addr, "/metrics")
+	mustContain(t, body,
+		`corral_buffer_bytes{tier="memory"} 65536`,
+		`corral_buffer_bytes{tier="disk"} 1000`,
+		`corral_buffer_bytes{tier="staging"} 32768`,
+		"corral_buffer_files 1",
+		"corral_buffered_responses_total 12",
+		"corral_buffer_spilled_responses_total 3",
+	)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/corral-dev/corral/config"
 )
 
 func TestStatusForMapsEveryKind(t *testing.T) {
@@ -141,5 +144,36 @@ func TestHeaderHelpers(t *testing.T) {
 	a, b := string(ids.appendNext(nil)), string(ids.appendNext(nil))
 	if a == b || len(a) < 14 {
 		t.Errorf("ids %q %q", a, b)
+	}
+}
+
+// TestBufferResponseRule pins which responses are read ahead of the client.
+func TestBufferResponseRule(t *testing.T) {
+	on := &config.Buffering{ResponseMemory: 1 << 20, ResponseDisk: 1 << 30, Chunked: true}
+	noChunked := &config.Buffering{ResponseMemory: 1 << 20, ResponseDisk: 1 << 30}
+	off := &config.Buffering{}
+	cases := []struct {
+		name string
+		b    *config.Buffering
+		hdr  http.Header
+		size int64
+		want bool
+	}{
+		{"large, known length", on, http.Header{"Content-Type": {"text/html"}}, 1 << 20, true},
+		{"unknown length", on, nil, -1, true},
+		{"unknown length, chunked off", noChunked, nil, -1, false},
+		{"unknown length, chunked off, app says yes", noChunked, http.Header{"X-Accel-Buffering": {"yes"}}, -1, true},
+		{"app says no", on, http.Header{"X-Accel-Buffering": {"No"}}, 1 << 20, false},
+		{"event stream", on, http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}}, -1, false},
+		{"event stream the app wants buffered", on, http.Header{"Content-Type": {"text/event-stream"}, "X-Accel-Buffering": {"yes"}}, -1, true},
+		{"small body", on, nil, smallBodyLimit, false},
+		{"just past small", on, nil, smallBodyLimit + 1, true},
+		{"empty", on, nil, 0, false},
+		{"buffering off", off, nil, 1 << 20, false},
+	}
+	for _, tc := range cases {
+		if got := bufferResponse(tc.b, &stdHeaders{h: tc.hdr}, tc.size); got != tc.want {
+			t.Errorf("%s: bufferResponse = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -218,10 +218,12 @@ func dropListed(h Headers, buf []byte, keep string) []byte {
 // Content-Length, -1 when unknown. Event streams never are (they last as
 // long as the client stays; a stalled client would fill the disk tier),
 // nor are responses the app marks X-Accel-Buffering: no. "yes" buffers one
-// even when chunked = false. Upgrades never reach this.
+// even when chunked = false. Bodies of at most smallBodyLimit never are:
+// they arrive with their head and fit any socket buffer. Upgrades never
+// reach this.
 func bufferResponse(b *config.Buffering, h Headers, size int64) bool {
-	if size == 0 || (b.ResponseMemory <= 0 && b.ResponseDisk <= 0) {
-		return false
+	if (size >= 0 && size <= smallBodyLimit) || (b.ResponseMemory <= 0 && b.ResponseDisk <= 0) {
+		return false // a small body is taken whole with its head, or by the socket
 	}
 	for _, v := range h.Values("X-Accel-Buffering") {
 		switch {

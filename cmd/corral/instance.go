@@ -589,6 +589,17 @@ func (in *instance) Alive(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// ProxySnapshot implements admin.ProxyMetrics.
+var _ admin.ProxyMetrics = (*instance)(nil)
+
+func (in *instance) ProxySnapshot() admin.ProxyStats {
+	b := in.proxy.BufferStats()
+	return admin.ProxyStats{
+		BufferMemoryBytes: b.MemoryBytes, BufferDiskBytes: b.DiskBytes, BufferStagingBytes: b.StagingBytes,
+		BufferFiles: b.Files, BufferedResponses: b.Spooled, SpilledResponses: b.Spilled,
+	}
+}
+
 // MetricsSnapshot implements admin.Metrics.
 func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 	st := in.state.Load()
