@@ -597,15 +597,20 @@ type relay struct {
 	// copied at the worker's end, for the client side to set.
 	vals [][]byte
 	refs atomic.Int32 // sides still using the relay: the engine's, the filler's
+	// worker is the address of the worker connection, for abortFill.
+	worker net.Addr
 }
+
+// abortFill makes the filler's read of a silent worker give up.
+func (r *relay) abortFill() { abortRead(r.worker) }
 
 var relays = sync.Pool{New: func() any { return &relay{} }}
 
 // startSpool puts sp between the worker's body and the client.
 func (r *relay) startSpool(sp *spool) {
 	r.sp = sp
-	worker := r.resp.RemoteAddr()
-	sp.abort = func() { abortRead(worker) }
+	r.worker = r.resp.RemoteAddr()
+	sp.abort = r
 	r.refs.Store(2)
 	go r.fill()
 }

@@ -110,11 +110,15 @@ type spool struct {
 	closed  bool  // the client side is finished
 	// abort, if set, makes a filler blocked on a silent worker give up; it
 	// runs under the lock, only while the filler is not done.
-	abort func()
+	abort aborter
 	// aborted is set once abort ran: the worker connection must not be reused.
 	aborted bool
 	spilled bool
+	segBuf  [4]segment // segs' first backing array
 }
+
+// aborter stops a filler's read of the worker.
+type aborter interface{ abortFill() }
 
 // newSpool returns a spool holding its first block, or nil when the memory
 // limit leaves no room for one (the response is then relayed unbuffered).
@@ -124,6 +128,7 @@ func newSpool(acct *buffers, lim spoolLimits) *spool {
 	}
 	lim.memory = max(lim.memory, spoolBlock)
 	s := &spool{acct: acct, lim: lim, spare: spoolBlocks.Get().(*block), blocks: 1}
+	s.segs = s.segBuf[:0]
 	s.cond.L = &s.mu
 	acct.spooled.Add(1)
 	return s
@@ -361,7 +366,7 @@ func (s *spool) close() {
 	s.cond.Broadcast()
 	if !s.done {
 		if s.abort != nil {
-			s.abort()
+			s.abort.abortFill()
 			s.aborted = true
 		}
 		return

@@ -125,7 +125,7 @@ func TestSpoolCloseAbortsASilentWorker(t *testing.T) {
 	var acct buffers
 	s := newSpool(&acct, spoolLimits{memory: 1 << 20, limit: 1 << 30})
 	pr, pw := io.Pipe()
-	s.abort = func() { _ = pw.CloseWithError(errors.New("aborted")) }
+	s.abort = abortFunc(func() { _ = pw.CloseWithError(errors.New("aborted")) })
 	done := make(chan bool, 1)
 	go func() {
 		err := s.fill(pr)
@@ -190,3 +190,7 @@ func TestSpoolMemoryLimit(t *testing.T) {
 		t.Fatalf("memory %d after both spools ended", acct.memory.Load())
 	}
 }
+
+type abortFunc func()
+
+func (f abortFunc) abortFill() { f() }
