@@ -86,6 +86,10 @@ type Buffering struct {
 	// MemoryLimit bounds all buffers in memory together; past it, new data
 	// goes to temporary files (or, without a disk tier, streams).
 	MemoryLimit int64
+	// DiskLimit bounds all temporary files together (unsent response bytes
+	// and held request bodies); past it, spools wait for their clients and
+	// bodies stream.
+	DiskLimit int64
 	// Chunked also buffers responses of unknown length.
 	Chunked bool
 	// Dir holds the temporary files (absolute); "" = the system's.

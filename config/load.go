@@ -61,6 +61,7 @@ type rawBuffering struct {
 	ResponseMemory hcl.Expression `hcl:"response_memory,optional"`
 	ResponseDisk   hcl.Expression `hcl:"response_disk,optional"`
 	MemoryLimit    hcl.Expression `hcl:"memory_limit,optional"`
+	DiskLimit      hcl.Expression `hcl:"disk_limit,optional"`
 	Chunked        *bool          `hcl:"chunked,optional"`
 	Dir            *string        `hcl:"dir,optional"`
 }
@@ -254,6 +255,7 @@ func (c *checker) buffering(n node, r rawBuffering, base string) Buffering {
 		ResponseMemory: c.sizeOr(n, "response_memory", r.ResponseMemory, 1<<20),
 		ResponseDisk:   c.sizeOr(n, "response_disk", r.ResponseDisk, 1<<30),
 		MemoryLimit:    c.sizeOr(n, "memory_limit", r.MemoryLimit, 128<<20),
+		DiskLimit:      c.sizeOr(n, "disk_limit", r.DiskLimit, 4<<30),
 		Chunked:        valueOr(r.Chunked, true),
 	}
 	const maxMemory = 1 << 30 // one buffer in memory; larger belongs on disk

@@ -84,7 +84,7 @@ func TestLoadMinimalAppGetsEveryDefault(t *testing.T) {
 			Buffering: Buffering{
 				RequestMemory: 1 << 20, RequestDisk: 16 << 20,
 				ResponseMemory: 1 << 20, ResponseDisk: 1 << 30,
-				MemoryLimit: 128 << 20, Chunked: true,
+				MemoryLimit: 128 << 20, DiskLimit: 4 << 30, Chunked: true,
 			},
 		},
 		Shutdown: Shutdown{Timeout: 25 * time.Second},
@@ -175,7 +175,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 			Buffering: Buffering{
 				RequestMemory: 512 << 10, RequestDisk: 8 << 20,
 				ResponseMemory: 256 << 10, ResponseDisk: 100 << 20,
-				MemoryLimit: 64 << 20, Chunked: false, Dir: dir,
+				MemoryLimit: 64 << 20, DiskLimit: 1 << 30, Chunked: false, Dir: dir,
 			},
 		},
 		Shutdown: Shutdown{Timeout: 20 * time.Second, PreStopDelay: 2 * time.Second},

@@ -298,7 +298,10 @@ func TestLargeResponseSpillsToDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the worker to finish", 5*time.Second, func() bool { return w.inflight.Load() == 0 })
+		waitFor(t, "the response to be spooled", 5*time.Second, func() bool {
+			st := f.proxy.BufferStats() // staging is given back when the filler ends
+			return w.inflight.Load() == 0 && st.Files == 1 && st.StagingBytes == 0
+		})
 		mid := f.proxy.BufferStats()
 		if mid.Files != 1 || mid.DiskBytes == 0 || mid.MemoryBytes > 64<<10 {
 			t.Fatalf("while the client has not read: %+v; want one file with the response and at most 64 KiB in memory", mid)

@@ -448,13 +448,18 @@ func (c *fastCall) relay(fin finish) {
 		for _, name := range c.trailers {
 			_ = out.Header.AddTrailerBytes(name)
 		}
+		// The relay outlives this call; the pooled call must not reuse
+		// the names' backing array for the next request meanwhile.
 		rl.out, rl.trailers = &out.Header, c.trailers
+		c.trailers = nil
 	}
+	rl.client, rl.worker, rl.watch = ctx.Conn(), resp.RemoteAddr(), &c.p.stalls
 	if rl.conn == nil {
 		if sp := fin.spoolFor(fastResponseHeaders{&out.Header}, int64(size)); sp != nil {
 			rl.startSpool(sp)
 		}
 	}
+	rl.watch.add(rl)
 	if size < 0 && c.http10 {
 		c.relayUntilClose(rl)
 		return
@@ -599,7 +604,31 @@ type relay struct {
 	refs atomic.Int32 // sides still using the relay: the engine's, the filler's
 	// worker is the address of the worker connection, for abortFill.
 	worker net.Addr
+	// client, progress, abandoned and watch: the stall watch's view (see
+	// stallWatch). progress counts reads; abandoned is set once the watch
+	// found the client gone.
+	client    net.Conn
+	progress  atomic.Uint32
+	abandoned atomic.Bool
+	watch     *stallWatch
 }
+
+// abandon gives up a response whose client has gone while nothing moved:
+// the filler, or the engine's read of a silent worker, is stopped.
+func (r *relay) abandon() {
+	r.abandoned.Store(true)
+	switch {
+	case r.sp != nil:
+		r.sp.close()
+	case r.conn != nil:
+		_ = r.conn.SetReadDeadline(time.Now())
+	default:
+		abortRead(r.worker)
+	}
+}
+
+// errClientLeft is the accounting's reason for an abandoned response.
+var errClientLeft = errors.New("client left while the response was stalled")
 
 // abortFill makes the filler's read of a silent worker give up.
 func (r *relay) abortFill() { abortRead(r.worker) }
@@ -609,7 +638,6 @@ var relays = sync.Pool{New: func() any { return &relay{} }}
 // startSpool puts sp between the worker's body and the client.
 func (r *relay) startSpool(sp *spool) {
 	r.sp = sp
-	r.worker = r.resp.RemoteAddr()
 	sp.abort = r
 	r.refs.Store(2)
 	go r.fill()
@@ -655,8 +683,12 @@ func (r *relay) unref() {
 // instead of ending the response cleanly, so a truncated body is never
 // taken for a whole one.
 func (r *relay) Read(p []byte) (int, error) {
+	r.progress.Add(1)
 	if r.sp != nil {
 		n, err := r.sp.Read(p)
+		if err == errSpoolClosed {
+			return n, err
+		}
 		if err == io.EOF && r.out != nil {
 			for i := 0; i+1 < len(r.vals); i += 2 {
 				r.out.AddBytesV(b2s(r.vals[i]), r.vals[i+1])
@@ -668,7 +700,7 @@ func (r *relay) Read(p []byte) (int, error) {
 		return n, err
 	}
 	n, err := r.body.Read(p)
-	if err != nil && err != io.EOF {
+	if err != nil && err != io.EOF && !r.abandoned.Load() {
 		r.readErr = err
 	}
 	if err == io.EOF && r.out != nil {
@@ -688,6 +720,12 @@ func (r *relay) Read(p []byte) (int, error) {
 // implemented: the engine calls both Close and CloseWithError when both
 // exist, and the relay must be released exactly once.)
 func (r *relay) CloseWithError(writeErr error) error {
+	if r.watch != nil {
+		r.watch.remove(r)
+	}
+	if r.abandoned.Load() && writeErr == nil {
+		writeErr = errClientLeft
+	}
 	if r.sp != nil {
 		readErr := r.readErr
 		r.sp.close()

@@ -34,6 +34,7 @@ type Proxy struct {
 	cert     atomic.Pointer[loadedCert]    // reset by SetSettings so a reload rereads the files
 	relisten atomic.Pointer[chan struct{}] // closed when listener-level settings change
 	buffers  buffers                       // what is held for slow clients
+	stalls   stallWatch                    // fasthttp responses whose client may have left
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
