@@ -247,7 +247,9 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 
 func (c *fastCall) reset() {
 	held := c.held
-	if kept := c.rb.end(); kept != nil {
+	// fasthttp's client has written the whole body when Do returns: the
+	// buffer can serve the next request.
+	if kept := c.rb.end(true); kept != nil {
 		held = kept
 	}
 	*c = fastCall{buf: c.buf[:0], held: held[:0], trailers: c.trailers[:0]}

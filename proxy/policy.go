@@ -489,8 +489,12 @@ func (b *reqBody) heldReader() io.Reader {
 }
 
 // end frees what a held body took, once the request is over. It returns a
-// memory buffer the caller may keep for the next request, or nil.
-func (b *reqBody) end() []byte {
+// memory buffer the caller may keep for the next request, or nil. reuse is
+// false when an engine may still be writing the buffer after the request
+// (net/http's transport can go on sending a body after the worker has
+// answered): the buffer is then left to the garbage collector, never
+// handed to another request.
+func (b *reqBody) end(reuse bool) []byte {
 	if b.file != nil {
 		_ = b.file.Close()
 		b.acct.files.Add(-1)
@@ -506,6 +510,9 @@ func (b *reqBody) end() []byte {
 	}
 	keep := b.buf
 	b.buf = nil
+	if !reuse {
+		return nil
+	}
 	if cap(keep) > bodyBufferLimit {
 		putHeld(keep)
 		return nil

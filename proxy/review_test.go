@@ -515,7 +515,7 @@ func TestReviewHeldBodyAccountingMatchesAllocation(t *testing.T) {
 	const n = 600 << 10
 	b := reqBody{declared: n}
 	b.open(bytes.NewReader(make([]byte, n)), &buf, &acct, 0, nil)
-	defer b.end()
+	defer b.end(true)
 	if !b.held || b.clientErr != nil {
 		t.Fatalf("not held: %v", b.clientErr)
 	}

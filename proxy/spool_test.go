@@ -220,7 +220,7 @@ func TestSpoolDiskLimit(t *testing.T) {
 	if b.held || b.file != nil {
 		t.Fatal("a request body held on disk past the disk limit")
 	}
-	b.end()
+	b.end(true)
 	if acct.disk.Load() != 1<<20 {
 		t.Fatalf("disk account %d, want it unchanged", acct.disk.Load())
 	}

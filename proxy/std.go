@@ -158,7 +158,7 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	if r.Host != "" {
 		c.in.host = []byte(r.Host)
 	}
-	defer c.rb.end() // also when the relay aborts the response with a panic
+	defer c.rb.end(false) // also when the relay aborts the response with a panic
 	p.serve(c, &c.in)
 }
 
