@@ -267,6 +267,28 @@ func TestSize(t *testing.T) {
 	}
 }
 
+func TestMaxConnections(t *testing.T) {
+	tests := []struct {
+		src  string
+		want int
+	}{
+		{"", 0}, // derived from the file limit when the proxy starts
+		{"proxy { max_connections = 1 }\n", 1},
+		{"proxy { max_connections = 20000 }\n", 20000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.src, func(t *testing.T) {
+			cfg, err := Load(writeConfig(t, tt.src+"app \"web\" { command = [\"x\"] }"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Proxy.MaxConnections != tt.want {
+				t.Errorf("max_connections = %d, want %d", cfg.Proxy.MaxConnections, tt.want)
+			}
+		})
+	}
+}
+
 func TestLoadProblems(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -330,6 +352,8 @@ func TestLoadProblems(t *testing.T) {
 		{"bad sticky_cookie", "app \"web\" {\n  command = [\"x\"]\n  sticky_cookie = \"a b\"\n}\n", 3, "app.web.sticky_cookie", "valid cookie name"},
 		{"bad max_body_bytes", "proxy {\n  max_body_bytes = \"10 parsecs\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_body_bytes", "size like"},
 		{"negative max_body_bytes", "proxy {\n  max_body_bytes = -1\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_body_bytes", "byte count"},
+		{"max_connections 0", "proxy {\n  max_connections = 0\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_connections", "must be between 1 and 16777216, got 0"},
+		{"negative max_connections", "proxy {\n  max_connections = -5\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_connections", "must be between 1"},
 		{"bad trusted proxy", "proxy {\n  trusted_proxies = [\"10.0.0.0/33\"]\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.trusted_proxies", "CIDRs or IP addresses"},
 		{"bad worker_ports", "worker_ports = \"20000:29999\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "port range like"},
 		{"worker_ports below 1024", "worker_ports = \"80-2000\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "within 1024-65535"},
