@@ -589,6 +589,12 @@ func (in *instance) Alive(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// ClientConnections implements admin.Connections.
+func (in *instance) ClientConnections() admin.ClientConnections {
+	s := in.proxy.ConnStats()
+	return admin.ClientConnections{Open: s.Open, Parked: s.Parked, Limit: s.Limit, LimitWaits: s.LimitWaits}
+}
+
 // MetricsSnapshot implements admin.Metrics.
 func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 	st := in.state.Load()
