@@ -21,9 +21,10 @@ import (
 // goroutine while a keep-alive connection waits for its next request,
 // about 24 kB per idle connection. Parking ends the engine's loop on an
 // idle connection whose read buffer is empty, so the engine returns its
-// buffers and context to its pools, and waits for the next byte with
-// nothing but a small goroutine; then the connection is handed back to the
-// engine server that accepted it (fasthttp.Server.ServeConn).
+// buffers and context to its pools, and waits for the next byte in the
+// proxy's epoll poller (Linux, conns_linux.go) or in a small goroutine
+// (waitParked); then the connection is handed back to the engine server
+// that accepted it (fasthttp.Server.ServeConn).
 //
 // How the engine's loop is ended: fasthttp calls ConnState(StateIdle) just
 // before it peeks at the next request's first byte, and its bufio reader
@@ -55,6 +56,11 @@ type clientConn struct {
 	parkNext atomic.Bool
 	state    atomic.Int32
 	once     sync.Once
+	// polled is set while the connection waits in the proxy's poller
+	// (Linux), which knows it by descriptor fd; expiry is its idle timer.
+	polled atomic.Bool
+	fd     int
+	expiry *time.Timer
 }
 
 // Read ends an idle engine loop with io.EOF (see above); otherwise it reads.
@@ -90,6 +96,7 @@ func (c *clientConn) shut() error {
 		if c.state.Swap(connClosed) == connParked {
 			c.p.parked.Add(-1)
 		}
+		c.p.unpoll(c) // before the close: the descriptor's number may be reused at once
 		err = c.Conn.Close()
 		c.p.forgetConn(c)
 	})
@@ -111,22 +118,34 @@ func (c *clientConn) park() bool {
 	}
 	p.parked.Add(1)
 	p.mu.Unlock()
-	go c.waitParked(s)
+	if !p.pollPark(c, s) {
+		go c.waitParked(s)
+	}
 	return true
 }
 
 // waitParked waits for the next request's first byte under the engine's
 // idle timeout, then hands the connection back to the engine.
 func (c *clientConn) waitParked(s *fasthttp.Server) {
-	idle := s.IdleTimeout
-	if idle == 0 {
-		idle = s.ReadTimeout // fasthttp's idle timeout falls back to it too
-	}
 	var deadline time.Time
-	if idle > 0 {
+	if idle := idleTimeoutOf(s); idle > 0 {
 		deadline = time.Now().Add(idle)
 	}
 	ready := c.Conn.SetReadDeadline(deadline) == nil && waitReadable(c.Conn)
+	c.wake(s, ready)
+}
+
+// idleTimeoutOf is the idle timeout of fasthttp server s.
+func idleTimeoutOf(s *fasthttp.Server) time.Duration {
+	if s.IdleTimeout != 0 {
+		return s.IdleTimeout
+	}
+	return s.ReadTimeout // fasthttp's idle timeout falls back to it too
+}
+
+// wake ends a park: with ready (the next request's bytes are there) the
+// connection goes back to the engine, else it closes.
+func (c *clientConn) wake(s *fasthttp.Server, ready bool) {
 	p := c.p
 	resumed := false
 	p.mu.Lock()

@@ -36,6 +36,8 @@ type Proxy struct {
 	gate     *connGate                     // proxy.max_connections
 	parked   atomic.Int64                  // idle connections waiting outside the engine
 	done     chan struct{}                 // closed when Shutdown begins
+	pollOnce sync.Once
+	poll     *poller // waits for parked connections (Linux); set once by pollerOf
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
@@ -154,6 +156,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for _, c := range parked {
 		_ = c.shut()
 	}
+	p.stopPoller() // connections that park from now on close instead
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(fast)+len(https))
