@@ -34,3 +34,36 @@ func TestParkedConnsWaitInThePoller(t *testing.T) {
 	waitParked(t, p, 3)
 	waitFor(t, "3 connections in the poller again", 5*time.Second, func() bool { return polled() == 3 })
 }
+
+// The goroutine wait (other Unix systems, or no epoll) parks, resumes and
+// times out like the poller.
+func TestParkedConnsGoroutineFallback(t *testing.T) {
+	s := testSettings()
+	s.IdleTimeout = 1500 * time.Millisecond
+	p := newTestProxy(t, s)
+	p.pollOnce.Do(func() {}) // no poller: every park waits in a goroutine
+	setApps(p, newFixture(p, testApp("web"), pathEcho(t)))
+	addr := serveOn(t, p, p.Serve)
+	rc := dialRaw(t, addr)
+	for _, path := range []string{"/one", "/two"} {
+		rc.send(path)
+		rc.expect(path)
+		waitParked(t, p, 1)
+	}
+	rc.send("/a", "/b")
+	rc.expect("/a")
+	rc.expect("/b")
+	waitParked(t, p, 1)
+	// Back to back: a request that arrives before the wait begins is seen.
+	for i := range 200 {
+		_ = rc.c.SetDeadline(time.Now().Add(time.Second))
+		rc.send("/n" + itoa(i))
+		rc.expect("/n" + itoa(i))
+	}
+	waitParked(t, p, 1)
+	if p.poll != nil {
+		t.Fatal("a poller started")
+	}
+	rc.expectClosed(5 * time.Second)
+	waitFor(t, "no open connection", 5*time.Second, func() bool { return p.ConnStats().Open == 0 })
+}

@@ -320,3 +320,17 @@ func TestMaxConnectionsDefaultFollowsFileLimit(t *testing.T) {
 		t.Fatalf("default connection cap %d leaves no descriptor for workers (limit %d)", lim, n)
 	}
 }
+
+// A request sent right after the previous answer races the park: it may
+// arrive before the wait for it begins, and must never be missed.
+func TestBackToBackRequestsRaceThePark(t *testing.T) {
+	p, addr := startEchoFront(t, testSettings())
+	rc := dialRaw(t, addr)
+	for i := range 300 {
+		_ = rc.c.SetDeadline(time.Now().Add(2 * time.Second)) // the idle timeout is 5s
+		path := "/n" + itoa(i)
+		rc.send(path)
+		rc.expect(path)
+	}
+	waitParked(t, p, 1)
+}

@@ -589,6 +589,8 @@ func (in *instance) Alive(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+var _ admin.Connections = (*instance)(nil)
+
 // ClientConnections implements admin.Connections.
 func (in *instance) ClientConnections() admin.ClientConnections {
 	s := in.proxy.ConnStats()
