@@ -8,6 +8,7 @@
 # Usage: bench/idle.sh              (as root it installs nginx, haproxy, jq, curl if missing)
 #   N=10000       idle connections per target
 #   SETTLE=2      seconds to wait after the last connection before reading RSS
+#   PARALLEL=64   connections the holder opens at once
 #   OLD_REF=      a git ref of corral to measure too (built from this repository), e.g. OLD_REF=eccb046
 #   FLOOR=1       also measure bench/idlefloor's goroutine-per-connection server and gnet (0 = skip)
 #   MAX_PROBE_MS=200   fail when the request after the idle connections takes longer
@@ -25,6 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 N=${N:-10000}
 SETTLE=${SETTLE:-2}
+PARALLEL=${PARALLEL:-64}
 OLD_REF=${OLD_REF:-}
 FLOOR=${FLOOR:-1}
 MAX_PROBE_MS=${MAX_PROBE_MS:-200}
@@ -205,7 +207,7 @@ for t in "${TARGETS[@]}"; do
   before=$(CHILDREN=$kids rss_kb "${PID[$t]}")
   log "$t: opening $N idle connections"
   holder_log=$WORK/hold-$t.log
-  start_bg "$holder_log" "$WORK/idlefloor" hold -addr "${URL[$t]}" -n "$N"
+  start_bg "$holder_log" "$WORK/idlefloor" hold -addr "${URL[$t]}" -n "$N" -parallel "$PARALLEL"
   holder=$LAST_PID
   if ! wait_until "$t: $N connections" 120 grep -q '^ready' "$holder_log"; then
     cat "$holder_log" >&2

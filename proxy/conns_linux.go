@@ -55,9 +55,9 @@ func (p *Proxy) pollerOf() *poller {
 			p.log.Warn("idle connections wait with a goroutine each: no epoll", "error", err)
 			return
 		}
-		p.poll = pl
+		p.poll.Store(pl)
 	})
-	return p.poll
+	return p.poll.Load()
 }
 
 // pollPark registers a parked connection with the poller; false means the
@@ -129,16 +129,16 @@ func (pl *poller) takeLocked(c *clientConn) bool {
 
 // unpoll removes a closing connection from the poller.
 func (p *Proxy) unpoll(c *clientConn) {
-	if c.polled.Load() && p.poll != nil {
-		p.poll.take(c)
+	if pl := p.poll.Load(); pl != nil && c.polled.Load() {
+		pl.take(c)
 	}
 }
 
 // stopPoller ends the poller's loop (at Shutdown, after the parked
 // connections are closed).
 func (p *Proxy) stopPoller() {
-	p.pollOnce.Do(func() {}) // no poller starts after this; a running one is visible
-	pl := p.poll
+	p.pollOnce.Do(func() {}) // no poller starts after this
+	pl := p.poll.Load()
 	if pl == nil {
 		return
 	}

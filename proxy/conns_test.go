@@ -321,16 +321,23 @@ func TestMaxConnectionsDefaultFollowsFileLimit(t *testing.T) {
 	}
 }
 
-// A request sent right after the previous answer races the park: it may
+// A request sent about when the connection parks races the park: it may
 // arrive before the wait for it begins, and must never be missed.
 func TestBackToBackRequestsRaceThePark(t *testing.T) {
 	p, addr := startEchoFront(t, testSettings())
-	rc := dialRaw(t, addr)
-	for i := range 300 {
-		_ = rc.c.SetDeadline(time.Now().Add(2 * time.Second)) // the idle timeout is 5s
+	sendAroundPark(t, dialRaw(t, addr), 120)
+	waitParked(t, p, 1)
+}
+
+// sendAroundPark makes n requests on rc, each sent after a pause spread
+// around parkAfter (the pause makes the race, it waits for nothing).
+func sendAroundPark(t *testing.T, rc *rawClient, n int) {
+	t.Helper()
+	for i := range n {
+		time.Sleep(parkAfter - time.Millisecond + time.Duration(i%9)*250*time.Microsecond)
+		_ = rc.c.SetDeadline(time.Now().Add(time.Second)) // well below the idle timeout
 		path := "/n" + itoa(i)
 		rc.send(path)
 		rc.expect(path)
 	}
-	waitParked(t, p, 1)
 }

@@ -37,7 +37,7 @@ type Proxy struct {
 	parked   atomic.Int64                  // idle connections waiting outside the engine
 	done     chan struct{}                 // closed when Shutdown begins
 	pollOnce sync.Once
-	poll     *poller // waits for parked connections (Linux); set once by pollerOf
+	poll     atomic.Pointer[poller] // waits for parked connections (Linux); set once by pollerOf
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
