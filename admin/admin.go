@@ -104,6 +104,21 @@ type ProxyStats struct {
 	SpilledResponses   int64 // of which some part went to disk (counter)
 }
 
+// Connections is optionally implemented by a Metrics source that also
+// reports the public listeners' client connections.
+type Connections interface {
+	// ClientConnections is called once per scrape.
+	ClientConnections() ClientConnections
+}
+
+// ClientConnections are the public listeners' client connection counts.
+type ClientConnections struct {
+	Open       int    // open client connections, idle ones included
+	Parked     int    // idle HTTP/1.1 connections waiting between requests
+	Limit      int    // the cap on open connections
+	LimitWaits uint64 // accepts that waited at the cap
+}
+
 // AppMetrics are one app's counters and status for a scrape.
 type AppMetrics struct {
 	Name    string

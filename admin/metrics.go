@@ -49,7 +49,44 @@ func newRegistry(m Metrics, version string) (*prometheus.Registry, *reloadMetric
 	if pm, ok := m.(ProxyMetrics); ok {
 		reg.MustRegister(proxyCollector{pm})
 	}
+	if cs, ok := m.(Connections); ok {
+		reg.MustRegister(newConnCollector(cs))
+	}
 	return reg, rm
+}
+
+// connCollector reports client connections at scrape time.
+type connCollector struct {
+	source             Connections
+	conns, limit, wait *prometheus.Desc
+}
+
+func newConnCollector(cs Connections) *connCollector {
+	return &connCollector{
+		source: cs,
+		conns: prometheus.NewDesc("corral_client_connections",
+			"Open client connections on the public listeners, by state (idle = parked between requests, active = the rest).", []string{"state"}, nil),
+		limit: prometheus.NewDesc("corral_client_connection_limit",
+			"Cap on open client connections (proxy.max_connections or its default).", nil, nil),
+		wait: prometheus.NewDesc("corral_client_connection_limit_waits_total",
+			"Accepts that waited because open client connections were at the cap.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.conns
+	ch <- c.limit
+	ch <- c.wait
+}
+
+// Collect implements prometheus.Collector.
+func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.source.ClientConnections()
+	ch <- constMetric(c.conns, prometheus.GaugeValue, float64(max(s.Open-s.Parked, 0)), "active")
+	ch <- constMetric(c.conns, prometheus.GaugeValue, float64(s.Parked), "idle")
+	ch <- constMetric(c.limit, prometheus.GaugeValue, float64(s.Limit))
+	ch <- constMetric(c.wait, prometheus.CounterValue, float64(s.LimitWaits))
 }
 
 // reloadMetrics count reload outcomes reported through ObserveReload.

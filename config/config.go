@@ -57,6 +57,7 @@ type Proxy struct {
 	IdleTimeout           time.Duration // client keep-alive idle
 	MaxHeaderBytes        int           // request line + headers; larger -> 431
 	MaxBodyBytes          int64         // request body; larger -> 413; 0 = unlimited
+	MaxConnections        int           // open client connections across the public listeners; 0 = derived from the file limit
 	DialTimeout           time.Duration // connecting to a worker
 	ResponseHeaderTimeout time.Duration // worker must answer headers within this -> else 504
 	WorkerIdleTimeout     time.Duration // idle pooled connections to workers are closed after this

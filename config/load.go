@@ -45,6 +45,7 @@ type rawProxy struct {
 	IdleTimeout           *string        `hcl:"idle_timeout,optional"`
 	MaxHeaderBytes        *int           `hcl:"max_header_bytes,optional"`
 	MaxBodyBytes          hcl.Expression `hcl:"max_body_bytes,optional"` // a number or a size string
+	MaxConnections        *int           `hcl:"max_connections,optional"`
 	DialTimeout           *string        `hcl:"dial_timeout,optional"`
 	ResponseHeaderTimeout *string        `hcl:"response_header_timeout,optional"`
 	WorkerIdleTimeout     *string        `hcl:"worker_idle_timeout,optional"`
@@ -227,6 +228,7 @@ func (c *checker) proxy(n node, r rawProxy, base string) Proxy {
 		IdleTimeout:           c.duration(n, "idle_timeout", r.IdleTimeout, 90*time.Second),
 		MaxHeaderBytes:        c.intIn(n, "max_header_bytes", r.MaxHeaderBytes, 16384, 1, 64<<20),
 		MaxBodyBytes:          c.size(n, "max_body_bytes", r.MaxBodyBytes),
+		MaxConnections:        c.intIn(n, "max_connections", r.MaxConnections, 0, 1, 1<<24),
 		DialTimeout:           c.duration(n, "dial_timeout", r.DialTimeout, 2*time.Second),
 		ResponseHeaderTimeout: c.duration(n, "response_header_timeout", r.ResponseHeaderTimeout, 60*time.Second),
 		WorkerIdleTimeout:     c.duration(n, "worker_idle_timeout", r.WorkerIdleTimeout, 90*time.Second),

@@ -277,6 +277,28 @@ func TestSize(t *testing.T) {
 	}
 }
 
+func TestMaxConnections(t *testing.T) {
+	tests := []struct {
+		src  string
+		want int
+	}{
+		{"", 0}, // derived from the file limit when the proxy starts
+		{"proxy { max_connections = 1 }\n", 1},
+		{"proxy { max_connections = 20000 }\n", 20000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.src, func(t *testing.T) {
+			cfg, err := Load(writeConfig(t, tt.src+"app \"web\" { command = [\"x\"] }"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Proxy.MaxConnections != tt.want {
+				t.Errorf("max_connections = %d, want %d", cfg.Proxy.MaxConnections, tt.want)
+			}
+		})
+	}
+}
+
 func TestLoadProblems(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -344,6 +366,8 @@ func TestLoadProblems(t *testing.T) {
 		{"memory_limit under a buffer", "proxy {\n  buffering {\n    memory_limit = \"512KiB\"\n  }\n}\napp \"web\" { command = [\"x\"] }\n", 3, "proxy.buffering.memory_limit", "at least request_memory"},
 		{"buffering dir missing", "proxy {\n  buffering {\n    dir = \"nowhere\"\n  }\n}\napp \"web\" { command = [\"x\"] }\n", 3, "proxy.buffering.dir", "does not exist"},
 		{"bad buffer size", "proxy {\n  buffering {\n    request_disk = \"lots\"\n  }\n}\napp \"web\" { command = [\"x\"] }\n", 3, "proxy.buffering.request_disk", "size like"},
+		{"max_connections 0", "proxy {\n  max_connections = 0\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_connections", "must be between 1 and 16777216, got 0"},
+		{"negative max_connections", "proxy {\n  max_connections = -5\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_connections", "must be between 1"},
 		{"bad trusted proxy", "proxy {\n  trusted_proxies = [\"10.0.0.0/33\"]\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.trusted_proxies", "CIDRs or IP addresses"},
 		{"bad worker_ports", "worker_ports = \"20000:29999\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "port range like"},
 		{"worker_ports below 1024", "worker_ports = \"80-2000\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "within 1024-65535"},

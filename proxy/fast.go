@@ -67,18 +67,16 @@ func (p *Proxy) isClosing() bool {
 
 func (p *Proxy) newFastServer() *fasthttp.Server {
 	st := p.settings.Load()
-	// The engine's read buffer is the header limit (larger -> 431), and
-	// each open client connection keeps one: memory per connection is
-	// about max_header_bytes.
+	// The engine's read buffer is the header limit (larger -> 431). An
+	// active connection keeps one; an idle one parks without it (conns.go).
 	header := st.MaxHeaderBytes
 	if header < 4096 {
 		header = 4096
 	}
-	return &fasthttp.Server{
+	s := &fasthttp.Server{
 		Handler:                      p.serveFast,
 		ErrorHandler:                 p.fastError,
 		HeaderReceived:               p.headerReceived,
-		ConnState:                    p.trackConn,
 		Logger:                       fastLogger{p.log.Named("http")},
 		ReadBufferSize:               header,
 		ReadTimeout:                  st.ReadHeaderTimeout,
@@ -94,6 +92,8 @@ func (p *Proxy) newFastServer() *fasthttp.Server {
 		CloseOnShutdown:              true,
 		KeepHijackedConns:            true,
 	}
+	s.ConnState = p.trackConn(s)
+	return s
 }
 
 // headerReceived extends the connection's read deadline from the header

@@ -600,6 +600,14 @@ func (in *instance) ProxySnapshot() admin.ProxyStats {
 	}
 }
 
+var _ admin.Connections = (*instance)(nil)
+
+// ClientConnections implements admin.Connections.
+func (in *instance) ClientConnections() admin.ClientConnections {
+	s := in.proxy.ConnStats()
+	return admin.ClientConnections{Open: s.Open, Parked: s.Parked, Limit: s.Limit, LimitWaits: s.LimitWaits}
+}
+
 // MetricsSnapshot implements admin.Metrics.
 func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 	st := in.state.Load()
