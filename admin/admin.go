@@ -88,27 +88,22 @@ type Metrics interface {
 	MetricsSnapshot() []AppMetrics
 }
 
-// ProxyMetrics is optional beside Metrics: what the public proxy holds
-// for its clients, for a scrape.
+// ProxyMetrics is optional beside Metrics: the public proxy's own figures
+// (client connections, buffers for slow clients), for a scrape.
 type ProxyMetrics interface {
 	ProxySnapshot() ProxyStats
 }
 
 // ProxyStats are the proxy's own gauges and counters.
 type ProxyStats struct {
+	Connections ClientConnections
+
 	BufferMemoryBytes  int64 // response spools and held request bodies in memory
 	BufferDiskBytes    int64 // bytes in temporary files not yet sent
 	BufferStagingBytes int64 // blocks staging writes to temporary files
 	BufferFiles        int64 // temporary files open
 	BufferedResponses  int64 // responses read ahead of their client (counter)
 	SpilledResponses   int64 // of which some part went to disk (counter)
-}
-
-// Connections is optionally implemented by a Metrics source that also
-// reports the public listeners' client connections.
-type Connections interface {
-	// ClientConnections is called once per scrape.
-	ClientConnections() ClientConnections
 }
 
 // ClientConnections are the public listeners' client connection counts.

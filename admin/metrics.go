@@ -49,44 +49,7 @@ func newRegistry(m Metrics, version string) (*prometheus.Registry, *reloadMetric
 	if pm, ok := m.(ProxyMetrics); ok {
 		reg.MustRegister(proxyCollector{pm})
 	}
-	if cs, ok := m.(Connections); ok {
-		reg.MustRegister(newConnCollector(cs))
-	}
 	return reg, rm
-}
-
-// connCollector reports client connections at scrape time.
-type connCollector struct {
-	source             Connections
-	conns, limit, wait *prometheus.Desc
-}
-
-func newConnCollector(cs Connections) *connCollector {
-	return &connCollector{
-		source: cs,
-		conns: prometheus.NewDesc("corral_client_connections",
-			"Open client connections on the public listeners, by state (idle = parked between requests, active = the rest).", []string{"state"}, nil),
-		limit: prometheus.NewDesc("corral_client_connection_limit",
-			"Cap on open client connections (proxy.max_connections or its default).", nil, nil),
-		wait: prometheus.NewDesc("corral_client_connection_limit_waits_total",
-			"Accepts that waited because open client connections were at the cap.", nil, nil),
-	}
-}
-
-// Describe implements prometheus.Collector.
-func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.conns
-	ch <- c.limit
-	ch <- c.wait
-}
-
-// Collect implements prometheus.Collector.
-func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.source.ClientConnections()
-	ch <- constMetric(c.conns, prometheus.GaugeValue, float64(max(s.Open-s.Parked, 0)), "active")
-	ch <- constMetric(c.conns, prometheus.GaugeValue, float64(s.Parked), "idle")
-	ch <- constMetric(c.limit, prometheus.GaugeValue, float64(s.Limit))
-	ch <- constMetric(c.wait, prometheus.CounterValue, float64(s.LimitWaits))
 }
 
 // reloadMetrics count reload outcomes reported through ObserveReload.
@@ -293,10 +256,16 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// proxyCollector exposes ProxyStats.
+// proxyCollector exposes ProxyStats at scrape time.
 type proxyCollector struct{ source ProxyMetrics }
 
 var (
+	connsDesc = prometheus.NewDesc("corral_client_connections",
+		"Open client connections on the public listeners, by state (idle = parked between requests, active = the rest).", []string{"state"}, nil)
+	connLimitDesc = prometheus.NewDesc("corral_client_connection_limit",
+		"Cap on open client connections (proxy.max_connections or its default).", nil, nil)
+	connWaitsDesc = prometheus.NewDesc("corral_client_connection_limit_waits_total",
+		"Accepts that waited because open client connections were at the cap.", nil, nil)
 	bufferBytesDesc = prometheus.NewDesc("corral_buffer_bytes",
 		"Bytes held for slow clients: tier memory (response spools and request bodies), disk (temporary files, not yet sent), staging (blocks feeding the files).",
 		[]string{"tier"}, nil)
@@ -308,19 +277,25 @@ var (
 		"Buffered responses of which some part went to a temporary file.", nil, nil)
 )
 
+// Describe implements prometheus.Collector.
 func (proxyCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- bufferBytesDesc
-	ch <- bufferFilesDesc
-	ch <- bufferedDesc
-	ch <- spilledDesc
+	for _, d := range []*prometheus.Desc{connsDesc, connLimitDesc, connWaitsDesc, bufferBytesDesc, bufferFilesDesc, bufferedDesc, spilledDesc} {
+		ch <- d
+	}
 }
 
+// Collect implements prometheus.Collector.
 func (c proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.source.ProxySnapshot()
-	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferMemoryBytes), "memory")
-	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferDiskBytes), "disk")
-	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferStagingBytes), "staging")
-	ch <- prometheus.MustNewConstMetric(bufferFilesDesc, prometheus.GaugeValue, float64(s.BufferFiles))
-	ch <- prometheus.MustNewConstMetric(bufferedDesc, prometheus.CounterValue, float64(s.BufferedResponses))
-	ch <- prometheus.MustNewConstMetric(spilledDesc, prometheus.CounterValue, float64(s.SpilledResponses))
+	cs := s.Connections
+	ch <- constMetric(connsDesc, prometheus.GaugeValue, float64(max(cs.Open-cs.Parked, 0)), "active")
+	ch <- constMetric(connsDesc, prometheus.GaugeValue, float64(cs.Parked), "idle")
+	ch <- constMetric(connLimitDesc, prometheus.GaugeValue, float64(cs.Limit))
+	ch <- constMetric(connWaitsDesc, prometheus.CounterValue, float64(cs.LimitWaits))
+	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferMemoryBytes), "memory")
+	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferDiskBytes), "disk")
+	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferStagingBytes), "staging")
+	ch <- constMetric(bufferFilesDesc, prometheus.GaugeValue, float64(s.BufferFiles))
+	ch <- constMetric(bufferedDesc, prometheus.CounterValue, float64(s.BufferedResponses))
+	ch <- constMetric(spilledDesc, prometheus.CounterValue, float64(s.SpilledResponses))
 }

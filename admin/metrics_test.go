@@ -364,17 +364,9 @@ func TestMetricsProxyBuffers(t *testing.T) {
 	)
 }
 
-// connSource is a Metrics source that also reports client connections.
-type connSource struct {
-	metricsFunc
-	conns ClientConnections
-}
-
-func (s *connSource) ClientConnections() ClientConnections { return s.conns }
-
 func TestMetricsClientConnections(t *testing.T) {
-	src := &connSource{metricsFunc: func() []AppMetrics { return nil }}
-	src.conns = ClientConnections{Open: 7, Parked: 5, Limit: 100, LimitWaits: 3}
+	src := &withProxy{metricsFunc: func() []AppMetrics { return nil }}
+	src.stats.Connections = ClientConnections{Open: 7, Parked: 5, Limit: 100, LimitWaits: 3}
 	reg, _ := newRegistry(src, "test")
 	exp := `
 # HELP corral_client_connection_limit Cap on open client connections (proxy.max_connections or its default).
@@ -392,12 +384,12 @@ corral_client_connections{state="idle"} 5
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), names...); err != nil {
 		t.Error(err)
 	}
-	src.conns.Open, src.conns.Parked = 1, 1
+	src.stats.Connections.Open, src.stats.Connections.Parked = 1, 1
 	exp = strings.Replace(strings.Replace(exp, `"active"} 2`, `"active"} 0`, 1), `"idle"} 5`, `"idle"} 1`, 1)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), names...); err != nil {
 		t.Error(err)
 	}
-	// Without a connection source the series are absent, not zero.
+	// Without a proxy source the series are absent, not zero.
 	bare, _ := newRegistry(metricsFunc(func() []AppMetrics { return nil }), "test")
 	if n, err := testutil.GatherAndCount(bare, names...); err != nil || n != 0 {
 		t.Errorf("%d connection series without a source (%v)", n, err)

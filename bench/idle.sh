@@ -134,10 +134,7 @@ http {
   }
 }
 EOF
-nginx -t -q -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
-  die "nginx rejects its config: $(cat "$WORK/nginx/error.log")"
-log "starting nginx"
-start_bg "$WORK/nginx/stdout.log" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+start_nginx
 PID[nginx]=$LAST_PID
 URL[nginx]=127.0.0.1:$NGINX_PORT
 
@@ -166,9 +163,7 @@ frontend public
 backend workers
   server w1 127.0.0.1:$WORKER_PORT
 EOF
-haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects its config"
-log "starting haproxy"
-start_bg "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+start_haproxy
 PID[haproxy]=$LAST_PID
 URL[haproxy]=127.0.0.1:$HAPROXY_PORT
 fi

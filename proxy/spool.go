@@ -128,7 +128,6 @@ type spool struct {
 	abort aborter
 	// aborted is set once abort ran: the worker connection must not be reused.
 	aborted bool
-	spilled bool
 	segBuf  [4]segment // segs' first backing array
 }
 
@@ -260,12 +259,9 @@ func (s *spool) openFile() bool {
 		return false
 	}
 	_ = os.Remove(f.Name()) // the file lives until it is closed, and no longer
-	s.file = f
+	s.file = f              // once per spool: it is kept until release
 	s.acct.files.Add(1)
-	if !s.spilled {
-		s.spilled = true
-		s.acct.spilled.Add(1)
-	}
+	s.acct.spilled.Add(1)
 	return true
 }
 
