@@ -212,6 +212,7 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		path:          uriPath(uri),
 		contentLength: int64(cl),
 		peer:          remoteAddr(ctx.RemoteAddr()),
+		tls:           ctx.IsTLS(),
 		start:         ctx.Time(),
 	}
 	if auth := uriAuthority(uri); auth != nil {
@@ -322,6 +323,11 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 		req.SetBodyStream(body.heldReader(), int(body.declared))
 	case body.src != nil:
 		req.SetBodyStream(body, int(body.declared))
+	}
+	if c.in.tls {
+		// The engine parses a TLS connection's request URIs as https, and
+		// the worker client refuses a scheme other than its own (http).
+		req.URI().SetScheme("http")
 	}
 	if upgrade != nil {
 		return c.sendUpgrade(u, st, body)

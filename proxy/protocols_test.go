@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -231,4 +233,50 @@ func TestShutdownClosesStreamsAtDeadline(t *testing.T) {
 		t.Fatal("shutdown reported success with a tunnel still open")
 	}
 	waitFor(t, "tunnel closed by shutdown", 5*time.Second, func() bool { return f.backends()[0].Inflight.Load() == 0 })
+}
+
+// TestTLSHTTP1OnTheFastEngine: ALPN gives HTTP/1.1 over TLS to the same
+// engine as plain HTTP/1.1, so a worker receives the same request either
+// way (header lines in the client's order, as the fasthttp engine keeps
+// them; net/http would sort them), with X-Forwarded-Proto saying https.
+func TestTLSHTTP1OnTheFastEngine(t *testing.T) {
+	const raw = "GET /order HTTP/1.1\r\nHost: h.test\r\nZeta: 1\r\nAlpha: 2\r\nMid: 3\r\nX-Forwarded-Proto: spoofed\r\n\r\n"
+	lines := map[string][]string{}
+	for _, e := range []engine{engines[0], engines[1]} {
+		rec := newRecorder(t, nil)
+		f := startFront(t, e, testSettings(), oneApp(nil, rec.addr))
+		c := f.dial(t)
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", e.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d %q", e.name, resp.StatusCode, body)
+		}
+		r := last(t, rec)
+		var own []string
+		for _, l := range r.headers {
+			k, _, _ := strings.Cut(l, ":")
+			switch k {
+			case "Zeta", "Alpha", "Mid":
+				own = append(own, l)
+			}
+		}
+		lines[e.name] = own
+		want := "http"
+		if e.tls {
+			want = "https"
+		}
+		if got := r.header("X-Forwarded-Proto"); len(got) != 1 || got[0] != want {
+			t.Errorf("%s: X-Forwarded-Proto %q, want %q", e.name, got, want)
+		}
+	}
+	if fmt.Sprint(lines["tls-h1"]) != fmt.Sprint(lines["fasthttp-h1"]) || fmt.Sprint(lines["fasthttp-h1"]) != "[Zeta: 1 Alpha: 2 Mid: 3]" {
+		t.Errorf("header lines over TLS %q, over plain HTTP/1.1 %q", lines["tls-h1"], lines["fasthttp-h1"])
+	}
 }

@@ -38,7 +38,8 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 		MinVersion:     tls.VersionTLS12,
 	}
 	// ALPN picks the engine per connection: HTTP/2 goes to the HTTP/2
-	// server behind its filter, HTTP/1.1 to net/http.
+	// server behind its filter, HTTP/1.1 to the fasthttp engine, as on
+	// the plain listener (the engine sees the *tls.Conn, so IsTLS holds).
 	classify := func(c net.Conn) (net.Conn, bool, error) {
 		tc := tls.Server(c, cfg)
 		ctx, cancel := context.WithTimeout(context.Background(), p.headerTimeout())
@@ -56,15 +57,18 @@ func (p *Proxy) ServeTLS(ln net.Listener) error {
 	p.listeners = append(p.listeners, ln) // each generation's server leaves it open
 	p.mu.Unlock()
 	err := p.serveGenerations(ln, func(gen net.Listener) (func() error, bool) {
-		srv := p.newStdServer(p.settings.Load())
+		st := p.settings.Load()
+		s := p.newFastServer()
+		base := p.newStdServer(st) // the HTTP/2 connections' settings
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.closing {
 			return nil, false
 		}
-		p.https = append(p.https, srv)
-		split := newSplitListener(gen, p, srv, classify)
-		return func() error { return srv.Serve(split) }, true
+		p.fast = append(p.fast, s)
+		p.https = append(p.https, base)
+		split := newSplitListener(gen, p, base, classify)
+		return func() error { return s.Serve(split) }, true
 	})
 	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || p.isClosing() {
 		return nil
