@@ -217,3 +217,10 @@ func (pl *poller) ready(fd int) {
 	}
 	c.wake(s, false)
 }
+
+// finReceived reports whether the peer of TCP socket fd has sent its FIN
+// (the socket is in CLOSE_WAIT).
+func finReceived(fd int) bool {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && info.State == unix.BPF_TCP_CLOSE_WAIT // the kernel's TCP_CLOSE_WAIT, 8
+}

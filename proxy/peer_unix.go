@@ -12,7 +12,15 @@ import (
 
 // peerClosed reports whether the client closed (or reset) c, by peeking at
 // the socket without consuming bytes a pipelining client may have sent.
+//
+// A TLS client that leaves sends close_notify before its FIN, and under
+// TLS 1.3 that alert looks like any record: bytes are waiting, so for a
+// TLS connection the socket's state decides (the peer's FIN arrived).
 func peerClosed(c net.Conn) bool {
+	overTLS := false
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c, overTLS = tc.NetConn(), true
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false
@@ -28,6 +36,8 @@ func peerClosed(c net.Conn) bool {
 		switch {
 		case err == nil && n == 0:
 			closed = true
+		case err == nil && overTLS:
+			closed = finReceived(int(fd))
 		case err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR):
 			closed = true
 		}

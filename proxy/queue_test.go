@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/corral-dev/corral/config"
 )
 
 // holdingBackend answers requests in order; the first request waits until
@@ -87,10 +90,17 @@ func queueFixtureOn(t *testing.T, engine string, size int, timeout time.Duration
 	app.Queue.Timeout = timeout
 	f := newFixture(p, app, addr)
 	setApps(p, f)
-	if engine == "net/http" {
+	switch engine {
+	case "net/http":
 		srv := httptest.NewServer(p.Handler())
 		t.Cleanup(srv.Close)
 		return hb, f, srv.URL
+	case "tls-h1":
+		cert, key, _ := selfSigned(t)
+		s := testSettings()
+		s.TLS = &config.TLS{Cert: cert, Key: key}
+		p.SetSettings(s)
+		return hb, f, "https://" + serveOn(t, p, p.ServeTLS)
 	}
 	return hb, f, startProxy(t, p)
 }
@@ -174,7 +184,7 @@ func TestQueueDeadlineIs503(t *testing.T) {
 }
 
 func TestQueuedClientCancelLeavesQueue(t *testing.T) {
-	for _, engine := range []string{"fasthttp", "net/http"} {
+	for _, engine := range []string{"fasthttp", "net/http", "tls-h1"} {
 		t.Run(engine, func(t *testing.T) { testQueuedClientCancel(t, engine) })
 	}
 }
@@ -182,6 +192,14 @@ func TestQueuedClientCancelLeavesQueue(t *testing.T) {
 func testQueuedClientCancel(t *testing.T, engine string) {
 	hb, f, url := queueFixtureOn(t, engine, 4, 10*time.Second)
 	c := client(t)
+	if engine == "tls-h1" {
+		tr := &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the test's own certificate
+			TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{},
+		}
+		t.Cleanup(tr.CloseIdleConnections)
+		c = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	}
 	out := make(chan result, 2)
 	go send(context.Background(), c, url, 0, out)
 	waitFor(t, "first request at the backend", 5*time.Second, func() bool { return len(hb.order()) == 1 })
