@@ -927,3 +927,34 @@ func TestConformanceTrailers(t *testing.T) {
 		}
 	})
 }
+
+// TestConformanceCookieLinesUntouched: Cookie lines reach the worker as the
+// client wrote them, each its own line, in place (the HTTP/1.1 engine
+// re-serializes cookies once anything collects them).
+// A sticky app reads its cookie from them without changing them.
+func TestConformanceCookieLinesUntouched(t *testing.T) {
+	sticky := func(a *config.App) {
+		a.Balance = config.BalanceCookie
+		a.StickyCookie = "b"
+	}
+	for _, mod := range []func(*config.App){nil, sticky} {
+		forEngine(t, true, func(t *testing.T, e engine) { testCookieLines(t, e, mod) })
+	}
+}
+
+func testCookieLines(t *testing.T, e engine, mod func(*config.App)) {
+	{
+		rec := newRecorder(t, nil)
+		f := startFront(t, e, testSettings(), oneApp(mod, rec.addr))
+		f.rawExchange(t, "GET / HTTP/1.1\r\nHost: h.test\r\nCookie: a=1;b=2\r\nX-Mid: m\r\nCookie: c; d=\"q\"\r\nConnection: close\r\n\r\n")
+		var got []string
+		for _, l := range last(t, rec).headers {
+			if k, _, _ := strings.Cut(l, ":"); k == "Cookie" || k == "X-Mid" {
+				got = append(got, l)
+			}
+		}
+		if want := `[Cookie: a=1;b=2 X-Mid: m Cookie: c; d="q"]`; fmt.Sprint(got) != want {
+			t.Errorf("worker got %q, want %s", got, want)
+		}
+	}
+}

@@ -218,9 +218,15 @@ func (pl *poller) ready(fd int) {
 	c.wake(s, false)
 }
 
-// finReceived reports whether the peer of TCP socket fd has sent its FIN
-// (the socket is in CLOSE_WAIT).
-func finReceived(fd int) bool {
+// gotBytesThenLeft reports, for TCP socket fd with bytes waiting, whether
+// its peer is gone: it reset the connection (CLOSE), or it is a TLS client
+// and sent its FIN (CLOSE_WAIT; its close_notify is the bytes). A plain
+// HTTP/1.1 client may half-close after its request and still read.
+func gotBytesThenLeft(fd int, overTLS bool) bool {
 	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	return err == nil && info.State == unix.BPF_TCP_CLOSE_WAIT // the kernel's TCP_CLOSE_WAIT, 8
+	if err != nil {
+		return false
+	}
+	// The kernel's TCP_CLOSE (7) and TCP_CLOSE_WAIT (8).
+	return info.State == unix.BPF_TCP_CLOSE || (overTLS && info.State == unix.BPF_TCP_CLOSE_WAIT)
 }

@@ -14,6 +14,6 @@ func (p *Proxy) unpoll(*clientConn) {}
 
 func (p *Proxy) stopPoller() {}
 
-// finReceived cannot tell here: a TLS client that left is seen by its
-// request's deadline.
-func finReceived(int) bool { return false }
+// gotBytesThenLeft cannot tell here: such a client is seen by its
+// request's deadline or the next failed write.
+func gotBytesThenLeft(int, bool) bool { return false }

@@ -180,11 +180,15 @@ type fastCall struct {
 	// up and upr are the dedicated worker connection of an upgrade request.
 	up  net.Conn
 	upr *bufio.Reader
+	// sticky holds the sticky cookie's value for the request.
+	sticky []byte
 	// noHost is set when the client sent no Host header (HTTP/1.0).
 	noHost bool
 	// http10 is set for HTTP/1.0 clients, which cannot read chunked bodies.
 	http10 bool
 }
+
+var strColon = []byte(":")
 
 var fastCalls = sync.Pool{New: func() any { return &fastCall{buf: make([]byte, 0, 256)} }}
 
@@ -262,7 +266,16 @@ func (c *fastCall) scratch() *[]byte { return &c.buf }
 
 func (c *fastCall) balanceRequest() *Request { return &c.req }
 
-func (c *fastCall) cookie(name string) []byte { return c.ctx.Request.Header.Cookie(name) }
+// cookie reads the Cookie lines without the engine's cookie parser, which
+// would forward them re-serialized as one line.
+func (c *fastCall) cookie(name string) []byte {
+	v := cookieValue(c.reqHeaders(), name)
+	if v == nil {
+		return nil
+	}
+	c.sticky = append(c.sticky[:0], v...) // the line's storage moves as the head changes
+	return c.sticky
+}
 
 func (c *fastCall) watch() clientWatch { return clientWatch{conn: c.ctx.Conn()} }
 
@@ -544,9 +557,39 @@ func (f fastRequestHeaders) Values(name string) [][]byte { return f.h.PeekAll(na
 
 func (f fastRequestHeaders) Has(name string) bool { return f.h.Peek(name) != nil }
 
+// Present scans the head as it arrived. The engine's iterator over its
+// parsed lines (All) would collect the Cookie lines and forward them
+// re-serialized as one; the raw head names every line the parse kept, and
+// later deletions only make it report more (Headers allows that). A head
+// that was never parsed is asked name by name.
+func (f fastRequestHeaders) Present() nameSet {
+	raw := f.h.RawHeaders()
+	if len(raw) == 0 {
+		return confirm(f, allNames)
+	}
+	var has nameSet
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if name, _, ok := bytes.Cut(line, strColon); ok {
+			has |= nameBit(name)
+		}
+	}
+	return has
+}
+
 // Del removes every line: fasthttp's Set would replace only the first.
-func (f fastRequestHeaders) Del(name string)               { f.h.Del(name) }
-func (f fastRequestHeaders) Add(name string, value []byte) { f.h.AddBytesV(name, value) }
+func (f fastRequestHeaders) Del(name string) { f.h.Del(name) }
+func (f fastRequestHeaders) Add(name string, value []byte) {
+	// name is canonical: skip the engine's normalizing and validating.
+	f.h.DisableNormalizing()
+	f.h.AddBytesV(name, value)
+	f.h.EnableNormalizing()
+}
 
 // fastResponseHeaders is a fasthttp response head as the pipeline's Headers.
 type fastResponseHeaders struct{ h *fasthttp.ResponseHeader }
@@ -554,6 +597,14 @@ type fastResponseHeaders struct{ h *fasthttp.ResponseHeader }
 func (f fastResponseHeaders) Values(name string) [][]byte { return f.h.PeekAll(name) }
 
 func (f fastResponseHeaders) Has(name string) bool { return f.h.Peek(name) != nil }
+
+func (f fastResponseHeaders) Present() nameSet {
+	var has nameSet
+	for k := range f.h.All() {
+		has |= nameBit(k)
+	}
+	return has
+}
 
 func (f fastResponseHeaders) Del(name string)               { f.h.Del(name) }
 func (f fastResponseHeaders) Add(name string, value []byte) { f.h.AddBytesV(name, value) }

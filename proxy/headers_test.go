@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/corral-dev/corral/config"
 )
@@ -180,5 +183,101 @@ func TestStdRetriesRefusedWorker(t *testing.T) {
 	code, body := do(t, client(t), "POST", srv.URL+"/", "x")
 	if code != 200 || body != "good" || f.stats.Retries.Load() != 1 {
 		t.Fatalf("net/http path: %d %q retries %d", code, body, f.stats.Retries.Load())
+	}
+}
+
+// TestNameBit: every name the rewrites act on has its own bit in any case,
+// and no other name has one (the length switch in nameBit must match the
+// table).
+func TestNameBit(t *testing.T) {
+	seen := nameSet(0)
+	for _, n := range rewriteNames {
+		for _, v := range []string{n.name, strings.ToLower(n.name), strings.ToUpper(n.name)} {
+			if got := nameBit([]byte(v)); got != n.bit {
+				t.Errorf("nameBit(%q) = %b, want %b", v, got, n.bit)
+			}
+		}
+		if seen&n.bit != 0 {
+			t.Errorf("%s shares a bit", n.name)
+		}
+		seen |= n.bit
+	}
+	for _, v := range []string{"", "T", "Host", "Content-Length", "X-Forwarded-Fox", "Tf", "Connectiom", "X-Request-Ids", "Transfer-Encoding", "Proxy-Authorizatio"} {
+		if got := nameBit([]byte(v)); got != 0 {
+			t.Errorf("nameBit(%q) = %b, want 0", v, got)
+		}
+	}
+}
+
+// TestFastHeadersAddKeepsLookups pins what fastRequestHeaders.Add relies
+// on in fasthttp: a line added with normalizing off (a canonical name) is
+// found by any-case lookups afterwards, special headers included, and the
+// header normalizes again after it.
+func TestFastHeadersAddKeepsLookups(t *testing.T) {
+	var h fasthttp.RequestHeader
+	if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: a\r\nx-one: 1\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	f := fastRequestHeaders{&h}
+	f.Add("X-Forwarded-For", []byte("1.2.3.4"))
+	f.Add("Connection", []byte("Upgrade"))
+	if string(h.Peek("x-forwarded-for")) != "1.2.3.4" || !f.Has("X-FORWARDED-FOR") {
+		t.Errorf("added line not found: %q", h.Header())
+	}
+	if string(h.Peek("connection")) != "Upgrade" {
+		t.Errorf("Connection %q", h.Peek("connection"))
+	}
+	h.Set("x-two", "2")
+	if !strings.Contains(string(h.Header()), "X-Two: 2\r\n") {
+		t.Errorf("normalizing not back on: %q", h.Header())
+	}
+}
+
+// TestFastHeadersPresent: Present names the lines a request arrived with,
+// in any case, including the engine's special ones (Connection: close is
+// a flag there), and still names a line deleted since.
+func TestFastHeadersPresent(t *testing.T) {
+	var h fasthttp.RequestHeader
+	head := "GET / HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 1\r\nTE: trailers\r\nCookie: a=1\r\nConnection: close\r\nX-Request-Id:z\r\n\r\n"
+	if err := h.Read(bufio.NewReader(strings.NewReader(head))); err != nil {
+		t.Fatal(err)
+	}
+	f := fastRequestHeaders{&h}
+	want := nXForwardedFor | nTe | nConnection | nXRequestID
+	if got := f.Present(); got != want {
+		t.Errorf("Present %b, want %b", got, want)
+	}
+	f.Del("Te")
+	if got := f.Present(); got != want || confirm(f, got) != want&^nTe {
+		t.Errorf("after Del: Present %b, confirmed %b", got, confirm(f, got))
+	}
+	var fresh fasthttp.RequestHeader // never parsed: asked name by name
+	fresh.Set("Upgrade", "x")
+	if got := (fastRequestHeaders{&fresh}).Present(); got != nUpgrade {
+		t.Errorf("unparsed head: Present %b, want %b", got, nUpgrade)
+	}
+}
+
+func TestCookieValue(t *testing.T) {
+	for _, c := range []struct{ lines, name, want string }{
+		{"a=1; b=2", "b", "2"},
+		{"a=1;b=2", "b", "2"},
+		{"a=1|b = \"web-2\" ", "b", "web-2"},
+		{"bb=1; b", "b", "<nil>"},
+		{"x=1|c; b=3; b=4", "b", "3"},
+		{"B=1", "b", "<nil>"},
+		{"", "b", "<nil>"},
+	} {
+		var h fasthttp.RequestHeader
+		for _, l := range strings.Split(c.lines, "|") {
+			h.Add("Cookie", l)
+		}
+		got := "<nil>"
+		if v := cookieValue(fastRequestHeaders{&h}, c.name); v != nil {
+			got = string(v)
+		}
+		if got != c.want {
+			t.Errorf("cookie %q in %q = %q, want %q", c.name, c.lines, got, c.want)
+		}
 	}
 }

@@ -13,9 +13,10 @@ import (
 // peerClosed reports whether the client closed (or reset) c, by peeking at
 // the socket without consuming bytes a pipelining client may have sent.
 //
-// A TLS client that leaves sends close_notify before its FIN, and under
-// TLS 1.3 that alert looks like any record: bytes are waiting, so for a
-// TLS connection the socket's state decides (the peer's FIN arrived).
+// Bytes may wait while the client is gone: a reset leaves what arrived
+// before it queued, and a TLS client that leaves sends close_notify before
+// its FIN (under TLS 1.3 that alert looks like any record). With bytes
+// waiting, the socket's state decides (gotBytesThenLeft).
 func peerClosed(c net.Conn) bool {
 	overTLS := false
 	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
@@ -36,8 +37,8 @@ func peerClosed(c net.Conn) bool {
 		switch {
 		case err == nil && n == 0:
 			closed = true
-		case err == nil && overTLS:
-			closed = finReceived(int(fd))
+		case err == nil:
+			closed = gotBytesThenLeft(int(fd), overTLS)
 		case err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR):
 			closed = true
 		}

@@ -31,8 +31,114 @@ type Headers interface {
 	Has(name string) bool
 	// Del removes every line named name.
 	Del(name string)
-	// Add appends a line.
+	// Add appends a line. name is in canonical form (the rewrites pass
+	// constants): the engine need not normalize it.
 	Add(name string, value []byte)
+	// Present reports which of the names the rewrites act on (nameSet)
+	// the message arrived with, in one pass over its lines. It may still
+	// report a name whose lines were deleted since (confirm drops those);
+	// lines added since need not be reported.
+	Present() nameSet
+}
+
+// nameSet is a set of the header names the rewrites look for. One pass
+// over a message's lines (Headers.Present) finds which are there, so a
+// rewrite looks up and deletes only those: each lookup by name scans
+// every line again.
+type nameSet uint32
+
+const (
+	nConnection nameSet = 1 << iota
+	nKeepAlive
+	nProxyConnection
+	nProxyAuthorization
+	nTe
+	nTrailer
+	nUpgrade
+	nExpect
+	nProxyAuthenticate
+	nXForwardedFor
+	nForwarded
+	nXForwardedProto
+	nXForwardedHost
+	nXRequestStart
+	nXRequestID
+
+	allNames = nXRequestID<<1 - 1
+)
+
+// rewriteNames names each bit of a nameSet.
+var rewriteNames = [...]struct {
+	name string
+	bit  nameSet
+}{
+	{"Connection", nConnection}, {"Keep-Alive", nKeepAlive}, {"Proxy-Connection", nProxyConnection},
+	{"Proxy-Authorization", nProxyAuthorization}, {"Te", nTe}, {"Trailer", nTrailer},
+	{"Upgrade", nUpgrade}, {"Expect", nExpect}, {"Proxy-Authenticate", nProxyAuthenticate},
+	{"X-Forwarded-For", nXForwardedFor}, {"Forwarded", nForwarded},
+	{"X-Forwarded-Proto", nXForwardedProto}, {"X-Forwarded-Host", nXForwardedHost},
+	{"X-Request-Start", nXRequestStart}, {"X-Request-Id", nXRequestID},
+}
+
+// nameBit is name's bit in a nameSet, 0 for any other name. It runs for
+// every line of every message: the length picks the one or two candidates.
+func nameBit(name []byte) nameSet {
+	var a, b int // indexes into rewriteNames, -1 for none
+	switch len(name) {
+	case 2:
+		a, b = 4, -1
+	case 6:
+		a, b = 7, -1
+	case 7:
+		a, b = 5, 6
+	case 9:
+		a, b = 10, -1
+	case 10:
+		a, b = 0, 1
+	case 12:
+		a, b = 14, -1
+	case 15:
+		a, b = 9, 13
+	case 16:
+		a, b = 2, 12
+	case 17:
+		a, b = 11, -1
+	case 18:
+		a, b = 8, -1
+	case 19:
+		a, b = 3, -1
+	default:
+		return 0
+	}
+	if equalFold(name, rewriteNames[a].name) {
+		return rewriteNames[a].bit
+	}
+	if b >= 0 && equalFold(name, rewriteNames[b].name) {
+		return rewriteNames[b].bit
+	}
+	return 0
+}
+
+// confirm drops from has the names whose lines h no longer has.
+func confirm(h Headers, has nameSet) nameSet {
+	for _, n := range rewriteNames {
+		if has&n.bit != 0 && !h.Has(n.name) {
+			has &^= n.bit
+		}
+	}
+	return has
+}
+
+// delPresent deletes the lines of every name in both set and has.
+func delPresent(h Headers, set, has nameSet) {
+	if set&has == 0 {
+		return
+	}
+	for _, n := range rewriteNames {
+		if n.bit&set&has != 0 {
+			h.Del(n.name)
+		}
+	}
 }
 
 // first returns the first line named name, nil when there is none. The
@@ -53,19 +159,14 @@ func hasToken(h Headers, name, tok string) bool {
 	return found
 }
 
-// requestHopHeaders are dropped from every forwarded request besides the
-// names listed in its Connection lines. Transfer-Encoding is absent: each
-// engine frames the body it sends itself. Expect is answered at the edge
-// (100-continue): passed on, the worker would wait for a second one.
-var requestHopHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
-	"Te", "Trailer", "Upgrade", "Expect",
-}
+// requestHop names the lines dropped from every forwarded request besides
+// the names listed in its Connection lines. Transfer-Encoding is absent:
+// each engine frames the body it sends itself. Expect is answered at the
+// edge (100-continue): passed on, the worker would wait for a second one.
+const requestHop = nConnection | nKeepAlive | nProxyConnection | nProxyAuthorization | nTe | nTrailer | nUpgrade | nExpect
 
-// responseHopHeaders are dropped from every relayed response but a 101.
-var responseHopHeaders = []string{
-	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Trailer", "Upgrade",
-}
+// responseHop names the lines dropped from every relayed response but a 101.
+const responseHop = nConnection | nKeepAlive | nProxyConnection | nProxyAuthenticate | nTrailer | nUpgrade
 
 // forwarding is what rewriteRequest adds about the client.
 type forwarding struct {
@@ -92,18 +193,24 @@ type forwarding struct {
 // other forwarding headers are kept. Corral's own headers are added last,
 // so a client cannot remove them by naming them in Connection.
 func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out []byte) {
-	upgrade = upgradeRequested(h)
-	if upgrade != nil {
-		upgrade = append(buf[:0], upgrade...) // survives the Del below
-		buf = upgrade[len(upgrade):]
-	}
-	buf = dropListed(h, buf, "upgrade")
-	teTrailers := hasToken(h, "Te", "trailers")
-	for _, name := range requestHopHeaders {
-		if h.Has(name) {
-			h.Del(name)
+	has := h.Present()
+	teTrailers := false
+	if has&nConnection != 0 {
+		if has&nUpgrade != 0 {
+			if upgrade = upgradeRequested(h); upgrade != nil {
+				upgrade = append(buf[:0], upgrade...) // survives the Del below
+				buf = upgrade[len(upgrade):]
+			}
+		}
+		if more := dropListed(h, buf, "upgrade"); len(more) > len(buf) {
+			buf = more
+			has = confirm(h, has) // without the listed names
 		}
 	}
+	if has&nTe != 0 {
+		teTrailers = hasToken(h, "Te", "trailers")
+	}
+	delPresent(h, requestHop, has)
 	if teTrailers {
 		h.Add("Te", strTrailers) // gRPC over HTTP/1.1 asks for trailers this way
 	}
@@ -113,7 +220,7 @@ func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out [
 	}
 
 	mark := len(buf)
-	if f.trusted {
+	if f.trusted && has&nXForwardedFor != 0 {
 		for _, v := range h.Values("X-Forwarded-For") {
 			buf = append(buf, v...)
 			buf = append(buf, ", "...)
@@ -121,37 +228,33 @@ func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out [
 	}
 	buf = f.peer.AppendTo(buf)
 	xff := buf[mark:]
-	h.Del("X-Forwarded-For")
-	h.Add("X-Forwarded-For", xff)
-	if !f.trusted && h.Has("Forwarded") {
-		h.Del("Forwarded")
+	own := nXForwardedFor | nXRequestStart | nXRequestID // always corral's
+	if !f.trusted {
+		own |= nForwarded | nXForwardedProto | nXForwardedHost
 	}
-	if !f.trusted || !h.Has("X-Forwarded-Proto") {
-		h.Del("X-Forwarded-Proto")
+	// A client's own X-Request-Id is kept (read before the delete).
+	mark = len(buf)
+	if has&nXRequestID != 0 {
+		buf = append(buf, first(h, "X-Request-Id")...)
+	}
+	if len(buf) == mark && f.ids != nil {
+		buf = f.ids.appendNext(buf)
+	}
+	id := buf[mark:]
+	delPresent(h, own, has)
+	h.Add("X-Forwarded-For", xff)
+	if own&nXForwardedProto != 0 || has&nXForwardedProto == 0 {
 		h.Add("X-Forwarded-Proto", f.proto)
 	}
-	if !f.trusted || !h.Has("X-Forwarded-Host") {
-		h.Del("X-Forwarded-Host")
-		if f.host != nil {
-			h.Add("X-Forwarded-Host", f.host)
-		}
+	if (own&nXForwardedHost != 0 || has&nXForwardedHost == 0) && f.host != nil {
+		h.Add("X-Forwarded-Host", f.host)
 	}
 	mark = len(buf)
 	buf = appendRequestStart(buf, f.start)
-	h.Del("X-Request-Start")
 	h.Add("X-Request-Start", buf[mark:])
-
-	mark = len(buf)
-	if id := first(h, "X-Request-Id"); id != nil {
-		buf = append(buf, id...)
-	} else if f.ids != nil {
-		buf = f.ids.appendNext(buf)
-	}
-	if reqID = buf[mark:]; len(reqID) > 0 {
-		h.Del("X-Request-Id")
+	if len(id) > 0 {
+		reqID = id
 		h.Add("X-Request-Id", reqID)
-	} else {
-		reqID = nil
 	}
 	return upgrade, reqID, buf
 }
@@ -182,14 +285,41 @@ func rewriteResponse(h Headers, status int, buf []byte) []byte {
 	if status == 101 {
 		return buf
 	}
-	buf = dropListed(h, buf, "")
-	for _, name := range responseHopHeaders {
-		if h.Has(name) {
-			h.Del(name)
-		}
+	has := h.Present()
+	if has&nConnection != 0 {
+		buf = dropListed(h, buf, "")
 	}
+	delPresent(h, responseHop, has)
 	return buf
 }
+
+// cookieValue returns the value of the first cookie named name on h's
+// Cookie lines (RFC 6265 5.4: "name=value" pairs split by ";"), without
+// its quotes; nil when there is none. The slice is valid until h changes.
+func cookieValue(h Headers, name string) []byte {
+	for _, line := range h.Values("Cookie") {
+		for len(line) > 0 {
+			pair := line
+			if i := bytes.IndexByte(line, ';'); i >= 0 {
+				pair, line = line[:i], line[i+1:]
+			} else {
+				line = nil
+			}
+			k, v, ok := bytes.Cut(pair, strEquals)
+			if !ok || string(trimSpace(k)) != name {
+				continue
+			}
+			v = trimSpace(v)
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			return v
+		}
+	}
+	return nil
+}
+
+var strEquals = []byte("=")
 
 // dropListed removes the lines named on h's Connection lines, but the
 // connection options close, keep-alive and keep (if not ""). The names

@@ -407,6 +407,14 @@ func (h *stdHeaders) Has(name string) bool {
 	return ok
 }
 
+func (h *stdHeaders) Present() nameSet {
+	var has nameSet
+	for k := range h.h {
+		has |= nameBit(unsafe.Slice(unsafe.StringData(k), len(k))) // read only
+	}
+	return has
+}
+
 func (h *stdHeaders) Del(name string) { h.h.Del(name) }
 
 func (h *stdHeaders) Add(name string, value []byte) { h.h.Add(name, string(value)) }
