@@ -115,7 +115,7 @@ func newPoolCollector(m Metrics) *poolCollector {
 		requests:        d("requests_total", "Requests answered through a worker, by status class.", []string{"app", "worker", "code"}),
 		duration:        d("request_duration_seconds", "Time from forwarding a request to the end of its response.", worker),
 		proxyErrors:     d("proxy_errors_total", "Proxy-side failures (502/504 from corral) per worker.", worker),
-		restarts:        d("worker_restarts_total", "Restarts of a worker slot.", worker),
+		restarts:        d("worker_restarts_total", "Restarts of a worker slot, by cause (crash, health, recycle, manual, reload).", []string{"app", "worker", "cause"}),
 		inflight:        d("inflight_requests", "Requests being forwarded to a live worker now.", worker),
 		ejected:         d("worker_ejected", "1 while passive health has ejected the worker.", worker),
 		healthLatency:   d("health_check_latency_seconds", "Latency of the worker's last health probe.", worker),
@@ -173,7 +173,9 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		}
 		ch <- h
 		counter(c.proxyErrors, ws.Errors.Load(), a.Name, id)
-		counter(c.restarts, ws.Restarts(), a.Name, id)
+		for _, cause := range pool.RestartCauses {
+			counter(c.restarts, ws.RestartsBy(cause), a.Name, id, cause)
+		}
 	}
 
 	// During a roll two processes can briefly share a slot id; fold them

@@ -38,8 +38,9 @@ func TestMetricsValues(t *testing.T) {
 	workers["web-1"].Observe(204, 20*time.Millisecond)
 	workers["web-1"].Observe(503, 2*time.Second)
 	workers["web-1"].Errors.Add(1)
-	workers["web-3"].AddRestart()
-	workers["web-3"].AddRestart()
+	workers["web-3"].AddRestart(pool.CauseCrash)
+	workers["web-3"].AddRestart(pool.CauseCrash)
+	workers["web-3"].AddRestart(pool.CauseRecycle)
 	stats.Queued.Store(5)
 	stats.QueueRejected.Add(7)
 	stats.QueueTimeouts.Add(2)
@@ -85,13 +86,33 @@ corral_proxy_errors_total{app="web",worker="web-1"} 1
 corral_proxy_errors_total{app="web",worker="web-2"} 0
 corral_proxy_errors_total{app="web",worker="web-3"} 0
 corral_proxy_errors_total{app="web",worker="web-4"} 0
-# HELP corral_worker_restarts_total Restarts of a worker slot.
+# HELP corral_worker_restarts_total Restarts of a worker slot, by cause (crash, health, recycle, manual, reload).
 # TYPE corral_worker_restarts_total counter
-corral_worker_restarts_total{app="api",worker="api-1"} 0
-corral_worker_restarts_total{app="web",worker="web-1"} 0
-corral_worker_restarts_total{app="web",worker="web-2"} 0
-corral_worker_restarts_total{app="web",worker="web-3"} 2
-corral_worker_restarts_total{app="web",worker="web-4"} 0
+corral_worker_restarts_total{app="api",cause="crash",worker="api-1"} 0
+corral_worker_restarts_total{app="api",cause="health",worker="api-1"} 0
+corral_worker_restarts_total{app="api",cause="manual",worker="api-1"} 0
+corral_worker_restarts_total{app="api",cause="recycle",worker="api-1"} 0
+corral_worker_restarts_total{app="api",cause="reload",worker="api-1"} 0
+corral_worker_restarts_total{app="web",cause="crash",worker="web-1"} 0
+corral_worker_restarts_total{app="web",cause="health",worker="web-1"} 0
+corral_worker_restarts_total{app="web",cause="manual",worker="web-1"} 0
+corral_worker_restarts_total{app="web",cause="recycle",worker="web-1"} 0
+corral_worker_restarts_total{app="web",cause="reload",worker="web-1"} 0
+corral_worker_restarts_total{app="web",cause="crash",worker="web-2"} 0
+corral_worker_restarts_total{app="web",cause="health",worker="web-2"} 0
+corral_worker_restarts_total{app="web",cause="manual",worker="web-2"} 0
+corral_worker_restarts_total{app="web",cause="recycle",worker="web-2"} 0
+corral_worker_restarts_total{app="web",cause="reload",worker="web-2"} 0
+corral_worker_restarts_total{app="web",cause="crash",worker="web-3"} 2
+corral_worker_restarts_total{app="web",cause="health",worker="web-3"} 0
+corral_worker_restarts_total{app="web",cause="manual",worker="web-3"} 0
+corral_worker_restarts_total{app="web",cause="recycle",worker="web-3"} 1
+corral_worker_restarts_total{app="web",cause="reload",worker="web-3"} 0
+corral_worker_restarts_total{app="web",cause="crash",worker="web-4"} 0
+corral_worker_restarts_total{app="web",cause="health",worker="web-4"} 0
+corral_worker_restarts_total{app="web",cause="manual",worker="web-4"} 0
+corral_worker_restarts_total{app="web",cause="recycle",worker="web-4"} 0
+corral_worker_restarts_total{app="web",cause="reload",worker="web-4"} 0
 # HELP corral_inflight_requests Requests being forwarded to a live worker now.
 # TYPE corral_inflight_requests gauge
 corral_inflight_requests{app="api",worker="api-1"} 0

@@ -43,6 +43,13 @@ var ErrStopped = errors.New("app stopped")
 // ErrNotStarted is returned by Restart on an App whose Start was not called.
 var ErrNotStarted = errors.New("app not started")
 
+// ErrUnknownWorker is returned (wrapped) by RestartWorker for an id that is
+// not a slot of the app.
+var ErrUnknownWorker = errors.New("unknown worker")
+
+// MaxInstances bounds a runtime scale, as config bounds instances.
+const MaxInstances = 256
+
 // Defaults for pool settings a spec leaves zero (config normally fills them).
 const (
 	defaultDrainTimeout = 30 * time.Second
@@ -94,6 +101,7 @@ type App struct {
 	version     uint64
 	roll        *roll
 	lastRoll    RollStatus
+	scaled      int // runtime instances (Scale) until the next Update; 0 = none
 	stopping    bool
 	giveUpTimer *time.Timer
 	gaveUp      bool
@@ -185,7 +193,7 @@ func (a *App) Restart(ctx context.Context) error {
 		return ErrNotStarted
 	}
 	result := make(chan error, 1)
-	if !a.post(func() { a.startRoll("restart requested", result) }) {
+	if !a.post(func() { a.startRoll("restart requested", CauseManual, result) }) {
 		return ErrStopped
 	}
 	select {
@@ -296,10 +304,99 @@ func (a *App) final() {
 	a.log.Info("app stopped")
 }
 
-// update applies spec on the supervisor.
+// RestartWorker replaces the worker of slot id the zero-downtime way (a
+// roll of that one slot: the new worker ready first, then the old one out
+// of rotation, drained and stopped) and returns when it is done, failed or
+// ctx ended. Asked while a roll runs, it runs after that roll.
+func (a *App) RestartWorker(ctx context.Context, id string) error {
+	if !a.started.Load() {
+		return ErrNotStarted
+	}
+	result := make(chan error, 1)
+	if !a.post(func() {
+		if _, ok := a.slots[id]; !ok {
+			result <- fmt.Errorf("restarting %s: %w", id, ErrUnknownWorker)
+			return
+		}
+		a.ask(&rollAsk{reason: "restart of " + id + " requested", cause: CauseManual,
+			only: map[string]bool{id: true}, waiters: []chan<- error{result}})
+	}) {
+		return ErrStopped
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-a.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for restart of %s: %w", id, ctx.Err())
+	}
+}
+
+// Scale sets the app's instances to n at runtime, until the next Update
+// (a reload) or ResetScale. New workers start at once; surplus workers
+// drain and stop from the highest slot down; a scale asked during a roll
+// applies when the roll ends. It returns the instances before.
+func (a *App) Scale(n int) (int, error) {
+	if n < 1 || n > MaxInstances {
+		return 0, fmt.Errorf("scaling %s to %d: instances must be in 1..%d", a.name, n, MaxInstances)
+	}
+	if !a.started.Load() {
+		return 0, ErrNotStarted
+	}
+	prev := make(chan int, 1)
+	if !a.post(func() {
+		prev <- a.instances()
+		a.scaled = n
+		a.log.Info("scaled at runtime", "instances", n)
+		a.reconcile()
+	}) {
+		return 0, ErrStopped
+	}
+	select {
+	case p := <-prev:
+		return p, nil
+	case <-a.done:
+		return 0, ErrStopped
+	}
+}
+
+// ResetScale drops a runtime scale: the app goes back to its spec's
+// instances. A reload calls it for the apps it does not otherwise change.
+func (a *App) ResetScale() {
+	if !a.started.Load() {
+		return
+	}
+	applied := make(chan struct{})
+	if a.post(func() {
+		if a.scaled != 0 {
+			a.scaled = 0
+			a.log.Info("runtime scale dropped", "instances", a.spec.Instances)
+			a.reconcile()
+		}
+		close(applied)
+	}) {
+		select {
+		case <-applied:
+		case <-a.done:
+		}
+	}
+}
+
+// instances is how many workers the app should have now.
+func (a *App) instances() int {
+	if a.scaled > 0 {
+		return a.scaled
+	}
+	return a.spec.Instances
+}
+
+// update applies spec on the supervisor. A runtime scale ends here: the
+// file's instances apply again.
 func (a *App) update(spec *config.App) {
 	old := a.spec
 	a.spec = spec
+	a.scaled = 0
 	for w := range a.workers {
 		if w.probe != nil {
 			w.probe.SetSpec(spec.Health)
@@ -312,7 +409,7 @@ func (a *App) update(spec *config.App) {
 		a.startWatcher()
 	}
 	if !processEqual(old, spec) {
-		a.startRoll("config changed")
+		a.startRoll("config changed", CauseReload)
 	}
 	a.reconcile()
 	a.publish()

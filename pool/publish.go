@@ -35,6 +35,10 @@ func (a *App) Status() AppStatus {
 		ws, live := &st.Workers[i], v.live[i]
 		if live.stats != nil {
 			ws.Restarts = live.stats.Restarts()
+			ws.RestartsByCause = make(map[string]uint64, len(RestartCauses))
+			for _, c := range RestartCauses {
+				ws.RestartsByCause[c] = live.stats.RestartsBy(c)
+			}
 			ws.Requests = live.stats.Requests.Load()
 		}
 		if b := live.backend; b != nil {
@@ -92,10 +96,11 @@ func (a *App) sortedWorkers() []*worker {
 // left out; a slot waiting to restart shows as one backoff entry.
 func (a *App) publishStatus() {
 	v := &statusView{st: AppStatus{
-		Name:      a.name,
-		Instances: a.spec.Instances,
-		Ready:     len(a.table.Load().Backends),
-		Roll:      a.lastRoll,
+		Name:       a.name,
+		Instances:  a.instances(),
+		Configured: a.spec.Instances,
+		Ready:      len(a.table.Load().Backends),
+		Roll:       a.lastRoll,
 	}}
 	add := func(ws WorkerStatus, live liveRefs) {
 		v.st.Workers = append(v.st.Workers, ws)

@@ -45,6 +45,7 @@ type slot struct {
 	quick        []time.Time // restarts at once within the last minute
 	served       bool        // its last process had been in rotation
 	reason       string      // why it is in backoff
+	cause        string      // restart cause of the pending restart
 	lastExit     string      // how its last failed process ended
 }
 
@@ -251,12 +252,16 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 		s.delay = 0 // it was healthy long enough: this is a fresh failure
 	}
 	s.reason = reason
+	s.cause = CauseCrash
+	if w != nil && w.failReason != "" {
+		s.cause = CauseHealth // the supervisor killed it: not ready or unhealthy
+	}
 	s.cancelRestart()
 	if s.served && served >= b.MinUptime && s.takeQuick(now, b.QuickRestarts) {
 		// It started and served: a restart now keeps the app's capacity,
 		// and the failure is not one a delay would cure.
 		a.log.Info("restarting worker at once", "worker", s.id, "reason", reason)
-		s.stats.AddRestart()
+		s.stats.AddRestart(s.cause)
 		a.fill(s)
 		return
 	}
@@ -279,7 +284,7 @@ func (a *App) armRestart(s *slot, d time.Duration) {
 		if a.stopping || s.removed || s.cur != nil {
 			return
 		}
-		s.stats.AddRestart()
+		s.stats.AddRestart(s.cause)
 		a.fill(s)
 		a.publish()
 	})

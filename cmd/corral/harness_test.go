@@ -274,14 +274,15 @@ type wireApp struct {
 }
 
 type wireWorker struct {
-	ID        string    `json:"id"`
-	PID       int       `json:"pid"`
-	Port      int       `json:"port"`
-	State     string    `json:"state"`
-	Reason    string    `json:"reason"`
-	Restarts  int       `json:"restarts"`
-	Inflight  int       `json:"inflight"`
-	StartedAt time.Time `json:"started_at"`
+	ID        string         `json:"id"`
+	PID       int            `json:"pid"`
+	Port      int            `json:"port"`
+	State     string         `json:"state"`
+	Reason    string         `json:"reason"`
+	Restarts  int            `json:"restarts"`
+	ByCause   map[string]int `json:"restarts_by_cause"`
+	Inflight  int            `json:"inflight"`
+	StartedAt time.Time      `json:"started_at"`
 }
 
 // inflight returns the in-flight count /status shows for worker id.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -93,7 +94,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 	}
 	// The admin server exists even when admin.listen is "", so a reload that
 	// turns it on only has to bind a listener.
-	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Liveness: in, Logger: log, Version: version})
+	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Scaler: in, WorkerRestarter: in, Metrics: in, Liveness: in, Logger: log, Version: version})
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
@@ -283,6 +284,7 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 	if diff.Empty() {
 		res.Applied = true
 		in.log.Info("config unchanged", "trigger", trigger)
+		resetScales(old.apps, nil)
 		return res
 	}
 
@@ -339,9 +341,12 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 		a.Start()
 		next.apps[name] = a
 	}
+	updated := map[string]bool{}
 	for _, ch := range diff.Changed {
 		next.apps[ch.Name].Update(appSpec(cfg, ch.Name))
+		updated[ch.Name] = true
 	}
+	resetScales(next.apps, updated)
 	next.appOrder = appNames(cfg)
 
 	// Routing switches before removed apps stop, so no new request reaches them.
@@ -547,6 +552,46 @@ func (in *instance) Status() admin.Status {
 		s.Apps = append(s.Apps, st.apps[name].Status())
 	}
 	return s
+}
+
+// resetScales ends the runtime scale of every app in apps that Update did
+// not already reset (updated): a reload restores the file's instances.
+func resetScales(apps map[string]*pool.App, updated map[string]bool) {
+	for name, a := range apps {
+		if !updated[name] {
+			a.ResetScale()
+		}
+	}
+}
+
+// Scale implements admin.Scaler: a runtime scale of one app.
+func (in *instance) Scale(app string, n int) (admin.ScaleResult, error) {
+	a := in.state.Load().apps[app]
+	if a == nil {
+		return admin.ScaleResult{}, fmt.Errorf("scaling %s: %w", app, admin.ErrUnknownApp)
+	}
+	prev, err := a.Scale(n)
+	if err != nil {
+		return admin.ScaleResult{}, err
+	}
+	return admin.ScaleResult{App: app, Instances: n, Previous: prev, Configured: a.Status().Configured}, nil
+}
+
+// RestartWorker implements admin.WorkerRestarter: the zero-downtime
+// replace of one worker, found by its slot id among the apps whose name it
+// starts with.
+func (in *instance) RestartWorker(ctx context.Context, id string) error {
+	st := in.state.Load()
+	for _, name := range st.appOrder {
+		if !strings.HasPrefix(id, name+"-") {
+			continue
+		}
+		err := st.apps[name].RestartWorker(ctx, id)
+		if !errors.Is(err, pool.ErrUnknownWorker) {
+			return err
+		}
+	}
+	return fmt.Errorf("restarting %s: %w", id, admin.ErrUnknownWorker)
 }
 
 // Restart implements admin.Restarter: a rolling restart of one app.
