@@ -138,6 +138,7 @@ type App struct {
 	ExitOnFailure time.Duration // 0 = off; else exit corral non-zero when the app has no ready worker for this long
 	Watch         []string      // absolute paths; a change under them rolls the app (dev mode)
 	WatchDebounce time.Duration
+	Recycle       Recycle
 
 	// Health, nil when the app has no health block (readiness = TCP connect).
 	Health *Health
@@ -155,6 +156,18 @@ type App struct {
 	Retries      int           // extra tries after the first
 	RetryTimeout time.Duration // total time for all tries
 }
+
+// Recycle replaces a worker the zero-downtime way once it reaches a limit;
+// a zero limit is off.
+type Recycle struct {
+	MaxRequests int           // requests served; each worker's threshold is drawn in [N, N*1.1]
+	MaxMemory   int64         // bytes of RSS of the worker's whole process group
+	MaxAge      time.Duration // time since start; each worker's threshold is drawn in [d, d*1.1]
+	Interval    time.Duration // how often the limits are checked (check_interval)
+}
+
+// On reports whether any limit is set.
+func (r Recycle) On() bool { return r.MaxRequests > 0 || r.MaxMemory > 0 || r.MaxAge > 0 }
 
 // Backoff decides when a crashed worker is restarted: at once when it had
 // served, else after a delay that doubles from Min up to Max.

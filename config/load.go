@@ -95,6 +95,7 @@ type rawApp struct {
 	ExitOnFailure *string     `hcl:"exit_on_failure,optional"`
 	Watch         []string    `hcl:"watch,optional"`
 	WatchDebounce *string     `hcl:"watch_debounce,optional"`
+	Recycle       *rawRecycle `hcl:"recycle,block"`
 
 	Health  *rawHealth  `hcl:"health,block"`
 	Passive *rawPassive `hcl:"passive,block"`
@@ -116,6 +117,13 @@ type rawBackoff struct {
 	ResetAfter    *string `hcl:"reset_after,optional"`
 	MinUptime     *string `hcl:"min_uptime,optional"`
 	QuickRestarts *int    `hcl:"quick_restarts,optional"`
+}
+
+type rawRecycle struct {
+	MaxRequests *int           `hcl:"max_requests,optional"`
+	MaxMemory   hcl.Expression `hcl:"max_memory,optional"`
+	MaxAge      *string        `hcl:"max_age,optional"`
+	Interval    *string        `hcl:"check_interval,optional"`
 }
 
 type rawQueue struct {
@@ -342,6 +350,16 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 	if c.fine(backoff.sub("min"), backoff.sub("max")) && a.Backoff.Min > a.Backoff.Max {
 		c.bad(backoff, "max", "must not be less than min (%s), got %s", a.Backoff.Min, a.Backoff.Max)
 	}
+
+	recycle := n.child("recycle")
+	rc := deref(r.Recycle)
+	a.Recycle = Recycle{
+		MaxRequests: c.intIn(recycle, "max_requests", rc.MaxRequests, 0, 0, 1<<40),
+		MaxMemory:   c.size(recycle, "max_memory", rc.MaxMemory),
+		MaxAge:      c.duration(recycle, "max_age", rc.MaxAge, 0),
+		Interval:    c.duration(recycle, "check_interval", rc.Interval, 5*time.Second),
+	}
+	c.positive(recycle, "check_interval", a.Recycle.Interval)
 
 	if r.Health != nil {
 		a.Health = c.health(n.child("health"), r.Health)

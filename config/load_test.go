@@ -52,6 +52,7 @@ func defaultApp(name, dir string, command ...string) *App {
 		Backoff:       Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, ResetAfter: 30 * time.Second, MinUptime: time.Second, QuickRestarts: 10},
 		Surge:         1,
 		WatchDebounce: 500 * time.Millisecond,
+		Recycle:       Recycle{Interval: 5 * time.Second},
 		Passive:       Passive{Failures: 5, BaseEjection: 10 * time.Second, MaxEjection: 5 * time.Minute, MaxEjectedPercent: 50},
 		Balance:       BalanceLeastOutstanding,
 		StickyCookie:  "corral_sticky",
@@ -134,6 +135,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		ExitOnFailure: 5 * time.Minute,
 		Watch:         []string{filepath.Join(dir, "src")},
 		WatchDebounce: time.Second,
+		Recycle:       Recycle{MaxRequests: 10000, MaxMemory: 512 << 20, MaxAge: 24 * time.Hour, Interval: 2 * time.Second},
 		Health: &Health{Type: "http", Path: "/healthz", Host: "web.internal", Interval: 3 * time.Second,
 			Timeout: 2 * time.Second, ExpectStatus: []int{200, 204}, HealthyThreshold: 1,
 			UnhealthyThreshold: 4, RestartAfter: 2 * time.Minute},
@@ -231,6 +233,10 @@ func TestLoadValues(t *testing.T) {
 		{"relative dir", `dir = "sub"`, func(a *App) bool { return filepath.Base(a.Dir) == "sub" && filepath.IsAbs(a.Dir) }},
 		{"absolute watch kept", `watch = ["/tmp"]`, func(a *App) bool { return reflect.DeepEqual(a.Watch, []string{"/tmp"}) }},
 		{"surge equal to instances", "instances = 2\nsurge = 2", func(a *App) bool { return a.Surge == 2 }},
+		{"recycle off by default", "", func(a *App) bool { return !a.Recycle.On() && a.Recycle.Interval == 5*time.Second }},
+		{"recycle max_memory as bytes", "recycle {\nmax_memory = 1048576\n}", func(a *App) bool { return a.Recycle.MaxMemory == 1<<20 && a.Recycle.On() }},
+		{"recycle max_memory in MB", "recycle {\nmax_memory = \"300MB\"\n}", func(a *App) bool { return a.Recycle.MaxMemory == 300e6 }},
+		{"recycle max_age alone", "recycle {\nmax_age = \"1h\"\n}", func(a *App) bool { return a.Recycle.MaxAge == time.Hour && a.Recycle.MaxRequests == 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -296,6 +302,9 @@ func TestLoadProblems(t *testing.T) {
 		{"missing label", "app {\n  command = [\"x\"]\n}\n", 1, "app", "missing name"},
 		{"bad duration", "app \"web\" {\n  command = [\"x\"]\n  health {\n    interval = \"two\"\n  }\n}\n", 4, "app.web.health.interval", `must be a duration like "2s", got "two"`},
 		{"negative duration", "app \"web\" {\n  command = [\"x\"]\n  stop_timeout = \"-1s\"\n}\n", 3, "app.web.stop_timeout", "must not be negative"},
+		{"zero recycle check_interval", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    check_interval = \"0s\"\n  }\n}\n", 4, "app.web.recycle.check_interval", "greater than 0"},
+		{"negative max_requests", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    max_requests = -1\n  }\n}\n", 4, "app.web.recycle.max_requests", ""},
+		{"bad max_memory", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    max_memory = \"lots\"\n  }\n}\n", 4, "app.web.recycle.max_memory", "size like"},
 		{"zero interval", "app \"web\" {\n  command = [\"x\"]\n  health {\n    interval = \"0s\"\n  }\n}\n", 4, "app.web.health.interval", "greater than 0"},
 		{"bad listen", "\n\nlisten = \"8080\"\napp \"web\" { command = [\"x\"] }\n", 3, "listen", "must be host:port"},
 		{"bad listen port", "listen = \"127.0.0.1:http\"\napp \"web\" { command = [\"x\"] }\n", 1, "listen", "must be host:port"},

@@ -92,20 +92,24 @@ type App struct {
 	hurryOnce sync.Once
 
 	// Everything below is owned by the supervisor goroutine.
-	spec        *config.App
-	ctx         context.Context // ends probes and the watcher when the supervisor ends
-	cancel      context.CancelFunc
-	slots       map[string]*slot
-	workers     map[*worker]struct{} // every process not yet finished
-	gen         int
-	version     uint64
-	roll        *roll
-	lastRoll    RollStatus
-	scaled      int // runtime instances (Scale) until the next Update; 0 = none
-	stopping    bool
-	giveUpTimer *time.Timer
-	gaveUp      bool
-	stopWatch   context.CancelFunc
+	spec     *config.App
+	ctx      context.Context // ends probes and the watcher when the supervisor ends
+	cancel   context.CancelFunc
+	slots    map[string]*slot
+	workers  map[*worker]struct{} // every process not yet finished
+	gen      int
+	version  uint64
+	roll     *roll
+	lastRoll RollStatus
+	scaled   int // runtime instances (Scale) until the next Update; 0 = none
+	// recycleTimer is the next recycle round; memReading is set while a
+	// round reads memory off the supervisor.
+	recycleTimer *time.Timer
+	memReading   bool
+	stopping     bool
+	giveUpTimer  *time.Timer
+	gaveUp       bool
+	stopWatch    context.CancelFunc
 }
 
 // New returns the supervisor of spec's app; nothing runs until Start.
@@ -151,6 +155,7 @@ func (a *App) Start() {
 		a.post(func() {
 			a.reconcile()
 			a.startWatcher()
+			a.armRecycle()
 			a.publish()
 		})
 	})
@@ -280,6 +285,10 @@ func (a *App) shutdown() {
 	if a.giveUpTimer != nil {
 		a.giveUpTimer.Stop()
 	}
+	if a.recycleTimer != nil {
+		a.recycleTimer.Stop()
+		a.recycleTimer = nil
+	}
 	for _, s := range a.slots {
 		s.cancelRestart()
 	}
@@ -407,6 +416,13 @@ func (a *App) update(spec *config.App) {
 	}
 	if !slices.Equal(old.Watch, spec.Watch) || old.WatchDebounce != spec.WatchDebounce {
 		a.startWatcher()
+	}
+	if old.Recycle != spec.Recycle {
+		// New limits apply to every worker: thresholds are drawn again.
+		for w := range a.workers {
+			w.maxRequests, w.maxAge = 0, 0
+		}
+		a.armRecycle()
 	}
 	if !processEqual(old, spec) {
 		a.startRoll("config changed", CauseReload)

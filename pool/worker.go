@@ -92,6 +92,12 @@ type worker struct {
 	readyTimer     *time.Timer
 	unhealthyTimer *time.Timer
 
+	// Recycling: the slot's request count when w entered rotation, and
+	// w's jittered thresholds (drawn at the first recycle round, 0 = not yet).
+	requestsBase uint64
+	maxRequests  int64
+	maxAge       time.Duration
+
 	candidate  bool // started by a roll, not yet promoted
 	stopping   bool // on its way out; its exit is not a crash
 	stopAt     time.Time
@@ -419,6 +425,7 @@ func (a *App) markReady(w *worker) {
 	}
 	w.state, w.reason, w.readyAt = StateReady, "", time.Now()
 	w.readySince = w.readyAt
+	w.requestsBase = w.slot.stats.Requests.Load()
 	b := &Backend{ID: w.slot.id, Port: w.port, Stats: w.slot.stats}
 	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
 	if a.opts.NewUpstream != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -82,4 +84,45 @@ func TestScaleAndRestartOverTheAPIUnderLoad(t *testing.T) {
 		a := c.app("web")
 		return len(c.readyPIDs("web")) == 2 && len(a.Workers) == 2 && a.Instances == 2
 	})
+}
+
+// TestMaxMemoryRecyclesUnderLoadWithoutFailedRequests makes one worker of
+// two grow 64 MiB past max_memory while a load runs: that worker is
+// replaced (restart cause recycle), the other is not, and no request fails.
+func TestMaxMemoryRecyclesUnderLoadWithoutFailedRequests(t *testing.T) {
+	cfg := strings.Replace(webApp(2, "one", ""), "  health {",
+		"  recycle {\n    max_memory     = \"48MiB\"\n    check_interval = \"100ms\"\n  }\n  health {", 1)
+	c := newCorral(t, cfg)
+	c.waitReady(30 * time.Second)
+	waitFor(t, 20*time.Second, "2 ready workers", func() bool { return len(c.readyPIDs("web")) == 2 })
+	before := c.readyPIDs("web")
+	stop := c.runLoad(4, 60*time.Second)
+
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + c.public + "/grow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	grown := strings.TrimSpace(string(body))
+	if resp.StatusCode != 200 || before[grown] == 0 {
+		t.Fatalf("GET /grow: %d %q", resp.StatusCode, grown)
+	}
+	other := map[string]string{"web-1": "web-2", "web-2": "web-1"}[grown]
+	waitFor(t, 20*time.Second, grown+" recycled", func() bool {
+		p := c.readyPIDs("web")
+		return len(p) == 2 && p[grown] != before[grown] && len(c.app("web").Workers) == 2
+	})
+	requireNoFailures(t, "recycling for max_memory", stop())
+	after := c.readyPIDs("web")
+	if after[other] != before[other] {
+		t.Errorf("%s was replaced too", other)
+	}
+	for _, w := range c.app("web").Workers {
+		want := map[bool]int{true: 1, false: 0}[w.ID == grown]
+		if w.ByCause["recycle"] != want || w.Restarts != want {
+			t.Errorf("%s: restarts %d by cause %v, want %d recycle", w.ID, w.Restarts, w.ByCause, want)
+		}
+	}
 }

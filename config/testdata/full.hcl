@@ -68,6 +68,13 @@ app "web" {
   watch           = ["./src"]       # [none] restart the app when files under these change (development)
   watch_debounce  = "1s"            # [500ms]
 
+  recycle {
+    max_requests   = 10000            # [0 = off]
+    max_memory     = "512MiB"         # [0 = off]
+    max_age        = "24h"            # [0 = off]
+    check_interval = "2s"             # [5s]
+  }
+
   backoff {
     min         = "200ms"           # [100ms] first restart delay, doubling per crash
     max         = "10s"             # [30s]
