@@ -183,6 +183,9 @@ func (a *App) endRoll(err error) {
 		a.log.Info("rolling restart done", "generation", r.gen,
 			"took", a.lastRoll.Finished.Sub(a.lastRoll.Started).Round(time.Millisecond))
 	}
+	// The status shows the outcome before any waiter hears it: a caller of
+	// Restart that reads Status next must not see the roll still running.
+	a.publishStatus()
 	for _, ch := range r.waiters {
 		ch <- err
 	}

@@ -115,3 +115,20 @@ func TestRestartCausesCounted(t *testing.T) {
 		t.Errorf("restarts %d by cause %v, want 1 crash and 1 manual", w.Restarts, w.RestartsByCause)
 	}
 }
+
+// TestRestartReturnsWithTheOutcomeInStatus pins that Status shows a roll's
+// outcome as soon as Restart returns (it once showed "running" for a while).
+func TestRestartReturnsWithTheOutcomeInStatus(t *testing.T) {
+	a := startApp(t, testSpec(t, "ok", 1))
+	waitReady(t, a, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if err := a.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := a.Status().Roll; st.State != "done" || st.Finished.IsZero() {
+			t.Fatalf("roll %d: status right after Restart = %+v, want done", i, st)
+		}
+	}
+}
