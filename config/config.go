@@ -127,6 +127,11 @@ type App struct {
 	User    string            // run workers as this user (corral must be root); "" = same as corral
 	Group   string            // run workers with this group; "" = the user's primary group
 
+	// Background is set by serve = false: no port, no route, not in the
+	// proxy; a worker is ready once it has stayed up for SettleTime.
+	Background bool
+	SettleTime time.Duration
+
 	// Pool settings.
 	Instances     int
 	StopSignal    syscall.Signal

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -84,6 +85,9 @@ type rawApp struct {
 	Env     map[string]string `hcl:"env,optional"`
 	User    *string           `hcl:"user,optional"`
 	Group   *string           `hcl:"group,optional"`
+
+	Background *bool   `hcl:"serve,optional"` // serve = false
+	SettleTime *string `hcl:"settle_time,optional"`
 
 	Instances     *int        `hcl:"instances,optional"`
 	StopSignal    *string     `hcl:"stop_signal,optional"`
@@ -297,6 +301,9 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		User:    valueOr(r.User, ""),
 		Group:   valueOr(r.Group, ""),
 
+		Background: !valueOr(r.Background, true),
+		SettleTime: c.duration(n, "settle_time", r.SettleTime, time.Second),
+
 		Instances:     c.intIn(n, "instances", r.Instances, min(runtime.NumCPU(), 256), 1, 256),
 		StopSignal:    c.signal(n, "stop_signal", r.StopSignal),
 		DrainTimeout:  c.duration(n, "drain_timeout", r.DrainTimeout, 30*time.Second),
@@ -351,6 +358,10 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		c.bad(backoff, "max", "must not be less than min (%s), got %s", a.Backoff.Min, a.Backoff.Max)
 	}
 
+	if a.Background {
+		c.background(n, r, a)
+	}
+
 	recycle := n.child("recycle")
 	rc := deref(r.Recycle)
 	a.Recycle = Recycle{
@@ -373,6 +384,28 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		Timeout: c.duration(queue, "timeout", q.Timeout, 10*time.Second),
 	}
 	return a
+}
+
+// background checks what a background app (serve = false) cannot have: it
+// gets no port, so neither {port}, {socket} nor a health check (which needs
+// a port) make sense, and no route.
+func (c *checker) background(n node, r *rawApp, a *App) {
+	for i, arg := range a.Command {
+		if strings.Contains(arg, "{port}") || strings.Contains(arg, "{socket}") {
+			c.badItem(n, "command", i, "a background app (serve = false) gets no port: remove {port}/{socket}")
+			break
+		}
+	}
+	if r.Health != nil {
+		hn := n.child("health")
+		c.add(hn.key, hn.at, "a background app (serve = false) has no port to check; it is ready once it has stayed up for settle_time")
+	}
+	if len(a.Hosts) > 0 {
+		c.bad(n, "hosts", "a background app (serve = false) gets no route")
+	}
+	if a.PathPrefix != "" {
+		c.bad(n, "path_prefix", "a background app (serve = false) gets no route")
+	}
 }
 
 func (c *checker) health(n node, r *rawHealth) *Health {
@@ -425,6 +458,14 @@ func (c *checker) crossApps(cfg *Config, raw *rawFile, root node) {
 	instances := 0
 	for i, a := range cfg.Apps {
 		n := root.blockAt(raw.Apps[i].DefRange)
+		if a.Background {
+			// A background app takes no port and claims no route.
+			if byName[a.Name] {
+				c.add(n.key, n.at, "app %q is defined twice", a.Name)
+			}
+			byName[a.Name] = true
+			continue
+		}
 		instances += a.Instances + a.Surge
 		if byName[a.Name] {
 			c.add(n.key, n.at, "app %q is defined twice", a.Name)

@@ -44,6 +44,7 @@ func defaultApp(name, dir string, command ...string) *App {
 		Command:       command,
 		Dir:           dir,
 		Env:           map[string]string{},
+		SettleTime:    time.Second,
 		Instances:     runtime.NumCPU(),
 		StopSignal:    syscall.SIGTERM,
 		DrainTimeout:  30 * time.Second,
@@ -124,6 +125,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		Dir:           dir,
 		Env:           map[string]string{"GREETING": "hi", "MODE": "production"},
 		User:          "www-data",
+		SettleTime:    time.Second,
 		Group:         "www-data",
 		Instances:     4,
 		StopSignal:    syscall.SIGQUIT,
@@ -233,6 +235,8 @@ func TestLoadValues(t *testing.T) {
 		{"relative dir", `dir = "sub"`, func(a *App) bool { return filepath.Base(a.Dir) == "sub" && filepath.IsAbs(a.Dir) }},
 		{"absolute watch kept", `watch = ["/tmp"]`, func(a *App) bool { return reflect.DeepEqual(a.Watch, []string{"/tmp"}) }},
 		{"surge equal to instances", "instances = 2\nsurge = 2", func(a *App) bool { return a.Surge == 2 }},
+		{"background app", "serve = false\nsettle_time = \"250ms\"", func(a *App) bool { return a.Background && a.SettleTime == 250*time.Millisecond }},
+		{"served by default", "", func(a *App) bool { return !a.Background && a.SettleTime == time.Second }},
 		{"recycle off by default", "", func(a *App) bool { return !a.Recycle.On() && a.Recycle.Interval == 5*time.Second }},
 		{"recycle max_memory as bytes", "recycle {\nmax_memory = 1048576\n}", func(a *App) bool { return a.Recycle.MaxMemory == 1<<20 && a.Recycle.On() }},
 		{"recycle max_memory in MB", "recycle {\nmax_memory = \"300MB\"\n}", func(a *App) bool { return a.Recycle.MaxMemory == 300e6 }},
@@ -302,6 +306,9 @@ func TestLoadProblems(t *testing.T) {
 		{"missing label", "app {\n  command = [\"x\"]\n}\n", 1, "app", "missing name"},
 		{"bad duration", "app \"web\" {\n  command = [\"x\"]\n  health {\n    interval = \"two\"\n  }\n}\n", 4, "app.web.health.interval", `must be a duration like "2s", got "two"`},
 		{"negative duration", "app \"web\" {\n  command = [\"x\"]\n  stop_timeout = \"-1s\"\n}\n", 3, "app.web.stop_timeout", "must not be negative"},
+		{"background app with {port}", "app \"jobs\" {\n  command = [\"worker\", \"--port={port}\"]\n  serve = false\n}\n", 2, "app.jobs.command", "gets no port"},
+		{"background app with health", "app \"jobs\" {\n  command = [\"worker\"]\n  serve = false\n  health {}\n}\n", 4, "app.jobs.health", "no port to check"},
+		{"background app with a route", "app \"jobs\" {\n  command = [\"worker\"]\n  serve = false\n  path_prefix = \"/jobs\"\n}\n", 4, "app.jobs.path_prefix", "no route"},
 		{"zero recycle check_interval", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    check_interval = \"0s\"\n  }\n}\n", 4, "app.web.recycle.check_interval", "greater than 0"},
 		{"negative max_requests", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    max_requests = -1\n  }\n}\n", 4, "app.web.recycle.max_requests", ""},
 		{"bad max_memory", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    max_memory = \"lots\"\n  }\n}\n", 4, "app.web.recycle.max_memory", "size like"},
@@ -465,5 +472,19 @@ func TestParseResolvesPathsAgainstFilename(t *testing.T) {
 	}
 	if cfg.Path != filepath.Join(dir, "corral.hcl") {
 		t.Errorf("path = %s", cfg.Path)
+	}
+}
+
+// TestLoadBackgroundAppBesideTheDefault checks that a background app,
+// which claims no route, is not a second default app and takes no ports.
+func TestLoadBackgroundAppBesideTheDefault(t *testing.T) {
+	path := writeConfig(t, "worker_ports = \"20000-20009\"\napp \"web\" {\ncommand = [\"x\", \"{port}\"]\ninstances = 4\n}\n"+
+		"app \"jobs\" {\ncommand = [\"y\"]\nserve = false\ninstances = 8\n}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Apps[1].Background || cfg.Apps[0].Background {
+		t.Errorf("background flags %v %v, want false true", cfg.Apps[0].Background, cfg.Apps[1].Background)
 	}
 }

@@ -102,6 +102,7 @@ type App struct {
 	roll     *roll
 	lastRoll RollStatus
 	scaled   int // runtime instances (Scale) until the next Update; 0 = none
+	ready    int // workers ready: in rotation, or (background) up for settle_time
 	// recycleTimer is the next recycle round; memReading is set while a
 	// round reads memory off the supervisor.
 	recycleTimer *time.Timer
@@ -164,8 +165,9 @@ func (a *App) Start() {
 // Table returns the app's current routing table; it is never nil.
 func (a *App) Table() *Table { return a.table.Load() }
 
-// Ready reports whether at least one worker is in rotation.
-func (a *App) Ready() bool { return len(a.table.Load().Backends) > 0 }
+// Ready reports whether at least one worker is ready: in rotation, or for
+// a background app, up for its settle_time.
+func (a *App) Ready() bool { return a.status.Load().st.Ready > 0 }
 
 // Stats returns the app's counters and a fresh map of every slot's counters
 // ever created, scaled-down slots included.

@@ -183,19 +183,22 @@ func (a *App) newSlot(n int) *slot {
 
 // spawn starts a process for s from spec's process settings.
 func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker, error) {
-	port, err := a.opts.Ports.Take()
-	if err != nil {
-		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+	port := 0
+	if !spec.Background {
+		var err error
+		if port, err = a.opts.Ports.Take(); err != nil {
+			return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+		}
 	}
 	cmd, err := buildCommand(spec, s.id, port)
 	if err != nil {
-		a.opts.Ports.Release(port)
+		a.releasePort(port)
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
 	}
 	log := a.log.With("worker", s.id)
 	proc, err := startProcess(a.opts.Reaper, cmd, log, &a.wg)
 	if err != nil {
-		a.opts.Ports.Release(port)
+		a.releasePort(port)
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
 	}
 	w := &worker{
@@ -212,6 +215,19 @@ func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker
 		a.post(func() { a.onExit(w) })
 	}()
 
+	if spec.Background {
+		// A background worker has no port to probe: it is ready once it has
+		// stayed up for settle_time (supervisord's startsecs).
+		settle := spec.SettleTime
+		w.readyTimer = a.after(settle, func() {
+			if w.state == StateStarting && !w.stopping && !w.exited {
+				a.markReady(w)
+				a.publish()
+			}
+		})
+		w.log.Info("worker started", "generation", gen, "settle_time", settle)
+		return w, nil
+	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	w.probe = health.NewProbe(a.spec.Health, s.id, addr, workerObserver{a, w}, a.root)
 	ctx, cancel := context.WithCancel(a.ctx)
@@ -225,6 +241,13 @@ func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker
 	w.readyTimer = a.after(timeout, func() { a.notReady(w, timeout) })
 	w.log.Info("worker started", "port", port, "generation", gen)
 	return w, nil
+}
+
+// releasePort gives port back; 0 (a background worker's) is no port.
+func (a *App) releasePort(port int) {
+	if port > 0 {
+		a.opts.Ports.Release(port)
+	}
 }
 
 // fill starts a worker for a slot that has none; a failure goes to backoff.
@@ -426,6 +449,14 @@ func (a *App) markReady(w *worker) {
 	w.state, w.reason, w.readyAt = StateReady, "", time.Now()
 	w.readySince = w.readyAt
 	w.requestsBase = w.slot.stats.Requests.Load()
+	if w.port == 0 {
+		// A background worker: ready, but nothing to route to.
+		w.log.Info("worker ready", "startup", w.readyAt.Sub(w.startedAt).Round(time.Millisecond))
+		if w.candidate {
+			a.promote(w)
+		}
+		return
+	}
 	b := &Backend{ID: w.slot.id, Port: w.port, Stats: w.slot.stats}
 	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
 	if a.opts.NewUpstream != nil {
@@ -572,7 +603,7 @@ func (a *App) finish(w *worker) {
 	}
 	w.finished = true
 	delete(a.workers, w)
-	a.opts.Ports.Release(w.port)
+	a.releasePort(w.port)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

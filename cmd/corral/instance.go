@@ -112,7 +112,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 		st.apps[spec.Name] = a
 	}
 	st.appOrder = appNames(cfg)
-	in.proxy.SetApps(cfg.Apps, tableSources(st.apps))
+	in.proxy.SetApps(servedApps(cfg.Apps), tableSources(st.apps))
 	in.state.Store(st)
 	in.watchCertificate(cfg.Proxy)
 	in.servePublic(public, st.tlsOn)
@@ -171,6 +171,18 @@ func (in *instance) serveAdmin(ln net.Listener) {
 			in.log.Error("admin listener stopped", "addr", ln.Addr().String(), "error", err)
 		}
 	})
+}
+
+// servedApps leaves out the background apps (serve = false): the proxy
+// routes to none of their workers.
+func servedApps(apps []*config.App) []*config.App {
+	out := make([]*config.App, 0, len(apps))
+	for _, a := range apps {
+		if !a.Background {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func tableSources(apps map[string]*pool.App) map[string]proxy.TableSource {
@@ -350,7 +362,7 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 	next.appOrder = appNames(cfg)
 
 	// Routing switches before removed apps stop, so no new request reaches them.
-	in.proxy.SetApps(cfg.Apps, tableSources(next.apps))
+	in.proxy.SetApps(servedApps(cfg.Apps), tableSources(next.apps))
 	in.state.Store(next)
 
 	for _, name := range diff.Removed {
