@@ -106,20 +106,30 @@ type Metrics interface {
 	MetricsSnapshot() []AppMetrics
 }
 
-// ProxyMetrics is optional beside Metrics: what the public proxy holds
-// for its clients, for a scrape.
+// ProxyMetrics is optional beside Metrics: the public proxy's own figures
+// (client connections, buffers for slow clients), for a scrape.
 type ProxyMetrics interface {
 	ProxySnapshot() ProxyStats
 }
 
 // ProxyStats are the proxy's own gauges and counters.
 type ProxyStats struct {
+	Connections ClientConnections
+
 	BufferMemoryBytes  int64 // response spools and held request bodies in memory
 	BufferDiskBytes    int64 // bytes in temporary files not yet sent
 	BufferStagingBytes int64 // blocks staging writes to temporary files
 	BufferFiles        int64 // temporary files open
 	BufferedResponses  int64 // responses read ahead of their client (counter)
 	SpilledResponses   int64 // of which some part went to disk (counter)
+}
+
+// ClientConnections are the public listeners' client connection counts.
+type ClientConnections struct {
+	Open       int    // open client connections, idle ones included
+	Parked     int    // idle HTTP/1.1 connections waiting between requests
+	Limit      int    // the cap on open connections
+	LimitWaits uint64 // accepts that waited at the cap
 }
 
 // AppMetrics are one app's counters and status for a scrape.

@@ -258,10 +258,16 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// proxyCollector exposes ProxyStats.
+// proxyCollector exposes ProxyStats at scrape time.
 type proxyCollector struct{ source ProxyMetrics }
 
 var (
+	connsDesc = prometheus.NewDesc("corral_client_connections",
+		"Open client connections on the public listeners, by state (idle = parked between requests, active = the rest).", []string{"state"}, nil)
+	connLimitDesc = prometheus.NewDesc("corral_client_connection_limit",
+		"Cap on open client connections (proxy.max_connections or its default).", nil, nil)
+	connWaitsDesc = prometheus.NewDesc("corral_client_connection_limit_waits_total",
+		"Accepts that waited because open client connections were at the cap.", nil, nil)
 	bufferBytesDesc = prometheus.NewDesc("corral_buffer_bytes",
 		"Bytes held for slow clients: tier memory (response spools and request bodies), disk (temporary files, not yet sent), staging (blocks feeding the files).",
 		[]string{"tier"}, nil)
@@ -273,19 +279,25 @@ var (
 		"Buffered responses of which some part went to a temporary file.", nil, nil)
 )
 
+// Describe implements prometheus.Collector.
 func (proxyCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- bufferBytesDesc
-	ch <- bufferFilesDesc
-	ch <- bufferedDesc
-	ch <- spilledDesc
+	for _, d := range []*prometheus.Desc{connsDesc, connLimitDesc, connWaitsDesc, bufferBytesDesc, bufferFilesDesc, bufferedDesc, spilledDesc} {
+		ch <- d
+	}
 }
 
+// Collect implements prometheus.Collector.
 func (c proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.source.ProxySnapshot()
-	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferMemoryBytes), "memory")
-	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferDiskBytes), "disk")
-	ch <- prometheus.MustNewConstMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferStagingBytes), "staging")
-	ch <- prometheus.MustNewConstMetric(bufferFilesDesc, prometheus.GaugeValue, float64(s.BufferFiles))
-	ch <- prometheus.MustNewConstMetric(bufferedDesc, prometheus.CounterValue, float64(s.BufferedResponses))
-	ch <- prometheus.MustNewConstMetric(spilledDesc, prometheus.CounterValue, float64(s.SpilledResponses))
+	cs := s.Connections
+	ch <- constMetric(connsDesc, prometheus.GaugeValue, float64(max(cs.Open-cs.Parked, 0)), "active")
+	ch <- constMetric(connsDesc, prometheus.GaugeValue, float64(cs.Parked), "idle")
+	ch <- constMetric(connLimitDesc, prometheus.GaugeValue, float64(cs.Limit))
+	ch <- constMetric(connWaitsDesc, prometheus.CounterValue, float64(cs.LimitWaits))
+	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferMemoryBytes), "memory")
+	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferDiskBytes), "disk")
+	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferStagingBytes), "staging")
+	ch <- constMetric(bufferFilesDesc, prometheus.GaugeValue, float64(s.BufferFiles))
+	ch <- constMetric(bufferedDesc, prometheus.CounterValue, float64(s.BufferedResponses))
+	ch <- constMetric(spilledDesc, prometheus.CounterValue, float64(s.SpilledResponses))
 }

@@ -384,3 +384,35 @@ func TestMetricsProxyBuffers(t *testing.T) {
 		"corral_buffer_spilled_responses_total 3",
 	)
 }
+
+func TestMetricsClientConnections(t *testing.T) {
+	src := &withProxy{metricsFunc: func() []AppMetrics { return nil }}
+	src.stats.Connections = ClientConnections{Open: 7, Parked: 5, Limit: 100, LimitWaits: 3}
+	reg, _ := newRegistry(src, "test")
+	exp := `
+# HELP corral_client_connection_limit Cap on open client connections (proxy.max_connections or its default).
+# TYPE corral_client_connection_limit gauge
+corral_client_connection_limit 100
+# HELP corral_client_connection_limit_waits_total Accepts that waited because open client connections were at the cap.
+# TYPE corral_client_connection_limit_waits_total counter
+corral_client_connection_limit_waits_total 3
+# HELP corral_client_connections Open client connections on the public listeners, by state (idle = parked between requests, active = the rest).
+# TYPE corral_client_connections gauge
+corral_client_connections{state="active"} 2
+corral_client_connections{state="idle"} 5
+`
+	names := []string{"corral_client_connections", "corral_client_connection_limit", "corral_client_connection_limit_waits_total"}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), names...); err != nil {
+		t.Error(err)
+	}
+	src.stats.Connections.Open, src.stats.Connections.Parked = 1, 1
+	exp = strings.Replace(strings.Replace(exp, `"active"} 2`, `"active"} 0`, 1), `"idle"} 5`, `"idle"} 1`, 1)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), names...); err != nil {
+		t.Error(err)
+	}
+	// Without a proxy source the series are absent, not zero.
+	bare, _ := newRegistry(metricsFunc(func() []AppMetrics { return nil }), "test")
+	if n, err := testutil.GatherAndCount(bare, names...); err != nil || n != 0 {
+		t.Errorf("%d connection series without a source (%v)", n, err)
+	}
+}

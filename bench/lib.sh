@@ -268,3 +268,20 @@ median() {
     if (NR == 0) { print 0; exit }
     if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+
+# start_nginx: checks and starts the nginx whose config is
+# $WORK/nginx/nginx.conf (prefix $WORK/nginx); its pid is in LAST_PID.
+start_nginx() {
+  nginx -t -q -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
+    die "nginx rejects its config: $(cat "$WORK/nginx/error.log")"
+  log "starting nginx"
+  start_bg "$WORK/nginx/stdout.log" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+}
+
+# start_haproxy: checks and starts HAProxy on $WORK/haproxy.cfg; its pid is
+# in LAST_PID.
+start_haproxy() {
+  haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects its config"
+  log "starting haproxy"
+  start_bg "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+}

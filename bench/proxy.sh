@@ -112,10 +112,7 @@ http {
   }
 }
 EOF
-nginx -t -q -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
-  die "nginx rejects its config: $(cat "$WORK/nginx/error.log")"
-log "starting nginx"
-start_bg "$WORK/nginx/stdout.log" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+start_nginx
 NGINX_PID=$LAST_PID
 
 # --- HAProxy ------------------------------------------------------------------
@@ -137,9 +134,7 @@ backend workers
   server w1 127.0.0.1:${PORTS[0]}
   server w2 127.0.0.1:${PORTS[1]}
 EOF
-haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects its config"
-log "starting haproxy"
-start_bg "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+start_haproxy
 HAPROXY_PID=$LAST_PID
 
 # --- targets ------------------------------------------------------------------

@@ -229,10 +229,7 @@ http {
   }
 }
 EOF
-nginx -t -q -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
-  die "nginx rejects its config: $(cat "$WORK/nginx/error.log")"
-log "starting nginx"
-start_bg "$WORK/nginx/stdout.log" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+start_nginx
 NGINX_PID=$LAST_PID
 
 # --- HAProxy (no buffering beyond its 16 KiB buffers; no http-buffer-request) --
@@ -269,9 +266,7 @@ backend bulk
   server w2 127.0.0.1:${BULK[0]}
   server w3 127.0.0.1:${BULK[1]}
 EOF
-haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects its config"
-log "starting haproxy"
-start_bg "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+start_haproxy
 HAPROXY_PID=$LAST_PID
 
 # --- targets ------------------------------------------------------------------

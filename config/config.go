@@ -57,6 +57,7 @@ type Proxy struct {
 	IdleTimeout           time.Duration // client keep-alive idle
 	MaxHeaderBytes        int           // request line + headers; larger -> 431
 	MaxBodyBytes          int64         // request body; larger -> 413; 0 = unlimited
+	MaxConnections        int           // open client connections across the public listeners; 0 = derived from the file limit
 	DialTimeout           time.Duration // connecting to a worker
 	ResponseHeaderTimeout time.Duration // worker must answer headers within this -> else 504
 	WorkerIdleTimeout     time.Duration // idle pooled connections to workers are closed after this
@@ -86,6 +87,10 @@ type Buffering struct {
 	// MemoryLimit bounds all buffers in memory together; past it, new data
 	// goes to temporary files (or, without a disk tier, streams).
 	MemoryLimit int64
+	// DiskLimit bounds all temporary files together (unsent response bytes
+	// and held request bodies); past it, spools wait for their clients and
+	// bodies stream.
+	DiskLimit int64
 	// Chunked also buffers responses of unknown length.
 	Chunked bool
 	// Dir holds the temporary files (absolute); "" = the system's.

@@ -46,6 +46,7 @@ type rawProxy struct {
 	IdleTimeout           *string        `hcl:"idle_timeout,optional"`
 	MaxHeaderBytes        *int           `hcl:"max_header_bytes,optional"`
 	MaxBodyBytes          hcl.Expression `hcl:"max_body_bytes,optional"` // a number or a size string
+	MaxConnections        *int           `hcl:"max_connections,optional"`
 	DialTimeout           *string        `hcl:"dial_timeout,optional"`
 	ResponseHeaderTimeout *string        `hcl:"response_header_timeout,optional"`
 	WorkerIdleTimeout     *string        `hcl:"worker_idle_timeout,optional"`
@@ -62,6 +63,7 @@ type rawBuffering struct {
 	ResponseMemory hcl.Expression `hcl:"response_memory,optional"`
 	ResponseDisk   hcl.Expression `hcl:"response_disk,optional"`
 	MemoryLimit    hcl.Expression `hcl:"memory_limit,optional"`
+	DiskLimit      hcl.Expression `hcl:"disk_limit,optional"`
 	Chunked        *bool          `hcl:"chunked,optional"`
 	Dir            *string        `hcl:"dir,optional"`
 }
@@ -238,6 +240,7 @@ func (c *checker) proxy(n node, r rawProxy, base string) Proxy {
 		IdleTimeout:           c.duration(n, "idle_timeout", r.IdleTimeout, 90*time.Second),
 		MaxHeaderBytes:        c.intIn(n, "max_header_bytes", r.MaxHeaderBytes, 16384, 1, 64<<20),
 		MaxBodyBytes:          c.size(n, "max_body_bytes", r.MaxBodyBytes),
+		MaxConnections:        c.intIn(n, "max_connections", r.MaxConnections, 0, 1, 1<<24),
 		DialTimeout:           c.duration(n, "dial_timeout", r.DialTimeout, 2*time.Second),
 		ResponseHeaderTimeout: c.duration(n, "response_header_timeout", r.ResponseHeaderTimeout, 60*time.Second),
 		WorkerIdleTimeout:     c.duration(n, "worker_idle_timeout", r.WorkerIdleTimeout, 90*time.Second),
@@ -266,6 +269,7 @@ func (c *checker) buffering(n node, r rawBuffering, base string) Buffering {
 		ResponseMemory: c.sizeOr(n, "response_memory", r.ResponseMemory, 1<<20),
 		ResponseDisk:   c.sizeOr(n, "response_disk", r.ResponseDisk, 1<<30),
 		MemoryLimit:    c.sizeOr(n, "memory_limit", r.MemoryLimit, 128<<20),
+		DiskLimit:      c.sizeOr(n, "disk_limit", r.DiskLimit, 4<<30),
 		Chunked:        valueOr(r.Chunked, true),
 	}
 	const maxMemory = 1 << 30 // one buffer in memory; larger belongs on disk

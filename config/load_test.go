@@ -86,7 +86,7 @@ func TestLoadMinimalAppGetsEveryDefault(t *testing.T) {
 			Buffering: Buffering{
 				RequestMemory: 1 << 20, RequestDisk: 16 << 20,
 				ResponseMemory: 1 << 20, ResponseDisk: 1 << 30,
-				MemoryLimit: 128 << 20, Chunked: true,
+				MemoryLimit: 128 << 20, DiskLimit: 4 << 30, Chunked: true,
 			},
 		},
 		Shutdown: Shutdown{Timeout: 25 * time.Second},
@@ -179,7 +179,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 			Buffering: Buffering{
 				RequestMemory: 512 << 10, RequestDisk: 8 << 20,
 				ResponseMemory: 256 << 10, ResponseDisk: 100 << 20,
-				MemoryLimit: 64 << 20, Chunked: false, Dir: dir,
+				MemoryLimit: 64 << 20, DiskLimit: 1 << 30, Chunked: false, Dir: dir,
 			},
 		},
 		Shutdown: Shutdown{Timeout: 20 * time.Second, PreStopDelay: 2 * time.Second},
@@ -287,6 +287,28 @@ func TestSize(t *testing.T) {
 	}
 }
 
+func TestMaxConnections(t *testing.T) {
+	tests := []struct {
+		src  string
+		want int
+	}{
+		{"", 0}, // derived from the file limit when the proxy starts
+		{"proxy { max_connections = 1 }\n", 1},
+		{"proxy { max_connections = 20000 }\n", 20000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.src, func(t *testing.T) {
+			cfg, err := Load(writeConfig(t, tt.src+"app \"web\" { command = [\"x\"] }"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Proxy.MaxConnections != tt.want {
+				t.Errorf("max_connections = %d, want %d", cfg.Proxy.MaxConnections, tt.want)
+			}
+		})
+	}
+}
+
 func TestLoadProblems(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -360,6 +382,8 @@ func TestLoadProblems(t *testing.T) {
 		{"memory_limit under a buffer", "proxy {\n  buffering {\n    memory_limit = \"512KiB\"\n  }\n}\napp \"web\" { command = [\"x\"] }\n", 3, "proxy.buffering.memory_limit", "at least request_memory"},
 		{"buffering dir missing", "proxy {\n  buffering {\n    dir = \"nowhere\"\n  }\n}\napp \"web\" { command = [\"x\"] }\n", 3, "proxy.buffering.dir", "does not exist"},
 		{"bad buffer size", "proxy {\n  buffering {\n    request_disk = \"lots\"\n  }\n}\napp \"web\" { command = [\"x\"] }\n", 3, "proxy.buffering.request_disk", "size like"},
+		{"max_connections 0", "proxy {\n  max_connections = 0\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_connections", "must be between 1 and 16777216, got 0"},
+		{"negative max_connections", "proxy {\n  max_connections = -5\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.max_connections", "must be between 1"},
 		{"bad trusted proxy", "proxy {\n  trusted_proxies = [\"10.0.0.0/33\"]\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.trusted_proxies", "CIDRs or IP addresses"},
 		{"bad worker_ports", "worker_ports = \"20000:29999\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "port range like"},
 		{"worker_ports below 1024", "worker_ports = \"80-2000\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "within 1024-65535"},

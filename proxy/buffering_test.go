@@ -298,7 +298,10 @@ func TestLargeResponseSpillsToDisk(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the worker to finish", 5*time.Second, func() bool { return w.inflight.Load() == 0 })
+		waitFor(t, "the response to be spooled", 5*time.Second, func() bool {
+			st := f.proxy.BufferStats() // staging is given back when the filler ends
+			return w.inflight.Load() == 0 && st.Files == 1 && st.StagingBytes == 0
+		})
 		mid := f.proxy.BufferStats()
 		if mid.Files != 1 || mid.DiskBytes == 0 || mid.MemoryBytes > 64<<10 {
 			t.Fatalf("while the client has not read: %+v; want one file with the response and at most 64 KiB in memory", mid)
@@ -423,4 +426,42 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 		_ = tc.SetWriteBuffer(64 << 10)
 	}
 	return c, err
+}
+
+// TestConformanceHeldBodiesReachTheWorkerAsSent: a body held in memory, one
+// held in a temporary file and one streamed past both tiers reach the
+// worker with one Content-Length of the body's size, no Transfer-Encoding,
+// and every byte (length and hash, recorded by hand-parsing HTTP/1.1).
+func TestConformanceHeldBodiesReachTheWorkerAsSent(t *testing.T) {
+	forEngine(t, false, func(t *testing.T, e engine) {
+		rec := newRecorder(t, nil)
+		s := bufferingSettings(t, func(b *config.Buffering) { b.RequestMemory, b.RequestDisk = 64<<10, 1<<20 })
+		f := startFront(t, e, s, oneApp(nil, rec.addr))
+		for _, tc := range []struct {
+			tier string
+			size int
+		}{{"memory", 64 << 10}, {"file", 1 << 20}, {"streamed", 1<<20 + 1}} {
+			body := bigBody(tc.size)
+			resp, _, err := f.do(t, "POST", "/up", body, "Content-Type", "application/octet-stream")
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("%s: %v %v", tc.tier, resp, err)
+			}
+			r := last(t, rec)
+			if got := r.header("Content-Length"); len(got) != 1 || got[0] != itoa(tc.size) {
+				t.Errorf("%s: Content-Length lines %q, want one of %d: %q", tc.tier, got, tc.size, r.headers)
+			}
+			if te := r.header("Transfer-Encoding"); len(te) != 0 {
+				t.Errorf("%s: Transfer-Encoding %q added", tc.tier, te)
+			}
+			if ct := r.header("Content-Type"); len(ct) != 1 || ct[0] != "application/octet-stream" {
+				t.Errorf("%s: Content-Type lines %q", tc.tier, ct)
+			}
+			if !r.complete || r.bodyLen != tc.size || r.bodySum != sum(body) {
+				t.Errorf("%s: worker got %d bytes (complete %v), want %d with the same hash", tc.tier, r.bodyLen, r.complete, tc.size)
+			}
+		}
+		if st := f.proxy.BufferStats(); st.Files != 0 || st.MemoryBytes != 0 || st.DiskBytes != 0 {
+			t.Errorf("held bodies not given back: %+v", st)
+		}
+	})
 }

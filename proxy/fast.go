@@ -67,18 +67,16 @@ func (p *Proxy) isClosing() bool {
 
 func (p *Proxy) newFastServer() *fasthttp.Server {
 	st := p.settings.Load()
-	// The engine's read buffer is the header limit (larger -> 431), and
-	// each open client connection keeps one: memory per connection is
-	// about max_header_bytes.
+	// The engine's read buffer is the header limit (larger -> 431). An
+	// active connection keeps one; an idle one parks without it (conns.go).
 	header := st.MaxHeaderBytes
 	if header < 4096 {
 		header = 4096
 	}
-	return &fasthttp.Server{
+	s := &fasthttp.Server{
 		Handler:                      p.serveFast,
 		ErrorHandler:                 p.fastError,
 		HeaderReceived:               p.headerReceived,
-		ConnState:                    p.trackConn,
 		Logger:                       fastLogger{p.log.Named("http")},
 		ReadBufferSize:               header,
 		ReadTimeout:                  st.ReadHeaderTimeout,
@@ -94,6 +92,8 @@ func (p *Proxy) newFastServer() *fasthttp.Server {
 		CloseOnShutdown:              true,
 		KeepHijackedConns:            true,
 	}
+	s.ConnState = p.trackConn(s)
+	return s
 }
 
 // headerReceived extends the connection's read deadline from the header
@@ -247,7 +247,9 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 
 func (c *fastCall) reset() {
 	held := c.held
-	if kept := c.rb.end(); kept != nil {
+	// fasthttp's client has written the whole body when Do returns: the
+	// buffer can serve the next request.
+	if kept := c.rb.end(true); kept != nil {
 		held = kept
 	}
 	*c = fastCall{buf: c.buf[:0], held: held[:0], trailers: c.trailers[:0]}
@@ -448,13 +450,18 @@ func (c *fastCall) relay(fin finish) {
 		for _, name := range c.trailers {
 			_ = out.Header.AddTrailerBytes(name)
 		}
+		// The relay outlives this call; the pooled call must not reuse
+		// the names' backing array for the next request meanwhile.
 		rl.out, rl.trailers = &out.Header, c.trailers
+		c.trailers = nil
 	}
+	rl.client, rl.worker, rl.watch = ctx.Conn(), resp.RemoteAddr(), &c.p.stalls
 	if rl.conn == nil {
 		if sp := fin.spoolFor(fastResponseHeaders{&out.Header}, int64(size)); sp != nil {
 			rl.startSpool(sp)
 		}
 	}
+	rl.watch.add(rl)
 	if size < 0 && c.http10 {
 		c.relayUntilClose(rl)
 		return
@@ -597,15 +604,43 @@ type relay struct {
 	// copied at the worker's end, for the client side to set.
 	vals [][]byte
 	refs atomic.Int32 // sides still using the relay: the engine's, the filler's
+	// worker is the address of the worker connection, for abortFill.
+	worker net.Addr
+	// client, progress, abandoned and watch: the stall watch's view (see
+	// stallWatch). progress counts reads; abandoned is set once the watch
+	// found the client gone.
+	client    net.Conn
+	progress  atomic.Uint32
+	abandoned atomic.Bool
+	watch     *stallWatch
 }
+
+// abandon gives up a response whose client has gone while nothing moved:
+// the filler, or the engine's read of a silent worker, is stopped.
+func (r *relay) abandon() {
+	r.abandoned.Store(true)
+	switch {
+	case r.sp != nil:
+		r.sp.close()
+	case r.conn != nil:
+		_ = r.conn.SetReadDeadline(time.Now())
+	default:
+		abortRead(r.worker)
+	}
+}
+
+// errClientLeft is the accounting's reason for an abandoned response.
+var errClientLeft = errors.New("client left while the response was stalled")
+
+// abortFill makes the filler's read of a silent worker give up.
+func (r *relay) abortFill() { abortRead(r.worker) }
 
 var relays = sync.Pool{New: func() any { return &relay{} }}
 
 // startSpool puts sp between the worker's body and the client.
 func (r *relay) startSpool(sp *spool) {
 	r.sp = sp
-	worker := r.resp.RemoteAddr()
-	sp.abort = func() { abortRead(worker) }
+	sp.abort = r
 	r.refs.Store(2)
 	go r.fill()
 }
@@ -650,8 +685,12 @@ func (r *relay) unref() {
 // instead of ending the response cleanly, so a truncated body is never
 // taken for a whole one.
 func (r *relay) Read(p []byte) (int, error) {
+	r.progress.Add(1)
 	if r.sp != nil {
 		n, err := r.sp.Read(p)
+		if err == errSpoolClosed {
+			return n, err
+		}
 		if err == io.EOF && r.out != nil {
 			for i := 0; i+1 < len(r.vals); i += 2 {
 				r.out.AddBytesV(b2s(r.vals[i]), r.vals[i+1])
@@ -663,7 +702,7 @@ func (r *relay) Read(p []byte) (int, error) {
 		return n, err
 	}
 	n, err := r.body.Read(p)
-	if err != nil && err != io.EOF {
+	if err != nil && err != io.EOF && !r.abandoned.Load() {
 		r.readErr = err
 	}
 	if err == io.EOF && r.out != nil {
@@ -683,6 +722,12 @@ func (r *relay) Read(p []byte) (int, error) {
 // implemented: the engine calls both Close and CloseWithError when both
 // exist, and the relay must be released exactly once.)
 func (r *relay) CloseWithError(writeErr error) error {
+	if r.watch != nil {
+		r.watch.remove(r)
+	}
+	if r.abandoned.Load() && writeErr == nil {
+		writeErr = errClientLeft
+	}
 	if r.sp != nil {
 		readErr := r.readErr
 		r.sp.close()

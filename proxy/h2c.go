@@ -129,15 +129,9 @@ func (l *splitListener) serveH2(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	p.conns[c] = struct{}{}
-	p.streams.Add(1)
+	p.streams.Add(1) // the connection itself is in p.conns since its accept
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		delete(p.conns, c)
-		p.mu.Unlock()
-		p.streams.Done()
-	}()
+	defer p.streams.Done()
 	l.h2.ServeConn(filterH2(c, p.settings.Load().MaxHeaderBytes), &http2.ServeConnOpts{Context: context.Background(), BaseConfig: l.base, Handler: p.std})
 	_ = c.Close()
 }

@@ -44,7 +44,7 @@ func testSettings() config.Proxy {
 		Buffering: config.Buffering{
 			RequestMemory: 1 << 20, RequestDisk: 16 << 20,
 			ResponseMemory: 1 << 20, ResponseDisk: 1 << 30,
-			MemoryLimit: 128 << 20, Chunked: true,
+			MemoryLimit: 128 << 20, DiskLimit: 4 << 30, Chunked: true,
 		},
 	}
 }

@@ -21,7 +21,9 @@ import (
 // serve loop ends while the next one accepts.
 type listenerGen struct {
 	net.Listener
+	p        *Proxy
 	stale    atomic.Bool
+	stop     chan struct{} // closed when stale: ends a wait for a connection slot
 	released chan struct{} // closed once an Accept has seen the generation stale
 	once     sync.Once
 }
@@ -31,7 +33,7 @@ func (l *listenerGen) Accept() (net.Conn, error) {
 		l.release()
 		return nil, net.ErrClosed
 	}
-	c, err := l.Listener.Accept()
+	c, err := l.p.acceptConn(l.Listener, l.stop)
 	if err != nil && l.stale.Load() {
 		l.release()
 		return nil, net.ErrClosed
@@ -84,7 +86,7 @@ func (p *Proxy) serveGenerations(ln net.Listener, start func(net.Listener) (func
 	waker, canWake := ln.(interface{ SetDeadline(time.Time) error })
 	for {
 		changed := p.listenerChanged()
-		gen := &listenerGen{Listener: ln, released: make(chan struct{})}
+		gen := &listenerGen{Listener: ln, p: p, stop: make(chan struct{}), released: make(chan struct{})}
 		serve, ok := start(gen)
 		if !ok {
 			return nil
@@ -101,6 +103,7 @@ func (p *Proxy) serveGenerations(ln net.Listener, start func(net.Listener) (func
 			return <-done
 		}
 		gen.stale.Store(true)
+		close(gen.stop)
 		_ = waker.SetDeadline(time.Now()) // wakes the Accept of the old generation
 		var err error
 		select {

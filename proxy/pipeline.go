@@ -244,7 +244,7 @@ func (f *finish) spoolFor(h Headers, size int64) *spool {
 	}
 	return newSpool(f.acct, spoolLimits{
 		memory: f.buf.ResponseMemory, limit: f.buf.MemoryLimit,
-		disk: f.buf.ResponseDisk, dir: f.buf.Dir,
+		disk: f.buf.ResponseDisk, diskLimit: f.buf.DiskLimit, dir: f.buf.Dir,
 	})
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"io/fs"
 	"math/bits"
 	"net/netip"
 	"os"
@@ -401,6 +400,7 @@ type reqBody struct {
 	// buffering memory limit until the request ends.
 	acct     *buffers
 	reserved int64
+	diskHeld int64 // bytes counted against the disk limit
 	// clientErr is why reading the client's body failed: io.ErrUnexpectedEOF
 	// for a body that ended before its Content-Length, a timeout for a
 	// client that stalled, ErrBodyTooLarge past the limit.
@@ -418,13 +418,14 @@ func (b *reqBody) open(src io.Reader, buf *config.Buffering, acct *buffers, maxB
 	b.src = src
 	n := b.declared
 	switch {
-	case n > 0 && n <= buf.RequestMemory && acct.reserve(n, buf.MemoryLimit):
-		b.acct, b.reserved = acct, n
+	case n > 0 && n <= buf.RequestMemory && acct.reserve(heldSize(n, reuse), buf.MemoryLimit):
+		b.acct, b.reserved = acct, heldSize(n, reuse)
 		if int64(cap(reuse)) < n {
 			reuse = getHeld(int(n))
 		}
 		b.hold(reuse)
-	case n > 0 && n <= buf.RequestDisk:
+	case n > 0 && n <= buf.RequestDisk && acct.reserveDisk(n, buf.DiskLimit):
+		b.acct, b.diskHeld = acct, n
 		if !b.holdFile(buf.Dir, acct) {
 			b.held = false // no temporary file: stream
 		}
@@ -434,7 +435,9 @@ func (b *reqBody) open(src io.Reader, buf *config.Buffering, acct *buffers, maxB
 }
 
 // holdFile reads the body whole into a temporary file (unlinked at once).
-// It reports false, with nothing read, when no file could be made.
+// It reports false, with nothing read, when no file could be made. When
+// writing the file fails (disk full), the body is not held after all: what
+// was written is streamed from the file, then the rest from the client.
 func (b *reqBody) holdFile(dir string, acct *buffers) bool {
 	f, err := os.CreateTemp(dir, "corral-body-")
 	if err != nil {
@@ -443,19 +446,36 @@ func (b *reqBody) holdFile(dir string, acct *buffers) bool {
 	_ = os.Remove(f.Name())
 	acct.files.Add(1)
 	b.acct, b.file, b.held = acct, f, true
-	m, err := io.CopyN(f, b.src, b.declared)
-	b.read += m
+	src := b.src
 	b.src = nil
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	blk := spoolBlocks.Get().(*block)
+	defer spoolBlocks.Put(blk)
+	var written int64
+	for written < b.declared {
+		n, rerr := src.Read(blk[:min(int64(len(blk)), b.declared-written)])
+		b.read += int64(n)
+		if n > 0 {
+			w, werr := f.Write(blk[:n])
+			written += int64(w)
+			if werr != nil {
+				// The file's failure, not the client's: stream instead,
+				// what is on file first, then what was read and not
+				// written, then the rest from the client. The body is no
+				// longer replayable (it is not held).
+				rest := append([]byte(nil), blk[w:n]...)
+				b.held, b.read = false, 0
+				b.src = io.MultiReader(io.NewSectionReader(f, 0, written), bytes.NewReader(rest), src)
+				return true
+			}
 		}
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = &Error{Status: 500, Body: "cannot buffer the request body\n"}
+		switch {
+		case rerr == io.EOF && written < b.declared:
+			b.clientErr = io.ErrUnexpectedEOF
+			return true
+		case rerr != nil && rerr != io.EOF:
+			b.clientErr = rerr
+			return true
 		}
-		b.clientErr = err
-		return true
 	}
 	return true
 }
@@ -469,12 +489,20 @@ func (b *reqBody) heldReader() io.Reader {
 }
 
 // end frees what a held body took, once the request is over. It returns a
-// memory buffer the caller may keep for the next request, or nil.
-func (b *reqBody) end() []byte {
+// memory buffer the caller may keep for the next request, or nil. reuse is
+// false when an engine may still be writing the buffer after the request
+// (net/http's transport can go on sending a body after the worker has
+// answered): the buffer is then left to the garbage collector, never
+// handed to another request.
+func (b *reqBody) end(reuse bool) []byte {
 	if b.file != nil {
 		_ = b.file.Close()
 		b.acct.files.Add(-1)
 		b.file = nil
+	}
+	if b.diskHeld > 0 {
+		b.acct.disk.Add(-b.diskHeld)
+		b.diskHeld = 0
 	}
 	if b.reserved > 0 {
 		b.acct.free(b.reserved)
@@ -482,6 +510,9 @@ func (b *reqBody) end() []byte {
 	}
 	keep := b.buf
 	b.buf = nil
+	if !reuse {
+		return nil
+	}
 	if cap(keep) > bodyBufferLimit {
 		putHeld(keep)
 		return nil
@@ -570,6 +601,15 @@ func failureReason(err error) string {
 // per-call buffer, by power-of-two size class, so a stream of 1 MiB
 // uploads does not allocate (and zero) 1 MiB each.
 var heldPools [31]sync.Pool
+
+// heldSize is the memory a held body of n bytes takes: reuse when it is
+// large enough, else a buffer of n's size class.
+func heldSize(n int64, reuse []byte) int64 {
+	if int64(cap(reuse)) >= n {
+		return n
+	}
+	return 1 << bits.Len(uint(n-1))
+}
 
 func getHeld(n int) []byte {
 	k := bits.Len(uint(n - 1))

@@ -34,13 +34,19 @@ type Proxy struct {
 	cert     atomic.Pointer[loadedCert]    // reset by SetSettings so a reload rereads the files
 	relisten atomic.Pointer[chan struct{}] // closed when listener-level settings change
 	buffers  buffers                       // what is held for slow clients
+	stalls   stallWatch                    // fasthttp responses whose client may have left
+	gate     *connGate                     // proxy.max_connections
+	parked   atomic.Int64                  // idle connections waiting outside the engine
+	done     chan struct{}                 // closed when Shutdown begins
+	pollOnce sync.Once
+	poll     atomic.Pointer[poller] // waits for parked connections (Linux); set once by pollerOf
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
 	fast      []*fasthttp.Server
 	https     []*http.Server
 	listeners []net.Listener
-	conns     map[net.Conn]struct{} // client connections, closed when Shutdown gives up
+	conns     map[net.Conn]struct{} // client connections (*clientConn), closed when Shutdown gives up
 	tunnels   map[*tunnel]struct{}
 	closing   bool
 	streams   sync.WaitGroup // tunnels and h2c connections; Add only while !closing
@@ -55,6 +61,8 @@ func New(settings config.Proxy, log hclog.Logger) *Proxy {
 		queues:  map[string]*queue{},
 		conns:   map[net.Conn]struct{}{},
 		tunnels: map[*tunnel]struct{}{},
+		gate:    newConnGate(maxConnectionsOf(settings.MaxConnections)),
+		done:    make(chan struct{}),
 	}
 	p.settings.Store(&settings)
 	p.noteListenerSettings(nil, &settings)
@@ -114,10 +122,12 @@ func (p *Proxy) SetApps(apps []*config.App, tables map[string]TableSource) {
 // to the next request of running workers, the TLS certificate files are
 // read again for the next handshake, and listener-level ones (header size,
 // header, read, write and idle timeouts, h2c) to connections accepted
-// after the call (a new engine server on the same listener).
+// after the call (a new engine server on the same listener), and the
+// connection cap to the next accept.
 func (p *Proxy) SetSettings(s config.Proxy) {
 	old := p.settings.Swap(&s)
 	p.noteListenerSettings(old, &s)
+	p.gate.setMax(maxConnectionsOf(s.MaxConnections))
 	if cur := p.cert.Load(); cur != nil {
 		// Keep serving the loaded certificate until the files are read
 		// again on the next handshake (the same paths may hold a renewal).
@@ -134,13 +144,21 @@ func (p *Proxy) Handler() http.Handler {
 // finish until ctx is done, then closes what remains. It is idempotent.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
+	if !p.closing {
+		close(p.done) // ends accepts waiting for a connection slot
+	}
 	p.closing = true
 	fast := append([]*fasthttp.Server(nil), p.fast...)
 	https := append([]*http.Server(nil), p.https...)
 	for _, ln := range p.listeners {
 		_ = ln.Close()
 	}
+	parked := p.closeParkedLocked()
 	p.mu.Unlock()
+	for _, c := range parked {
+		_ = c.shut()
+	}
+	p.stopPoller() // connections that park from now on close instead
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(fast)+len(https))
@@ -183,32 +201,35 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 // closeRemaining closes client connections and tunnels that outlived the
 // shutdown deadline.
 func (p *Proxy) closeRemaining() {
+	// Closed outside the lock: a closing connection leaves p.conns.
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	conns := make([]net.Conn, 0, len(p.conns))
 	for c := range p.conns {
+		conns = append(conns, c)
+	}
+	tunnels := make([]*tunnel, 0, len(p.tunnels))
+	for t := range p.tunnels {
+		tunnels = append(tunnels, t)
+	}
+	https := append([]*http.Server(nil), p.https...)
+	p.mu.Unlock()
+	for _, c := range conns {
 		_ = c.Close()
 	}
-	for t := range p.tunnels {
+	for _, t := range tunnels {
 		t.close()
 	}
-	for _, s := range p.https {
+	for _, s := range https {
 		_ = s.Close()
 	}
 }
 
-// trackConn follows client connections of the fasthttp listeners so that
-// Shutdown can close the ones still busy at its deadline.
-func (p *Proxy) trackConn(c net.Conn, state fasthttp.ConnState) {
-	switch state {
-	case fasthttp.StateNew:
-		p.mu.Lock()
-		p.conns[c] = struct{}{}
-		p.mu.Unlock()
-	case fasthttp.StateClosed, fasthttp.StateHijacked:
-		p.mu.Lock()
-		delete(p.conns, c)
-		p.mu.Unlock()
-	}
+// trackConn returns the ConnState hook of fasthttp server s: it tells a
+// client connection which server serves it and when it is idle (parking).
+// Connections are registered in p.conns when accepted and leave it when
+// closed (see clientConn).
+func (p *Proxy) trackConn(s *fasthttp.Server) func(net.Conn, fasthttp.ConnState) {
+	return func(c net.Conn, state fasthttp.ConnState) { noteFastState(s, c, state) }
 }
 
 // NewUpstream makes the engine's connection pool for one backend.

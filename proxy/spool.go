@@ -56,6 +56,19 @@ func (b *buffers) reserve(n, limit int64) bool {
 
 func (b *buffers) free(n int64) { b.memory.Add(-n) }
 
+// reserveDisk counts n bytes of temporary files if the total stays within limit.
+func (b *buffers) reserveDisk(n, limit int64) bool {
+	for {
+		cur := b.disk.Load()
+		if cur+n > limit {
+			return false
+		}
+		if b.disk.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
+}
+
 // BufferStats is a snapshot of the proxy's buffers, for metrics.
 type BufferStats struct {
 	MemoryBytes, DiskBytes, StagingBytes, Files int64
@@ -86,7 +99,9 @@ type spoolLimits struct {
 	memory int64 // this spool's blocks, in bytes (at least one block)
 	limit  int64 // the proxy-wide memory limit
 	disk   int64 // bytes ahead of the client in the temporary file
-	dir    string
+	// diskLimit bounds the proxy's temporary files together.
+	diskLimit int64
+	dir       string
 }
 
 type spool struct {
@@ -110,11 +125,14 @@ type spool struct {
 	closed  bool  // the client side is finished
 	// abort, if set, makes a filler blocked on a silent worker give up; it
 	// runs under the lock, only while the filler is not done.
-	abort func()
+	abort aborter
 	// aborted is set once abort ran: the worker connection must not be reused.
 	aborted bool
-	spilled bool
+	segBuf  [4]segment // segs' first backing array
 }
+
+// aborter stops a filler's read of the worker.
+type aborter interface{ abortFill() }
 
 // newSpool returns a spool holding its first block, or nil when the memory
 // limit leaves no room for one (the response is then relayed unbuffered).
@@ -124,6 +142,7 @@ func newSpool(acct *buffers, lim spoolLimits) *spool {
 	}
 	lim.memory = max(lim.memory, spoolBlock)
 	s := &spool{acct: acct, lim: lim, spare: spoolBlocks.Get().(*block), blocks: 1}
+	s.segs = s.segBuf[:0]
 	s.cond.L = &s.mu
 	acct.spooled.Add(1)
 	return s
@@ -151,15 +170,67 @@ func (s *spool) space() (dst []byte, toFile bool, ok bool) {
 			s.segs = append(s.segs, segment{blk: blk})
 			return blk[:], false, true
 		}
-		if s.lim.disk > 0 && s.disk < s.lim.disk && s.openFile() {
-			if s.stage == nil {
-				s.stage = spoolBlocks.Get().(*block)
-				s.acct.staging.Add(spoolBlock)
+		if s.lim.disk > 0 && s.disk < s.lim.disk {
+			if room := min(s.fileRoom(), s.lim.diskLimit-s.acct.disk.Load()); room > 0 && s.openFile() {
+				if s.stage == nil {
+					s.stage = spoolBlocks.Get().(*block)
+					s.acct.staging.Add(spoolBlock)
+				}
+				return s.stage[:min(spoolBlock, room)], true, true
 			}
-			return s.stage[:min(spoolBlock, s.lim.disk-s.disk)], true, true
 		}
 		s.cond.Wait()
 	}
+}
+
+// fileRoom sets fileAt to where the next file write goes and returns how
+// much fits there without overwriting unread bytes: the file is a ring of
+// lim.disk bytes, so it never grows past that however long the response.
+// Called with s.mu held, by the filler.
+func (s *spool) fileRoom() int64 {
+	c := s.lim.disk
+	if s.disk == 0 {
+		s.fileAt = 0
+		return c
+	}
+	rp := int64(-1) // where the oldest unread file bytes start
+	for _, g := range s.segs {
+		if g.blk == nil && g.r < g.w {
+			rp = g.r
+			break
+		}
+	}
+	switch {
+	case rp < 0 || s.fileAt > rp:
+		if s.fileAt < c {
+			return c - s.fileAt
+		}
+		if rp > 0 {
+			s.fileAt = 0 // wrap: the start of the ring has been read
+			return rp
+		}
+		return 0
+	case s.fileAt < rp:
+		return rp - s.fileAt
+	default:
+		return 0 // full
+	}
+}
+
+// keepStaged keeps the n bytes staged for a file write that failed (disk
+// full, file too large) as a memory segment, and turns the disk tier off:
+// a local failure must neither lose the worker's bytes nor be blamed on the
+// worker. The block is counted as memory even past the limit (one block).
+// Called with s.mu held.
+func (s *spool) keepStaged(n int) {
+	s.lim.disk = 0
+	blk := s.stage
+	s.stage = nil
+	s.acct.staging.Add(-spoolBlock)
+	s.acct.memory.Add(spoolBlock)
+	s.blocks++
+	s.segs = append(s.segs, segment{blk: blk, w: int64(n)})
+	s.cond.Broadcast()
 }
 
 // newBlock returns a block for a new memory segment within the bounds, or nil.
@@ -188,12 +259,9 @@ func (s *spool) openFile() bool {
 		return false
 	}
 	_ = os.Remove(f.Name()) // the file lives until it is closed, and no longer
-	s.file = f
+	s.file = f              // once per spool: it is kept until release
 	s.acct.files.Add(1)
-	if !s.spilled {
-		s.spilled = true
-		s.acct.spilled.Add(1)
-	}
+	s.acct.spilled.Add(1)
 	return true
 }
 
@@ -218,13 +286,13 @@ func (s *spool) fill(src io.Reader) error {
 		}
 		s.mu.Lock()
 		s.filling = false
-		if n > 0 && werr == nil {
+		switch {
+		case n > 0 && werr != nil:
+			s.keepStaged(n)
+		case n > 0:
 			s.publish(n, toFile, at)
 		}
 		switch {
-		case werr != nil:
-			s.mu.Unlock()
-			return werr
 		case err == io.EOF:
 			s.mu.Unlock()
 			return nil
@@ -277,6 +345,10 @@ func (s *spool) finish(err error) (aborted bool) {
 func (s *spool) Read(p []byte) (int, error) {
 	s.mu.Lock()
 	for {
+		if s.closed {
+			s.mu.Unlock()
+			return 0, errSpoolClosed
+		}
 		if len(s.segs) > 0 {
 			h := &s.segs[0]
 			if h.r < h.w {
@@ -361,7 +433,7 @@ func (s *spool) close() {
 	s.cond.Broadcast()
 	if !s.done {
 		if s.abort != nil {
-			s.abort()
+			s.abort.abortFill()
 			s.aborted = true
 		}
 		return

@@ -9,6 +9,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/corral-dev/corral/config"
 )
 
 // chunkyReader returns data in reads of random size, sometimes pausing, as
@@ -42,8 +44,8 @@ func TestSpoolDeliversEveryByteInOrder(t *testing.T) {
 	}{
 		{"memory only", spoolLimits{memory: 1 << 20, limit: 64 << 20}},
 		{"one block, no disk (streaming)", spoolLimits{memory: 0, limit: 64 << 20}},
-		{"small memory then disk", spoolLimits{memory: 2 * spoolBlock, limit: 64 << 20, disk: 100 << 10, dir: dir}},
-		{"global limit of one block", spoolLimits{memory: 1 << 20, limit: spoolBlock, disk: 1 << 20, dir: dir}},
+		{"small memory then disk", spoolLimits{memory: 2 * spoolBlock, limit: 64 << 20, disk: 100 << 10, diskLimit: 1 << 30, dir: dir}},
+		{"global limit of one block", spoolLimits{memory: 1 << 20, limit: spoolBlock, disk: 1 << 20, diskLimit: 1 << 30, dir: dir}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,7 +127,7 @@ func TestSpoolCloseAbortsASilentWorker(t *testing.T) {
 	var acct buffers
 	s := newSpool(&acct, spoolLimits{memory: 1 << 20, limit: 1 << 30})
 	pr, pw := io.Pipe()
-	s.abort = func() { _ = pw.CloseWithError(errors.New("aborted")) }
+	s.abort = abortFunc(func() { _ = pw.CloseWithError(errors.New("aborted")) })
 	done := make(chan bool, 1)
 	go func() {
 		err := s.fill(pr)
@@ -188,5 +190,38 @@ func TestSpoolMemoryLimit(t *testing.T) {
 	b.close()
 	if acct.memory.Load() != 0 {
 		t.Fatalf("memory %d after both spools ended", acct.memory.Load())
+	}
+}
+
+type abortFunc func()
+
+func (f abortFunc) abortFill() { f() }
+
+// TestSpoolDiskLimit: with the proxy's temporary files at disk_limit, a
+// spool uses no file (it waits for its client instead), and a held request
+// body of the disk tier streams.
+func TestSpoolDiskLimit(t *testing.T) {
+	var acct buffers
+	acct.disk.Store(1 << 20) // other responses' files
+	s := newSpool(&acct, spoolLimits{memory: spoolBlock, limit: 1 << 30, disk: 1 << 20, diskLimit: 1 << 20, dir: t.TempDir()})
+	data := bytes.Repeat([]byte("z"), 300<<10)
+	go func() { s.finish(s.fill(bytes.NewReader(data))) }()
+	got, err := io.ReadAll(s)
+	s.close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if acct.spilled.Load() != 0 || acct.files.Load() != 0 {
+		t.Fatalf("a file was used past the disk limit: spilled %d", acct.spilled.Load())
+	}
+	buf := config.Buffering{RequestMemory: 0, RequestDisk: 1 << 20, MemoryLimit: 1 << 30, DiskLimit: 1 << 20}
+	b := reqBody{declared: 1000}
+	b.open(bytes.NewReader(make([]byte, 1000)), &buf, &acct, 0, nil)
+	if b.held || b.file != nil {
+		t.Fatal("a request body held on disk past the disk limit")
+	}
+	b.end(true)
+	if acct.disk.Load() != 1<<20 {
+		t.Fatalf("disk account %d, want it unchanged", acct.disk.Load())
 	}
 }

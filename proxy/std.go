@@ -158,8 +158,8 @@ func (p *Proxy) serveStd(w http.ResponseWriter, r *http.Request) {
 	if r.Host != "" {
 		c.in.host = []byte(r.Host)
 	}
+	defer c.rb.end(false) // also when the relay aborts the response with a panic
 	p.serve(c, &c.in)
-	c.rb.end()
 }
 
 func (c *stdCall) reqHeaders() Headers { return &c.reqH }

@@ -646,12 +646,13 @@ func (in *instance) Alive(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// ProxySnapshot implements admin.ProxyMetrics.
 var _ admin.ProxyMetrics = (*instance)(nil)
 
+// ProxySnapshot implements admin.ProxyMetrics.
 func (in *instance) ProxySnapshot() admin.ProxyStats {
-	b := in.proxy.BufferStats()
+	c, b := in.proxy.ConnStats(), in.proxy.BufferStats()
 	return admin.ProxyStats{
+		Connections:       admin.ClientConnections{Open: c.Open, Parked: c.Parked, Limit: c.Limit, LimitWaits: c.LimitWaits},
 		BufferMemoryBytes: b.MemoryBytes, BufferDiskBytes: b.DiskBytes, BufferStagingBytes: b.StagingBytes,
 		BufferFiles: b.Files, BufferedResponses: b.Spooled, SpilledResponses: b.Spilled,
 	}

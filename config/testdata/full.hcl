@@ -40,6 +40,7 @@ proxy {
     response_memory = "256KiB"      # [1MiB] per response: read ahead of the client into memory up to this
     response_disk   = "100MiB"      # [1GiB] then into a temporary file up to this
     memory_limit    = "64MiB"       # [128MiB] all memory buffers together; past it, new responses stream
+    disk_limit      = "1GiB"        # [4GiB] all temporary files together; past it, spools wait for clients
     chunked         = false         # [true] buffer responses of unknown length too
     dir             = "."           # [system temp dir] where the temporary files go (unlinked at once)
   }
