@@ -98,6 +98,7 @@ type poolCollector struct {
 	source Metrics
 
 	requests, duration, proxyErrors, restarts *prometheus.Desc
+	replacements                              *prometheus.Desc
 	inflight, ejected, healthLatency          *prometheus.Desc
 	workers, desired, queueDepth              *prometheus.Desc
 	queueRejected, noBackend, retries         *prometheus.Desc
@@ -115,7 +116,8 @@ func newPoolCollector(m Metrics) *poolCollector {
 		requests:        d("requests_total", "Requests answered through a worker, by status class.", []string{"app", "worker", "code"}),
 		duration:        d("request_duration_seconds", "Time from forwarding a request to the end of its response.", worker),
 		proxyErrors:     d("proxy_errors_total", "Proxy-side failures (502/504 from corral) per worker.", worker),
-		restarts:        d("worker_restarts_total", "Restarts of a worker slot, by cause (crash, health, recycle, manual, reload).", []string{"app", "worker", "cause"}),
+		restarts:        d("worker_restarts_total", "Restarts of a worker slot.", worker),
+		replacements:    d("worker_replacements_total", "Replacements of a worker slot's process, by cause (crash, health, recycle, manual, reload).", []string{"app", "worker", "cause"}),
 		inflight:        d("inflight_requests", "Requests being forwarded to a live worker now.", worker),
 		ejected:         d("worker_ejected", "1 while passive health has ejected the worker.", worker),
 		healthLatency:   d("health_check_latency_seconds", "Latency of the worker's last health probe.", worker),
@@ -132,7 +134,7 @@ func newPoolCollector(m Metrics) *poolCollector {
 // Describe implements prometheus.Collector.
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.requests, c.duration, c.proxyErrors, c.restarts, c.inflight, c.ejected,
+		c.requests, c.duration, c.proxyErrors, c.restarts, c.replacements, c.inflight, c.ejected,
 		c.healthLatency, c.workers, c.desired, c.queueDepth, c.queueRejected,
 		c.noBackend, c.retries, c.clientCancelled,
 	} {
@@ -173,8 +175,9 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		}
 		ch <- h
 		counter(c.proxyErrors, ws.Errors.Load(), a.Name, id)
-		for _, cause := range pool.RestartCauses {
-			counter(c.restarts, ws.RestartsBy(cause), a.Name, id, cause)
+		counter(c.restarts, ws.Restarts(), a.Name, id)
+		for _, cause := range pool.ReplacementCauses {
+			counter(c.replacements, ws.Replacements(cause), a.Name, id, cause)
 		}
 	}
 

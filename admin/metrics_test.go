@@ -38,9 +38,12 @@ func TestMetricsValues(t *testing.T) {
 	workers["web-1"].Observe(204, 20*time.Millisecond)
 	workers["web-1"].Observe(503, 2*time.Second)
 	workers["web-1"].Errors.Add(1)
-	workers["web-3"].AddRestart(pool.CauseCrash)
-	workers["web-3"].AddRestart(pool.CauseCrash)
-	workers["web-3"].AddRestart(pool.CauseRecycle)
+	// Two crash restarts and one recycle: restarts counts the crashes only.
+	for _, cause := range []string{pool.CauseCrash, pool.CauseCrash} {
+		workers["web-3"].AddRestart()
+		workers["web-3"].AddReplacement(cause)
+	}
+	workers["web-3"].AddReplacement(pool.CauseRecycle)
 	stats.Queued.Store(5)
 	stats.QueueRejected.Add(7)
 	stats.QueueTimeouts.Add(2)
@@ -86,33 +89,40 @@ corral_proxy_errors_total{app="web",worker="web-1"} 1
 corral_proxy_errors_total{app="web",worker="web-2"} 0
 corral_proxy_errors_total{app="web",worker="web-3"} 0
 corral_proxy_errors_total{app="web",worker="web-4"} 0
-# HELP corral_worker_restarts_total Restarts of a worker slot, by cause (crash, health, recycle, manual, reload).
+# HELP corral_worker_restarts_total Restarts of a worker slot.
 # TYPE corral_worker_restarts_total counter
-corral_worker_restarts_total{app="api",cause="crash",worker="api-1"} 0
-corral_worker_restarts_total{app="api",cause="health",worker="api-1"} 0
-corral_worker_restarts_total{app="api",cause="manual",worker="api-1"} 0
-corral_worker_restarts_total{app="api",cause="recycle",worker="api-1"} 0
-corral_worker_restarts_total{app="api",cause="reload",worker="api-1"} 0
-corral_worker_restarts_total{app="web",cause="crash",worker="web-1"} 0
-corral_worker_restarts_total{app="web",cause="health",worker="web-1"} 0
-corral_worker_restarts_total{app="web",cause="manual",worker="web-1"} 0
-corral_worker_restarts_total{app="web",cause="recycle",worker="web-1"} 0
-corral_worker_restarts_total{app="web",cause="reload",worker="web-1"} 0
-corral_worker_restarts_total{app="web",cause="crash",worker="web-2"} 0
-corral_worker_restarts_total{app="web",cause="health",worker="web-2"} 0
-corral_worker_restarts_total{app="web",cause="manual",worker="web-2"} 0
-corral_worker_restarts_total{app="web",cause="recycle",worker="web-2"} 0
-corral_worker_restarts_total{app="web",cause="reload",worker="web-2"} 0
-corral_worker_restarts_total{app="web",cause="crash",worker="web-3"} 2
-corral_worker_restarts_total{app="web",cause="health",worker="web-3"} 0
-corral_worker_restarts_total{app="web",cause="manual",worker="web-3"} 0
-corral_worker_restarts_total{app="web",cause="recycle",worker="web-3"} 1
-corral_worker_restarts_total{app="web",cause="reload",worker="web-3"} 0
-corral_worker_restarts_total{app="web",cause="crash",worker="web-4"} 0
-corral_worker_restarts_total{app="web",cause="health",worker="web-4"} 0
-corral_worker_restarts_total{app="web",cause="manual",worker="web-4"} 0
-corral_worker_restarts_total{app="web",cause="recycle",worker="web-4"} 0
-corral_worker_restarts_total{app="web",cause="reload",worker="web-4"} 0
+corral_worker_restarts_total{app="api",worker="api-1"} 0
+corral_worker_restarts_total{app="web",worker="web-1"} 0
+corral_worker_restarts_total{app="web",worker="web-2"} 0
+corral_worker_restarts_total{app="web",worker="web-3"} 2
+corral_worker_restarts_total{app="web",worker="web-4"} 0
+# HELP corral_worker_replacements_total Replacements of a worker slot's process, by cause (crash, health, recycle, manual, reload).
+# TYPE corral_worker_replacements_total counter
+corral_worker_replacements_total{app="api",cause="crash",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="health",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="manual",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="recycle",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="reload",worker="api-1"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="health",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="reload",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="health",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="reload",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-3"} 2
+corral_worker_replacements_total{app="web",cause="health",worker="web-3"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-3"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-3"} 1
+corral_worker_replacements_total{app="web",cause="reload",worker="web-3"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="health",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="reload",worker="web-4"} 0
 # HELP corral_inflight_requests Requests being forwarded to a live worker now.
 # TYPE corral_inflight_requests gauge
 corral_inflight_requests{app="api",worker="api-1"} 0
@@ -173,7 +183,7 @@ corral_client_cancelled_total{app="web"} 6
 corral_build_info{version="1.2.3"} 1
 `
 	names := []string{
-		"corral_requests_total", "corral_proxy_errors_total", "corral_worker_restarts_total",
+		"corral_requests_total", "corral_proxy_errors_total", "corral_worker_restarts_total", "corral_worker_replacements_total",
 		"corral_inflight_requests", "corral_worker_ejected", "corral_health_check_latency_seconds",
 		"corral_workers", "corral_instances_desired", "corral_queue_depth", "corral_queue_rejected_total",
 		"corral_no_backend_total", "corral_retries_total", "corral_client_cancelled_total", "corral_build_info",

@@ -35,9 +35,9 @@ func (a *App) Status() AppStatus {
 		ws, live := &st.Workers[i], v.live[i]
 		if live.stats != nil {
 			ws.Restarts = live.stats.Restarts()
-			ws.RestartsByCause = make(map[string]uint64, len(RestartCauses))
-			for _, c := range RestartCauses {
-				ws.RestartsByCause[c] = live.stats.RestartsBy(c)
+			ws.Replacements = make(map[string]uint64, len(ReplacementCauses))
+			for _, c := range ReplacementCauses {
+				ws.Replacements[c] = live.stats.Replacements(c)
 			}
 			ws.Requests = live.stats.Requests.Load()
 		}

@@ -51,7 +51,7 @@ func TestMaxRequestsRecyclesOneAtATimeWithoutLosingCapacity(t *testing.T) {
 		st := a.Status()
 		done := map[string]bool{}
 		for _, w := range st.Workers {
-			if w.RestartsByCause[CauseRecycle] >= 2 {
+			if w.Replacements[CauseRecycle] >= 2 {
 				done[w.ID] = true
 			}
 		}
@@ -87,8 +87,8 @@ func TestMaxRequestsRecyclesOneAtATimeWithoutLosingCapacity(t *testing.T) {
 		}
 	}
 	for _, w := range a.Status().Workers {
-		if w.RestartsByCause[CauseRecycle] < 2 || w.RestartsByCause[CauseCrash] != 0 {
-			t.Errorf("%s: restarts by cause %v, want >= 2 recycle and no crash", w.ID, w.RestartsByCause)
+		if w.Replacements[CauseRecycle] < 2 || w.Replacements[CauseCrash] != 0 {
+			t.Errorf("%s: restarts by cause %v, want >= 2 recycle and no crash", w.ID, w.Replacements)
 		}
 	}
 }
@@ -129,8 +129,8 @@ func TestMaxMemoryRecyclesTheGrownWorker(t *testing.T) {
 	}
 	for _, w := range a.Status().Workers {
 		want := map[string]uint64{"web-1": 0, "web-2": 1}[w.ID]
-		if w.RestartsByCause[CauseRecycle] != want {
-			t.Errorf("%s: restarts by cause %v, want %d recycle", w.ID, w.RestartsByCause, want)
+		if w.Replacements[CauseRecycle] != want {
+			t.Errorf("%s: restarts by cause %v, want %d recycle", w.ID, w.Replacements, want)
 		}
 	}
 }
@@ -147,7 +147,7 @@ func TestMaxAgeRecycles(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "web-1 recycled for its age", func() bool {
 		p, ok := readyPIDs(a, 1)
-		return ok && p["web-1"] != pid && a.Status().Workers[0].RestartsByCause[CauseRecycle] >= 1
+		return ok && p["web-1"] != pid && a.Status().Workers[0].Replacements[CauseRecycle] >= 1
 	})
 }
 

@@ -16,7 +16,7 @@ import (
 type roll struct {
 	gen     int
 	spec    *config.App
-	cause   string           // restart cause counted for each replaced slot
+	cause   string           // replacement cause counted for each replaced slot
 	queue   []*slot          // slots still to replace
 	pending map[*worker]bool // candidates started, not ready yet
 	old     int              // replaced workers not yet stopped
@@ -143,7 +143,7 @@ func (a *App) promote(w *worker) {
 	old := s.cur
 	s.cur, s.spec, s.gen = w, r.spec, r.gen
 	s.cancelRestart()
-	s.stats.AddRestart(r.cause)
+	s.stats.AddReplacement(r.cause)
 	if old != nil && !old.stopping {
 		r.old++
 		a.stopWorker(old, fmt.Sprintf("replaced by generation %d", r.gen), true, func() {

@@ -41,21 +41,23 @@ type RollStatus struct {
 
 // WorkerStatus is a snapshot of one worker.
 type WorkerStatus struct {
-	ID       string `json:"id"`
-	PID      int    `json:"pid"`
-	Port     int    `json:"port"`
-	State    string `json:"state"`
-	Reason   string `json:"reason,omitempty"` // why it is in this state
+	ID     string `json:"id"`
+	PID    int    `json:"pid"`
+	Port   int    `json:"port"`
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"` // why it is in this state
+	// Restarts counts restarts after a failure (crash or health).
 	Restarts uint64 `json:"restarts"`
-	// RestartsByCause splits Restarts by cause (every cause, zeros included).
-	RestartsByCause map[string]uint64 `json:"restarts_by_cause"`
-	StartedAt       time.Time         `json:"started_at"`
-	ReadyAt         time.Time         `json:"ready_at,omitempty"`
-	Inflight        int64             `json:"inflight"`
-	Requests        uint64            `json:"requests"`
-	Ejected         bool              `json:"ejected"`
-	EjectReason     string            `json:"eject_reason,omitempty"`
-	Health          *health.Stats     `json:"health,omitempty"`
-	Generation      int               `json:"generation"` // grows with each rolling restart of the app
-	LastExit        string            `json:"last_exit,omitempty"`
+	// Replacements counts every replacement of the slot's process by cause
+	// (every cause, zeros included); crash + health = Restarts.
+	Replacements map[string]uint64 `json:"replacements"`
+	StartedAt    time.Time         `json:"started_at"`
+	ReadyAt      time.Time         `json:"ready_at,omitempty"`
+	Inflight     int64             `json:"inflight"`
+	Requests     uint64            `json:"requests"`
+	Ejected      bool              `json:"ejected"`
+	EjectReason  string            `json:"eject_reason,omitempty"`
+	Health       *health.Stats     `json:"health,omitempty"`
+	Generation   int               `json:"generation"` // grows with each rolling restart of the app
+	LastExit     string            `json:"last_exit,omitempty"`
 }

@@ -97,12 +97,13 @@ var LatencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 // proxy with atomics and read by metrics and status. Counters never go back,
 // so Prometheus rates stay correct across worker restarts.
 type WorkerStats struct {
-	Requests  atomic.Uint64    // answered requests, any status
-	Status    [6]atomic.Uint64 // by class: [1]=1xx ... [5]=5xx, [0]=other
-	Errors    atomic.Uint64    // proxy-side failures (502/504 from corral)
-	buckets   [14]atomic.Uint64
-	sumMicros atomic.Uint64
-	restarts  [len(RestartCauses)]atomic.Uint64
+	Requests   atomic.Uint64    // answered requests, any status
+	Status     [6]atomic.Uint64 // by class: [1]=1xx ... [5]=5xx, [0]=other
+	Errors     atomic.Uint64    // proxy-side failures (502/504 from corral)
+	buckets    [14]atomic.Uint64
+	sumMicros  atomic.Uint64
+	restartCnt atomic.Uint64
+	replaced   [len(ReplacementCauses)]atomic.Uint64
 }
 
 // Observe records one answered request with its status code and duration.
@@ -135,7 +136,15 @@ func (s *WorkerStats) Histogram() (count uint64, sum float64, cumulative map[flo
 	return count, sum, cumulative
 }
 
-// Restart causes, as counted in /status and metrics.
+// AddRestart counts one restart of the slot after a failure: its process
+// crashed, or was killed for its health. Replacements a roll makes
+// (recycle, manual, reload) are not restarts; see AddReplacement.
+func (s *WorkerStats) AddRestart() { s.restartCnt.Add(1) }
+
+// Restarts returns how often the slot was restarted after a failure.
+func (s *WorkerStats) Restarts() uint64 { return s.restartCnt.Load() }
+
+// Replacement causes: why a slot's process was replaced by a new one.
 const (
 	CauseCrash   = "crash"   // the process exited without being asked to
 	CauseHealth  = "health"  // killed: not ready in time, or unhealthy too long
@@ -144,35 +153,27 @@ const (
 	CauseReload  = "reload"  // replaced because its process settings or files changed
 )
 
-// RestartCauses lists every restart cause in a stable order.
-var RestartCauses = [...]string{CauseCrash, CauseHealth, CauseRecycle, CauseManual, CauseReload}
+// ReplacementCauses lists every replacement cause in a stable order.
+var ReplacementCauses = [...]string{CauseCrash, CauseHealth, CauseRecycle, CauseManual, CauseReload}
 
-// AddRestart counts one restart of the slot for cause (one of RestartCauses;
-// anything else counts as a crash).
-func (s *WorkerStats) AddRestart(cause string) {
-	for i, c := range RestartCauses {
+// AddReplacement counts one replacement of the slot's process for cause
+// (one of ReplacementCauses; anything else counts as a crash). A restart
+// after a failure counts here too, as crash or health.
+func (s *WorkerStats) AddReplacement(cause string) {
+	for i, c := range ReplacementCauses {
 		if c == cause {
-			s.restarts[i].Add(1)
+			s.replaced[i].Add(1)
 			return
 		}
 	}
-	s.restarts[0].Add(1)
+	s.replaced[0].Add(1)
 }
 
-// Restarts returns how often the slot was restarted, whatever the cause.
-func (s *WorkerStats) Restarts() uint64 {
-	var n uint64
-	for i := range s.restarts {
-		n += s.restarts[i].Load()
-	}
-	return n
-}
-
-// RestartsBy returns how often the slot was restarted for cause.
-func (s *WorkerStats) RestartsBy(cause string) uint64 {
-	for i, c := range RestartCauses {
+// Replacements returns how often the slot's process was replaced for cause.
+func (s *WorkerStats) Replacements(cause string) uint64 {
+	for i, c := range ReplacementCauses {
 		if c == cause {
-			return s.restarts[i].Load()
+			return s.replaced[i].Load()
 		}
 	}
 	return 0

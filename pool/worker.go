@@ -67,6 +67,12 @@ func (s *slot) cancelRestart() {
 	}
 }
 
+// countRestart counts a restart of s after a failure, and its cause.
+func (s *slot) countRestart() {
+	s.stats.AddRestart()
+	s.stats.AddReplacement(s.cause)
+}
+
 // worker is one process of a slot, owned by the supervisor except for the
 // fields documented otherwise.
 type worker struct {
@@ -290,7 +296,7 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 		// It started and served: a restart now keeps the app's capacity,
 		// and the failure is not one a delay would cure.
 		a.log.Info("restarting worker at once", "worker", s.id, "reason", reason)
-		s.stats.AddRestart(s.cause)
+		s.countRestart()
 		a.fill(s)
 		return
 	}
@@ -313,7 +319,7 @@ func (a *App) armRestart(s *slot, d time.Duration) {
 		if a.stopping || s.removed || s.cur != nil {
 			return
 		}
-		s.stats.AddRestart(s.cause)
+		s.countRestart()
 		a.fill(s)
 		a.publish()
 	})

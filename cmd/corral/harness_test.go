@@ -280,7 +280,7 @@ type wireWorker struct {
 	State     string         `json:"state"`
 	Reason    string         `json:"reason"`
 	Restarts  int            `json:"restarts"`
-	ByCause   map[string]int `json:"restarts_by_cause"`
+	ByCause   map[string]int `json:"replacements"`
 	Inflight  int            `json:"inflight"`
 	StartedAt time.Time      `json:"started_at"`
 }
