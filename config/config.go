@@ -149,6 +149,9 @@ type App struct {
 	Watch         []string      // absolute paths; a change under them rolls the app (dev mode)
 	WatchDebounce time.Duration
 	Recycle       Recycle
+	// Autoscale moves the worker count between its bounds by load; nil = off
+	// (then Instances is fixed). When on, Instances is the starting size.
+	Autoscale *Autoscale
 
 	// Health, nil when the app has no health block (readiness = TCP connect).
 	Health *Health
@@ -178,6 +181,16 @@ type Recycle struct {
 
 // On reports whether any limit is set.
 func (r Recycle) On() bool { return r.MaxRequests > 0 || r.MaxMemory > 0 || r.MaxAge > 0 }
+
+// Autoscale adds workers while the app's workers are saturated and removes
+// them, one at a time, once they are not; see the README for the rule.
+type Autoscale struct {
+	Min, Max       int           // bounds on the worker count
+	ScaleUpAfter   time.Duration // saturated at every check this long: add workers
+	ScaleDownAfter time.Duration // saturated at no check this long: remove one worker
+	Cooldown       time.Duration // least time between two decisions
+	Interval       time.Duration // how often saturation is checked (check_interval)
+}
 
 // Backoff decides when a crashed worker is restarted: at once when it had
 // served, else after a delay that doubles from Min up to Max.
