@@ -107,6 +107,7 @@ type App struct {
 	// round reads memory off the supervisor.
 	recycleTimer *time.Timer
 	memReading   bool
+	auto         autoscaler
 	stopping     bool
 	giveUpTimer  *time.Timer
 	gaveUp       bool
@@ -157,6 +158,7 @@ func (a *App) Start() {
 			a.reconcile()
 			a.startWatcher()
 			a.armRecycle()
+			a.armAutoscale()
 			a.publish()
 		})
 	})
@@ -291,6 +293,10 @@ func (a *App) shutdown() {
 		a.recycleTimer.Stop()
 		a.recycleTimer = nil
 	}
+	if a.auto.timer != nil {
+		a.auto.timer.Stop()
+		a.auto.timer = nil
+	}
 	for _, s := range a.slots {
 		s.cancelRestart()
 	}
@@ -347,7 +353,9 @@ func (a *App) RestartWorker(ctx context.Context, id string) error {
 // Scale sets the app's instances to n at runtime, until the next Update
 // (a reload) or ResetScale. New workers start at once; surplus workers
 // drain and stop from the highest slot down; a scale asked during a roll
-// applies when the roll ends. It returns the instances before.
+// applies when the roll ends. It returns the instances before. With
+// autoscale on, n must be within its bounds (else ErrOutOfBounds) and
+// autoscaling goes on from n.
 func (a *App) Scale(n int) (int, error) {
 	if n < 1 || n > MaxInstances {
 		return 0, fmt.Errorf("scaling %s to %d: instances must be in 1..%d", a.name, n, MaxInstances)
@@ -355,9 +363,21 @@ func (a *App) Scale(n int) (int, error) {
 	if !a.started.Load() {
 		return 0, ErrNotStarted
 	}
-	prev := make(chan int, 1)
+	type answer struct {
+		prev int
+		err  error
+	}
+	res := make(chan answer, 1)
 	if !a.post(func() {
-		prev <- a.instances()
+		if as := a.spec.Autoscale; as != nil {
+			if n < as.Min || n > as.Max {
+				res <- answer{err: fmt.Errorf("scaling %s to %d: %w: autoscale keeps it within %d..%d", a.name, n, ErrOutOfBounds, as.Min, as.Max)}
+				return
+			}
+			a.auto.lastAt = time.Now()
+			a.auto.restart()
+		}
+		res <- answer{prev: a.instances()}
 		a.scaled = n
 		a.log.Info("scaled at runtime", "instances", n)
 		a.reconcile()
@@ -365,8 +385,8 @@ func (a *App) Scale(n int) (int, error) {
 		return 0, ErrStopped
 	}
 	select {
-	case p := <-prev:
-		return p, nil
+	case r := <-res:
+		return r.prev, r.err
 	case <-a.done:
 		return 0, ErrStopped
 	}
@@ -374,13 +394,14 @@ func (a *App) Scale(n int) (int, error) {
 
 // ResetScale drops a runtime scale: the app goes back to its spec's
 // instances. A reload calls it for the apps it does not otherwise change.
+// An autoscaled app keeps its count: autoscaling owns it.
 func (a *App) ResetScale() {
 	if !a.started.Load() {
 		return
 	}
 	applied := make(chan struct{})
 	if a.post(func() {
-		if a.scaled != 0 {
+		if a.scaled != 0 && a.spec.Autoscale == nil {
 			a.scaled = 0
 			a.log.Info("runtime scale dropped", "instances", a.spec.Instances)
 			a.reconcile()
@@ -403,11 +424,12 @@ func (a *App) instances() int {
 }
 
 // update applies spec on the supervisor. A runtime scale ends here: the
-// file's instances apply again.
+// file's instances apply again, except with autoscale, which keeps the
+// count it has, within the new bounds.
 func (a *App) update(spec *config.App) {
-	old := a.spec
+	old, cur := a.spec, a.instances()
 	a.spec = spec
-	a.scaled = 0
+	a.clampScale(cur)
 	for w := range a.workers {
 		if w.probe != nil {
 			w.probe.SetSpec(spec.Health)
@@ -426,6 +448,9 @@ func (a *App) update(spec *config.App) {
 		}
 		a.armRecycle()
 	}
+	if !autoscaleEqual(old.Autoscale, spec.Autoscale) {
+		a.armAutoscale()
+	}
 	if !processEqual(old, spec) {
 		a.startRoll("config changed", CauseReload)
 	}
@@ -438,6 +463,11 @@ func (a *App) update(spec *config.App) {
 func processEqual(a, b *config.App) bool {
 	return slices.Equal(a.Command, b.Command) && a.Dir == b.Dir &&
 		maps.Equal(a.Env, b.Env) && a.User == b.User && a.Group == b.Group
+}
+
+// autoscaleEqual reports whether x and y are the same autoscale settings.
+func autoscaleEqual(x, y *config.Autoscale) bool {
+	return (x == nil && y == nil) || (x != nil && y != nil && *x == *y)
 }
 
 func (a *App) stopTimeout() time.Duration {

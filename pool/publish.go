@@ -106,6 +106,7 @@ func (a *App) publishStatus() {
 		Configured: a.spec.Instances,
 		Ready:      a.ready,
 		Roll:       a.lastRoll,
+		Autoscale:  a.autoscaleStatus(),
 	}}
 	add := func(ws WorkerStatus, live liveRefs) {
 		v.st.Workers = append(v.st.Workers, ws)

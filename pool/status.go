@@ -28,6 +28,8 @@ type AppStatus struct {
 	Workers    []WorkerStatus `json:"workers"`
 	// Roll describes the last rolling restart (empty before the first).
 	Roll RollStatus `json:"roll"`
+	// Autoscale shows bounds, count and last decision; nil when off.
+	Autoscale *AutoscaleStatus `json:"autoscale,omitempty"`
 }
 
 // RollStatus describes an app's most recent rolling restart.

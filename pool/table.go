@@ -88,6 +88,8 @@ type AppStats struct {
 	NoBackend       atomic.Uint64 // 503 because no worker was in rotation
 	Retries         atomic.Uint64 // tries after the first
 	ClientCancelled atomic.Uint64 // 499s
+	ScaleUps        atomic.Uint64 // autoscale decisions up
+	ScaleDowns      atomic.Uint64 // autoscale decisions down
 }
 
 // LatencyBuckets are the upper bounds (seconds) of the request latency histogram.
