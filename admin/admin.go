@@ -522,6 +522,7 @@ type ScaleResult struct {
 	Configured  int    `json:"configured"`      // the config file's instances
 	RuntimeOnly bool   `json:"runtime_only"`    // always true: a reload restores Configured
 	Note        string `json:"note,omitempty"`  // says so in words
+	Autoscale   bool   `json:"autoscale"`       // autoscaling is on: it goes on from Instances
 	Error       string `json:"error,omitempty"` // set when it failed
 	Result      string `json:"result"`          // "applied" or "failed"
 }
@@ -575,6 +576,9 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 	}
 	res.App, res.Result, res.RuntimeOnly = app, "applied", true
 	res.Note = fmt.Sprintf("runtime only: the next reload of the config file restores instances = %d", res.Configured)
+	if res.Autoscale {
+		res.Note = "runtime only: autoscaling goes on from here within its bounds; a reload keeps the count, fitted to the file's bounds"
+	}
 	s.log.Info("scaled", "app", app, "instances", res.Instances, "previous", res.Previous)
 	s.writeJSON(w, http.StatusOK, res)
 }

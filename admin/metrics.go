@@ -103,6 +103,7 @@ type poolCollector struct {
 	workers, desired, queueDepth              *prometheus.Desc
 	queueRejected, noBackend, retries         *prometheus.Desc
 	clientCancelled                           *prometheus.Desc
+	autoMin, autoMax, autoDecisions, autoLast *prometheus.Desc
 }
 
 func newPoolCollector(m Metrics) *poolCollector {
@@ -128,6 +129,10 @@ func newPoolCollector(m Metrics) *poolCollector {
 		noBackend:       d("no_backend_total", "Requests answered 503 because no worker was in rotation.", app),
 		retries:         d("retries_total", "Tries after the first one.", app),
 		clientCancelled: d("client_cancelled_total", "Requests the client gave up on (499).", app),
+		autoMin:         d("autoscale_min", "Autoscale lower bound on an app's workers.", app),
+		autoMax:         d("autoscale_max", "Autoscale upper bound on an app's workers.", app),
+		autoDecisions:   d("autoscale_decisions_total", "Autoscale decisions, by direction (up, down).", []string{"app", "direction"}),
+		autoLast:        d("autoscale_last_decision_timestamp_seconds", "Unix time of the last autoscale decision (0 before the first).", app),
 	}
 }
 
@@ -137,6 +142,7 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.requests, c.duration, c.proxyErrors, c.restarts, c.replacements, c.inflight, c.ejected,
 		c.healthLatency, c.workers, c.desired, c.queueDepth, c.queueRejected,
 		c.noBackend, c.retries, c.clientCancelled,
+		c.autoMin, c.autoMax, c.autoDecisions, c.autoLast,
 	} {
 		ch <- d
 	}
@@ -212,6 +218,20 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		counter(c.clientCancelled, a.Stats.ClientCancelled.Load(), a.Name)
 	}
 	gauge(c.queueDepth, float64(queued), a.Name)
+
+	if as := a.Status.Autoscale; as != nil {
+		gauge(c.autoMin, float64(as.Min), a.Name)
+		gauge(c.autoMax, float64(as.Max), a.Name)
+		at := 0.0
+		if as.Last != nil {
+			at = float64(as.Last.At.UnixNano()) / 1e9
+		}
+		gauge(c.autoLast, at, a.Name)
+		if a.Stats != nil {
+			counter(c.autoDecisions, a.Stats.ScaleUps.Load(), a.Name, pool.ScaleUp)
+			counter(c.autoDecisions, a.Stats.ScaleDowns.Load(), a.Name, pool.ScaleDown)
+		}
+	}
 }
 
 // constMetric is prometheus.MustNewConstMetric without the panic: Collect

@@ -426,3 +426,41 @@ corral_client_connections{state="idle"} 5
 		t.Errorf("%d connection series without a source (%v)", n, err)
 	}
 }
+
+// TestMetricsAutoscale checks the autoscale series: bounds, decisions by
+// direction and the time of the last one, only for autoscaled apps.
+func TestMetricsAutoscale(t *testing.T) {
+	st := sampleStatus()
+	at := time.Unix(1700000000, 500_000_000)
+	st.Apps[0].Autoscale = &pool.AutoscaleStatus{Min: 1, Max: 4, Current: 3,
+		Last: &pool.ScaleDecision{Direction: pool.ScaleUp, From: 1, To: 3, Reason: "saturated", At: at}}
+	stats := &pool.AppStats{}
+	stats.ScaleUps.Add(3)
+	stats.ScaleDowns.Add(2)
+	src := metricsFunc(func() []AppMetrics {
+		return []AppMetrics{
+			{Name: "web", Stats: stats, Status: st.Apps[0]},
+			{Name: "api", Stats: &pool.AppStats{}, Status: st.Apps[1]},
+		}
+	})
+	exp := `
+# HELP corral_autoscale_decisions_total Autoscale decisions, by direction (up, down).
+# TYPE corral_autoscale_decisions_total counter
+corral_autoscale_decisions_total{app="web",direction="down"} 2
+corral_autoscale_decisions_total{app="web",direction="up"} 3
+# HELP corral_autoscale_last_decision_timestamp_seconds Unix time of the last autoscale decision (0 before the first).
+# TYPE corral_autoscale_last_decision_timestamp_seconds gauge
+corral_autoscale_last_decision_timestamp_seconds{app="web"} 1.7000000005e+09
+# HELP corral_autoscale_max Autoscale upper bound on an app's workers.
+# TYPE corral_autoscale_max gauge
+corral_autoscale_max{app="web"} 4
+# HELP corral_autoscale_min Autoscale lower bound on an app's workers.
+# TYPE corral_autoscale_min gauge
+corral_autoscale_min{app="web"} 1
+`
+	if err := testutil.CollectAndCompare(newPoolCollector(src), strings.NewReader(exp),
+		"corral_autoscale_min", "corral_autoscale_max", "corral_autoscale_decisions_total",
+		"corral_autoscale_last_decision_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+}

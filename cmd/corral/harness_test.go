@@ -263,10 +263,11 @@ type wireStatus struct {
 }
 
 type wireApp struct {
-	Name      string       `json:"name"`
-	Instances int          `json:"instances"`
-	Ready     int          `json:"ready"`
-	Workers   []wireWorker `json:"workers"`
+	Name      string         `json:"name"`
+	Instances int            `json:"instances"`
+	Ready     int            `json:"ready"`
+	Workers   []wireWorker   `json:"workers"`
+	Autoscale *wireAutoscale `json:"autoscale"`
 	Roll      struct {
 		State   string `json:"state"`
 		Message string `json:"message"`

@@ -583,10 +583,15 @@ func (in *instance) Scale(app string, n int) (admin.ScaleResult, error) {
 		return admin.ScaleResult{}, fmt.Errorf("scaling %s: %w", app, admin.ErrUnknownApp)
 	}
 	prev, err := a.Scale(n)
+	if errors.Is(err, pool.ErrOutOfBounds) {
+		return admin.ScaleResult{}, fmt.Errorf("%w: %w", admin.ErrOutOfBounds, err)
+	}
 	if err != nil {
 		return admin.ScaleResult{}, err
 	}
-	return admin.ScaleResult{App: app, Instances: n, Previous: prev, Configured: a.Status().Configured}, nil
+	st := a.Status()
+	return admin.ScaleResult{App: app, Instances: n, Previous: prev, Configured: st.Configured,
+		Autoscale: st.Autoscale != nil}, nil
 }
 
 // RestartWorker implements admin.WorkerRestarter: the zero-downtime
