@@ -223,6 +223,12 @@ func writeStatusTable(w io.Writer, s Status, now time.Time) {
 		if a.Roll.State != "" {
 			line += " roll " + a.Roll.State
 		}
+		if as := a.Autoscale; as != nil {
+			line += fmt.Sprintf(" autoscale %d..%d", as.Min, as.Max)
+			if l := as.Last; l != nil {
+				line += fmt.Sprintf(" (last %s %d->%d %s ago)", l.Direction, l.From, l.To, formatAge(now.Sub(l.At)))
+			}
+		}
 		apps = append(apps, line)
 	}
 	fmt.Fprintln(w, "apps: "+orDash(strings.Join(apps, ", ")))
