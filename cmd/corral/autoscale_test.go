@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -160,6 +161,26 @@ func TestAutoscaleBurstUpToMaxAndBackOneAtATime(t *testing.T) {
 	if code, out := corralCLI(c, "scale", "web", "5"); code != 1 || !strings.Contains(out, "1..4") {
 		t.Errorf("corral scale web 5 with max 4: exit %d: %s", code, out)
 	}
+	resp, err := http.Post("http://"+c.admin+"/apps/web/scale", "application/json", strings.NewReader(`{"instances": 5}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer struct{ Result, Error string }
+	decodeErr := json.NewDecoder(resp.Body).Decode(&answer)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || decodeErr != nil || answer.Result != "failed" || !strings.Contains(answer.Error, "1..4") {
+		t.Errorf("POST scale 5 with max 4: %d %+v (%v), want 400 JSON failed", resp.StatusCode, answer, decodeErr)
+	}
+	if code, out := corralCLI(c, "scale", "web", "3"); code != 0 || !strings.Contains(out, "autoscal") {
+		t.Errorf("corral scale web 3 within 1..4: exit %d: %s", code, out)
+	}
+	waitFor(t, 20*time.Second, "3 workers after scale 3", func() bool { return len(c.readyPIDs("web")) == 3 })
+	// Idle, autoscaling takes it from there back to 1.
+	waitFor(t, 30*time.Second, "back to 1 after the runtime scale", func() bool {
+		a := c.app("web")
+		return a.Instances == 1 && len(a.Workers) == 1 && a.Ready == 1
+	})
+
 	// A reload raising min to 2 grows the app; web-1 keeps running.
 	pid := c.readyPIDs("web")["web-1"]
 	c.writeConfig(autoscaleApp(2, 4))

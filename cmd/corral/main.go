@@ -251,6 +251,11 @@ func scaleCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "corral: scale %s: %s\n", rest[0], res.Error)
 		return 1
 	}
+	if res.Autoscale {
+		fmt.Fprintf(stdout, "%s: %d -> %d instances (runtime only: autoscaling goes on from here)\n",
+			res.App, res.Previous, res.Instances)
+		return 0
+	}
 	fmt.Fprintf(stdout, "%s: %d -> %d instances (runtime only: the next reload restores %d)\n",
 		res.App, res.Previous, res.Instances, res.Configured)
 	return 0
