@@ -29,6 +29,10 @@ import (
 // the running config does not have.
 var ErrUnknownApp = errors.New("unknown app")
 
+// ErrUnknownWorker is returned (wrapped) by a WorkerRestarter asked to
+// replace a worker id no app has.
+var ErrUnknownWorker = errors.New("unknown worker")
+
 // Reload triggers, as recorded in ReloadResult.Trigger.
 const (
 	TriggerFile   = "file"
@@ -73,6 +77,20 @@ type Restarter interface {
 	// Restart does a zero-downtime rolling restart of app and returns when it
 	// is done; it returns ErrUnknownApp (wrapped) for unknown names.
 	Restart(ctx context.Context, app string) error
+}
+
+// Scaler changes an app's instances at runtime.
+type Scaler interface {
+	// Scale sets app's instances to n until the next reload of the config
+	// file; it returns ErrUnknownApp (wrapped) for unknown names.
+	Scale(app string, n int) (ScaleResult, error)
+}
+
+// WorkerRestarter replaces one worker.
+type WorkerRestarter interface {
+	// RestartWorker replaces worker id the zero-downtime way and returns
+	// when it is done; it returns ErrUnknownWorker (wrapped) for unknown ids.
+	RestartWorker(ctx context.Context, id string) error
 }
 
 // Liveness is the supervisor's heartbeat behind /healthz.
@@ -128,6 +146,10 @@ type Options struct {
 	Runtime Runtime
 	// Restarter is optional; without it restart answers 501.
 	Restarter Restarter
+	// Scaler is optional; without it scale answers 501.
+	Scaler Scaler
+	// WorkerRestarter is optional; without it a worker restart answers 501.
+	WorkerRestarter WorkerRestarter
 	// Metrics is optional; without it /metrics has only process and reload metrics.
 	Metrics Metrics
 	// Liveness is optional; without it /healthz answers 200 while the
@@ -208,6 +230,8 @@ func (s *Server) routes() http.Handler {
 	r.Get("/readyz", s.readyz)
 	r.Post("/reload", s.reload)
 	r.Post("/apps/{app}/restart", s.restart)
+	r.Post("/apps/{app}/scale", s.scale)
+	r.Post("/workers/{id}/restart", s.restartWorker)
 	return r
 }
 
@@ -387,11 +411,9 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 		s.writeJSON(w, http.StatusNotFound, RestartResult{App: app, Result: "failed", Error: ErrUnknownApp.Error()})
 		return
 	}
-	wait := true
-	if v := r.URL.Query().Get("wait"); v == "false" || v == "0" {
-		wait = false
-	}
-	done, err := s.startRoll(app)
+	wait := waitParam(r)
+	done, err := s.startWork(func(ctx context.Context) error { return s.opts.Restarter.Restart(ctx, app) },
+		"rolling restart", "app", app)
 	if err != nil {
 		s.writeJSON(w, http.StatusServiceUnavailable, RestartResult{App: app, Result: "failed", Error: err.Error()})
 		return
@@ -416,10 +438,11 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// startRoll runs one rolling restart in the background under the server's
-// roll context and returns a channel that carries its outcome; it refuses
-// once Shutdown has begun.
-func (s *Server) startRoll(app string) (<-chan error, error) {
+// startWork runs work (a roll, a worker restart) in the background under
+// the server's work context and returns a channel that carries its
+// outcome; it refuses once Shutdown has begun. what and the key/value pair
+// name it in the log.
+func (s *Server) startWork(work func(context.Context) error, what, key, value string) (<-chan error, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -429,17 +452,157 @@ func (s *Server) startRoll(app string) (<-chan error, error) {
 	s.running.Add(1)
 	go func() {
 		defer s.running.Done()
-		log := s.log.With("app", app)
-		log.Info("rolling restart requested")
-		err := s.opts.Restarter.Restart(s.work, app)
+		log := s.log.With(key, value)
+		log.Info(what + " requested")
+		err := work(s.work)
 		if err != nil {
-			log.Warn("rolling restart failed", "error", err)
+			log.Warn(what+" failed", "error", err)
 		} else {
-			log.Debug("rolling restart done")
+			log.Debug(what + " done")
 		}
 		done <- err
 	}()
 	return done, nil
+}
+
+// WorkerRestartResult is the body of POST /workers/{id}/restart.
+type WorkerRestartResult struct {
+	Worker string `json:"worker"`
+	Result string `json:"result"` // "done", "started" (wait=false) or "failed"
+	Error  string `json:"error,omitempty"`
+}
+
+func (s *Server) restartWorker(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	fail := func(code int, err error) {
+		s.writeJSON(w, code, WorkerRestartResult{Worker: id, Result: "failed", Error: err.Error()})
+	}
+	if s.opts.WorkerRestarter == nil {
+		fail(http.StatusNotImplemented, errors.New("worker restart not supported"))
+		return
+	}
+	if !s.hasWorker(id) {
+		fail(http.StatusNotFound, ErrUnknownWorker)
+		return
+	}
+	done, err := s.startWork(func(ctx context.Context) error { return s.opts.WorkerRestarter.RestartWorker(ctx, id) },
+		"worker restart", "worker", id)
+	if err != nil {
+		fail(http.StatusServiceUnavailable, err)
+		return
+	}
+	if !waitParam(r) {
+		s.writeJSON(w, http.StatusAccepted, WorkerRestartResult{Worker: id, Result: "started"})
+		return
+	}
+	select {
+	case err := <-done:
+		switch {
+		case err == nil:
+			s.writeJSON(w, http.StatusOK, WorkerRestartResult{Worker: id, Result: "done"})
+		case errors.Is(err, ErrUnknownWorker):
+			fail(http.StatusNotFound, err)
+		default:
+			fail(http.StatusConflict, err)
+		}
+	case <-r.Context().Done():
+	}
+}
+
+// ScaleRequest is the body of POST /apps/{app}/scale.
+type ScaleRequest struct {
+	Instances *int `json:"instances"`
+}
+
+// ScaleResult is the answer of POST /apps/{app}/scale.
+type ScaleResult struct {
+	App         string `json:"app"`
+	Instances   int    `json:"instances"`       // desired now
+	Previous    int    `json:"previous"`        // desired before
+	Configured  int    `json:"configured"`      // the config file's instances
+	RuntimeOnly bool   `json:"runtime_only"`    // always true: a reload restores Configured
+	Note        string `json:"note,omitempty"`  // says so in words
+	Autoscale   bool   `json:"autoscale"`       // autoscaling is on: it goes on from Instances
+	Error       string `json:"error,omitempty"` // set when it failed
+	Result      string `json:"result"`          // "applied" or "failed"
+}
+
+// maxScaleBody bounds the body of a scale request.
+const maxScaleBody = 4 << 10
+
+func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
+	app := chi.URLParam(r, "app")
+	fail := func(code int, err error) {
+		s.writeJSON(w, code, ScaleResult{App: app, Result: "failed", Error: err.Error()})
+	}
+	if s.opts.Scaler == nil {
+		fail(http.StatusNotImplemented, errors.New("scale not supported"))
+		return
+	}
+	if !s.hasApp(app) {
+		fail(http.StatusNotFound, ErrUnknownApp)
+		return
+	}
+	var req ScaleRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxScaleBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		fail(http.StatusBadRequest, fmt.Errorf("body must be {\"instances\": N}: %w", err))
+		return
+	}
+	if dec.More() {
+		fail(http.StatusBadRequest, errors.New("body must be one JSON object"))
+		return
+	}
+	if req.Instances == nil {
+		fail(http.StatusBadRequest, errors.New("instances is required"))
+		return
+	}
+	if n := *req.Instances; n < 1 || n > pool.MaxInstances {
+		fail(http.StatusBadRequest, fmt.Errorf("instances must be in 1..%d, not %d", pool.MaxInstances, n))
+		return
+	}
+	res, err := s.opts.Scaler.Scale(app, *req.Instances)
+	switch {
+	case errors.Is(err, ErrUnknownApp):
+		fail(http.StatusNotFound, err)
+		return
+	case errors.Is(err, ErrOutOfBounds):
+		fail(http.StatusBadRequest, err)
+		return
+	case err != nil:
+		fail(http.StatusConflict, err)
+		return
+	}
+	res.App, res.Result, res.RuntimeOnly = app, "applied", true
+	res.Note = fmt.Sprintf("runtime only: the next reload of the config file restores instances = %d", res.Configured)
+	if res.Autoscale {
+		res.Note = "runtime only: autoscaling goes on from here within its bounds; a reload keeps the count, fitted to the file's bounds"
+	}
+	s.log.Info("scaled", "app", app, "instances", res.Instances, "previous", res.Previous)
+	s.writeJSON(w, http.StatusOK, res)
+}
+
+// ErrOutOfBounds is returned (wrapped) by a Scaler asked for a count
+// outside what the app allows (its autoscale bounds).
+var ErrOutOfBounds = errors.New("instances out of bounds")
+
+// waitParam reports whether the request waits for the outcome: yes unless
+// ?wait=false or ?wait=0.
+func waitParam(r *http.Request) bool {
+	v := r.URL.Query().Get("wait")
+	return v != "false" && v != "0"
+}
+
+func (s *Server) hasWorker(id string) bool {
+	for _, a := range s.opts.Runtime.Status().Apps {
+		for _, w := range a.Workers {
+			if w.ID == id {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *Server) hasApp(name string) bool {

@@ -1,12 +1,14 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,9 +50,21 @@ func baseURL(addr string) string {
 // and body. Each call uses its own transport without keep-alive or proxy:
 // the CLI makes one call per run, and HTTP_PROXY must not capture loopback.
 func call(ctx context.Context, method, addr, path string) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, baseURL(addr)+path, nil)
+	return callBody(ctx, method, addr, path, nil)
+}
+
+// callBody is call with a JSON request body (none when body is nil).
+func callBody(ctx context.Context, method, addr, path string, body []byte) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, baseURL(addr)+path, rd)
 	if err != nil {
 		return 0, nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	defer client.CloseIdleConnections()
@@ -59,11 +73,11 @@ func call(ctx context.Context, method, addr, path string) (int, []byte, error) {
 		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxClientBody))
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxClientBody))
 	if err != nil {
 		return resp.StatusCode, nil, err
 	}
-	return resp.StatusCode, body, nil
+	return resp.StatusCode, out, nil
 }
 
 func httpError(code int, body []byte) *HTTPError {
@@ -104,6 +118,66 @@ func RequestReload(ctx context.Context, addr string) (ReloadResult, error) {
 		return res, nil
 	default:
 		return res, fmt.Errorf("requesting reload: %w", httpError(code, body))
+	}
+}
+
+// RequestScale asks the instance at addr to run app with n workers until
+// the next reload. A refusal the API explains (400, 404, 409) comes back as
+// a result with Result "failed" and its Error, and a nil error.
+func RequestScale(ctx context.Context, addr, app string, n int) (ScaleResult, error) {
+	var res ScaleResult
+	body, _ := json.Marshal(ScaleRequest{Instances: &n})
+	code, out, err := callBody(ctx, http.MethodPost, addr, "/apps/"+url.PathEscape(app)+"/scale", body)
+	if err != nil {
+		return res, fmt.Errorf("requesting scale: %w", err)
+	}
+	switch code {
+	case http.StatusOK, http.StatusBadRequest, http.StatusNotFound, http.StatusConflict:
+		if err := json.Unmarshal(out, &res); err != nil {
+			return res, fmt.Errorf("decoding scale result: %w", httpError(code, out))
+		}
+		return res, nil
+	default:
+		return res, fmt.Errorf("requesting scale: %w", httpError(code, out))
+	}
+}
+
+// RequestRestart asks the instance at addr for a rolling restart of app
+// and waits for its outcome. A refusal the API explains comes back as a
+// result with Result "failed" and a nil error.
+func RequestRestart(ctx context.Context, addr, app string) (RestartResult, error) {
+	var res RestartResult
+	code, out, err := call(ctx, http.MethodPost, addr, "/apps/"+url.PathEscape(app)+"/restart")
+	if err != nil {
+		return res, fmt.Errorf("requesting restart: %w", err)
+	}
+	switch code {
+	case http.StatusOK, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable:
+		if err := json.Unmarshal(out, &res); err != nil {
+			return res, fmt.Errorf("decoding restart result: %w", httpError(code, out))
+		}
+		return res, nil
+	default:
+		return res, fmt.Errorf("requesting restart: %w", httpError(code, out))
+	}
+}
+
+// RequestWorkerRestart asks the instance at addr to replace worker id and
+// waits for its outcome, as RequestRestart does for an app.
+func RequestWorkerRestart(ctx context.Context, addr, id string) (WorkerRestartResult, error) {
+	var res WorkerRestartResult
+	code, out, err := call(ctx, http.MethodPost, addr, "/workers/"+url.PathEscape(id)+"/restart")
+	if err != nil {
+		return res, fmt.Errorf("requesting worker restart: %w", err)
+	}
+	switch code {
+	case http.StatusOK, http.StatusNotFound, http.StatusConflict, http.StatusServiceUnavailable:
+		if err := json.Unmarshal(out, &res); err != nil {
+			return res, fmt.Errorf("decoding worker restart result: %w", httpError(code, out))
+		}
+		return res, nil
+	default:
+		return res, fmt.Errorf("requesting worker restart: %w", httpError(code, out))
 	}
 }
 
@@ -148,6 +222,12 @@ func writeStatusTable(w io.Writer, s Status, now time.Time) {
 		}
 		if a.Roll.State != "" {
 			line += " roll " + a.Roll.State
+		}
+		if as := a.Autoscale; as != nil {
+			line += fmt.Sprintf(" autoscale %d..%d", as.Min, as.Max)
+			if l := as.Last; l != nil {
+				line += fmt.Sprintf(" (last %s %d->%d %s ago)", l.Direction, l.From, l.To, formatAge(now.Sub(l.At)))
+			}
 		}
 		apps = append(apps, line)
 	}

@@ -136,6 +136,12 @@ func TestWriteStatusTable(t *testing.T) {
 	mustContain(t, lines[1], "last reload:", "(file)", "applied: web: 2 -> 3 instances")
 	mustContain(t, lines[2], "web 2/3 ready 1 queued roll done", "api 1/1 ready")
 
+	s.Apps[1].Autoscale = &pool.AutoscaleStatus{Min: 1, Max: 4, Current: 1,
+		Last: &pool.ScaleDecision{Direction: pool.ScaleDown, From: 2, To: 1, At: now.Add(-2 * time.Minute)}}
+	buf.Reset()
+	writeStatusTable(&buf, s, now)
+	mustContain(t, strings.Split(buf.String(), "\n")[2], "api 1/1 ready autoscale 1..4 (last down 2->1 2m0s ago)")
+
 	var header int
 	for i, l := range lines {
 		if strings.HasPrefix(l, "APP") {

@@ -98,10 +98,12 @@ type poolCollector struct {
 	source Metrics
 
 	requests, duration, proxyErrors, restarts *prometheus.Desc
+	replacements                              *prometheus.Desc
 	inflight, ejected, healthLatency          *prometheus.Desc
 	workers, desired, queueDepth              *prometheus.Desc
 	queueRejected, noBackend, retries         *prometheus.Desc
 	clientCancelled                           *prometheus.Desc
+	autoMin, autoMax, autoDecisions, autoLast *prometheus.Desc
 }
 
 func newPoolCollector(m Metrics) *poolCollector {
@@ -116,6 +118,7 @@ func newPoolCollector(m Metrics) *poolCollector {
 		duration:        d("request_duration_seconds", "Time from forwarding a request to the end of its response.", worker),
 		proxyErrors:     d("proxy_errors_total", "Proxy-side failures (502/504 from corral) per worker.", worker),
 		restarts:        d("worker_restarts_total", "Restarts of a worker slot.", worker),
+		replacements:    d("worker_replacements_total", "Replacements of a worker slot's process, by cause (crash, health, recycle, manual, reload).", []string{"app", "worker", "cause"}),
 		inflight:        d("inflight_requests", "Requests being forwarded to a live worker now.", worker),
 		ejected:         d("worker_ejected", "1 while passive health has ejected the worker.", worker),
 		healthLatency:   d("health_check_latency_seconds", "Latency of the worker's last health probe.", worker),
@@ -126,15 +129,20 @@ func newPoolCollector(m Metrics) *poolCollector {
 		noBackend:       d("no_backend_total", "Requests answered 503 because no worker was in rotation.", app),
 		retries:         d("retries_total", "Tries after the first one.", app),
 		clientCancelled: d("client_cancelled_total", "Requests the client gave up on (499).", app),
+		autoMin:         d("autoscale_min", "Autoscale lower bound on an app's workers.", app),
+		autoMax:         d("autoscale_max", "Autoscale upper bound on an app's workers.", app),
+		autoDecisions:   d("autoscale_decisions_total", "Autoscale decisions, by direction (up, down).", []string{"app", "direction"}),
+		autoLast:        d("autoscale_last_decision_timestamp_seconds", "Unix time of the last autoscale decision (0 before the first).", app),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.requests, c.duration, c.proxyErrors, c.restarts, c.inflight, c.ejected,
+		c.requests, c.duration, c.proxyErrors, c.restarts, c.replacements, c.inflight, c.ejected,
 		c.healthLatency, c.workers, c.desired, c.queueDepth, c.queueRejected,
 		c.noBackend, c.retries, c.clientCancelled,
+		c.autoMin, c.autoMax, c.autoDecisions, c.autoLast,
 	} {
 		ch <- d
 	}
@@ -174,6 +182,9 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		ch <- h
 		counter(c.proxyErrors, ws.Errors.Load(), a.Name, id)
 		counter(c.restarts, ws.Restarts(), a.Name, id)
+		for _, cause := range pool.ReplacementCauses {
+			counter(c.replacements, ws.Replacements(cause), a.Name, id, cause)
+		}
 	}
 
 	// During a roll two processes can briefly share a slot id; fold them
@@ -207,6 +218,20 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		counter(c.clientCancelled, a.Stats.ClientCancelled.Load(), a.Name)
 	}
 	gauge(c.queueDepth, float64(queued), a.Name)
+
+	if as := a.Status.Autoscale; as != nil {
+		gauge(c.autoMin, float64(as.Min), a.Name)
+		gauge(c.autoMax, float64(as.Max), a.Name)
+		at := 0.0
+		if as.Last != nil {
+			at = float64(as.Last.At.UnixNano()) / 1e9
+		}
+		gauge(c.autoLast, at, a.Name)
+		if a.Stats != nil {
+			counter(c.autoDecisions, a.Stats.ScaleUps.Load(), a.Name, pool.ScaleUp)
+			counter(c.autoDecisions, a.Stats.ScaleDowns.Load(), a.Name, pool.ScaleDown)
+		}
+	}
 }
 
 // constMetric is prometheus.MustNewConstMetric without the panic: Collect

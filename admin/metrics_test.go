@@ -38,8 +38,12 @@ func TestMetricsValues(t *testing.T) {
 	workers["web-1"].Observe(204, 20*time.Millisecond)
 	workers["web-1"].Observe(503, 2*time.Second)
 	workers["web-1"].Errors.Add(1)
-	workers["web-3"].AddRestart()
-	workers["web-3"].AddRestart()
+	// Two crash restarts and one recycle: restarts counts the crashes only.
+	for _, cause := range []string{pool.CauseCrash, pool.CauseCrash} {
+		workers["web-3"].AddRestart()
+		workers["web-3"].AddReplacement(cause)
+	}
+	workers["web-3"].AddReplacement(pool.CauseRecycle)
 	stats.Queued.Store(5)
 	stats.QueueRejected.Add(7)
 	stats.QueueTimeouts.Add(2)
@@ -92,6 +96,33 @@ corral_worker_restarts_total{app="web",worker="web-1"} 0
 corral_worker_restarts_total{app="web",worker="web-2"} 0
 corral_worker_restarts_total{app="web",worker="web-3"} 2
 corral_worker_restarts_total{app="web",worker="web-4"} 0
+# HELP corral_worker_replacements_total Replacements of a worker slot's process, by cause (crash, health, recycle, manual, reload).
+# TYPE corral_worker_replacements_total counter
+corral_worker_replacements_total{app="api",cause="crash",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="health",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="manual",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="recycle",worker="api-1"} 0
+corral_worker_replacements_total{app="api",cause="reload",worker="api-1"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="health",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="reload",worker="web-1"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="health",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="reload",worker="web-2"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-3"} 2
+corral_worker_replacements_total{app="web",cause="health",worker="web-3"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-3"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-3"} 1
+corral_worker_replacements_total{app="web",cause="reload",worker="web-3"} 0
+corral_worker_replacements_total{app="web",cause="crash",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="health",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="manual",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="recycle",worker="web-4"} 0
+corral_worker_replacements_total{app="web",cause="reload",worker="web-4"} 0
 # HELP corral_inflight_requests Requests being forwarded to a live worker now.
 # TYPE corral_inflight_requests gauge
 corral_inflight_requests{app="api",worker="api-1"} 0
@@ -152,7 +183,7 @@ corral_client_cancelled_total{app="web"} 6
 corral_build_info{version="1.2.3"} 1
 `
 	names := []string{
-		"corral_requests_total", "corral_proxy_errors_total", "corral_worker_restarts_total",
+		"corral_requests_total", "corral_proxy_errors_total", "corral_worker_restarts_total", "corral_worker_replacements_total",
 		"corral_inflight_requests", "corral_worker_ejected", "corral_health_check_latency_seconds",
 		"corral_workers", "corral_instances_desired", "corral_queue_depth", "corral_queue_rejected_total",
 		"corral_no_backend_total", "corral_retries_total", "corral_client_cancelled_total", "corral_build_info",
@@ -393,5 +424,43 @@ corral_client_connections{state="idle"} 5
 	bare, _ := newRegistry(metricsFunc(func() []AppMetrics { return nil }), "test")
 	if n, err := testutil.GatherAndCount(bare, names...); err != nil || n != 0 {
 		t.Errorf("%d connection series without a source (%v)", n, err)
+	}
+}
+
+// TestMetricsAutoscale checks the autoscale series: bounds, decisions by
+// direction and the time of the last one, only for autoscaled apps.
+func TestMetricsAutoscale(t *testing.T) {
+	st := sampleStatus()
+	at := time.Unix(1700000000, 500_000_000)
+	st.Apps[0].Autoscale = &pool.AutoscaleStatus{Min: 1, Max: 4, Current: 3,
+		Last: &pool.ScaleDecision{Direction: pool.ScaleUp, From: 1, To: 3, Reason: "saturated", At: at}}
+	stats := &pool.AppStats{}
+	stats.ScaleUps.Add(3)
+	stats.ScaleDowns.Add(2)
+	src := metricsFunc(func() []AppMetrics {
+		return []AppMetrics{
+			{Name: "web", Stats: stats, Status: st.Apps[0]},
+			{Name: "api", Stats: &pool.AppStats{}, Status: st.Apps[1]},
+		}
+	})
+	exp := `
+# HELP corral_autoscale_decisions_total Autoscale decisions, by direction (up, down).
+# TYPE corral_autoscale_decisions_total counter
+corral_autoscale_decisions_total{app="web",direction="down"} 2
+corral_autoscale_decisions_total{app="web",direction="up"} 3
+# HELP corral_autoscale_last_decision_timestamp_seconds Unix time of the last autoscale decision (0 before the first).
+# TYPE corral_autoscale_last_decision_timestamp_seconds gauge
+corral_autoscale_last_decision_timestamp_seconds{app="web"} 1.7000000005e+09
+# HELP corral_autoscale_max Autoscale upper bound on an app's workers.
+# TYPE corral_autoscale_max gauge
+corral_autoscale_max{app="web"} 4
+# HELP corral_autoscale_min Autoscale lower bound on an app's workers.
+# TYPE corral_autoscale_min gauge
+corral_autoscale_min{app="web"} 1
+`
+	if err := testutil.CollectAndCompare(newPoolCollector(src), strings.NewReader(exp),
+		"corral_autoscale_min", "corral_autoscale_max", "corral_autoscale_decisions_total",
+		"corral_autoscale_last_decision_timestamp_seconds"); err != nil {
+		t.Error(err)
 	}
 }

@@ -43,7 +43,7 @@ func Compare(old, new *Config) Diff {
 }
 
 // processKeys are the app keys whose change needs new processes.
-var processKeys = []string{"command", "dir", "env", "user", "group"}
+var processKeys = []string{"command", "dir", "env", "user", "group", "serve"}
 
 func compareApp(old, new *App) AppDiff {
 	d := AppDiff{Name: new.Name, Restart: !old.ProcessEqual(new)}
@@ -101,10 +101,11 @@ func same(a, b reflect.Value) bool {
 }
 
 // ProcessEqual reports whether a and b start identical processes: command,
-// dir, env, user and group are equal. When false, a rolling restart is needed.
+// dir, env, user, group and serve are equal. When false, a rolling restart
+// is needed.
 func (a *App) ProcessEqual(b *App) bool {
 	return slices.Equal(a.Command, b.Command) && a.Dir == b.Dir && maps.Equal(a.Env, b.Env) &&
-		a.User == b.User && a.Group == b.Group
+		a.User == b.User && a.Group == b.Group && a.Background == b.Background
 }
 
 // Empty reports whether nothing changed.

@@ -132,6 +132,11 @@ type App struct {
 	User    string            // run workers as this user (corral must be root); "" = same as corral
 	Group   string            // run workers with this group; "" = the user's primary group
 
+	// Background is set by serve = false: no port, no route, not in the
+	// proxy; a worker is ready once it has stayed up for SettleTime.
+	Background bool
+	SettleTime time.Duration
+
 	// Pool settings.
 	Instances     int
 	StopSignal    syscall.Signal
@@ -143,6 +148,10 @@ type App struct {
 	ExitOnFailure time.Duration // 0 = off; else exit corral non-zero when the app has no ready worker for this long
 	Watch         []string      // absolute paths; a change under them rolls the app (dev mode)
 	WatchDebounce time.Duration
+	Recycle       Recycle
+	// Autoscale moves the worker count between its bounds by load; nil = off
+	// (then Instances is fixed). When on, Instances is the starting size.
+	Autoscale *Autoscale
 
 	// Health, nil when the app has no health block (readiness = TCP connect).
 	Health *Health
@@ -159,6 +168,28 @@ type App struct {
 	Queue        Queue
 	Retries      int           // extra tries after the first
 	RetryTimeout time.Duration // total time for all tries
+}
+
+// Recycle replaces a worker the zero-downtime way once it reaches a limit;
+// a zero limit is off.
+type Recycle struct {
+	MaxRequests int           // requests served; each worker's threshold is drawn in [N, N*1.1]
+	MaxMemory   int64         // bytes of RSS of the worker's whole process group
+	MaxAge      time.Duration // time since start; each worker's threshold is drawn in [d, d*1.1]
+	Interval    time.Duration // how often the limits are checked (check_interval)
+}
+
+// On reports whether any limit is set.
+func (r Recycle) On() bool { return r.MaxRequests > 0 || r.MaxMemory > 0 || r.MaxAge > 0 }
+
+// Autoscale adds workers while the app's workers are saturated and removes
+// them, one at a time, once they are not; see the README for the rule.
+type Autoscale struct {
+	Min, Max       int           // bounds on the worker count
+	ScaleUpAfter   time.Duration // saturated at every check this long: add workers
+	ScaleDownAfter time.Duration // saturated at no check this long: remove one worker
+	Cooldown       time.Duration // least time between two decisions
+	Interval       time.Duration // how often saturation is checked (check_interval)
 }
 
 // Backoff decides when a crashed worker is restarted: at once when it had

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -87,16 +88,21 @@ type rawApp struct {
 	User    *string           `hcl:"user,optional"`
 	Group   *string           `hcl:"group,optional"`
 
-	Instances     *int        `hcl:"instances,optional"`
-	StopSignal    *string     `hcl:"stop_signal,optional"`
-	DrainTimeout  *string     `hcl:"drain_timeout,optional"`
-	StopTimeout   *string     `hcl:"stop_timeout,optional"`
-	StartTimeout  *string     `hcl:"start_timeout,optional"`
-	Backoff       *rawBackoff `hcl:"backoff,block"`
-	Surge         *int        `hcl:"surge,optional"`
-	ExitOnFailure *string     `hcl:"exit_on_failure,optional"`
-	Watch         []string    `hcl:"watch,optional"`
-	WatchDebounce *string     `hcl:"watch_debounce,optional"`
+	Background *bool   `hcl:"serve,optional"` // serve = false
+	SettleTime *string `hcl:"settle_time,optional"`
+
+	Instances     *int          `hcl:"instances,optional"`
+	StopSignal    *string       `hcl:"stop_signal,optional"`
+	DrainTimeout  *string       `hcl:"drain_timeout,optional"`
+	StopTimeout   *string       `hcl:"stop_timeout,optional"`
+	StartTimeout  *string       `hcl:"start_timeout,optional"`
+	Backoff       *rawBackoff   `hcl:"backoff,block"`
+	Surge         *int          `hcl:"surge,optional"`
+	ExitOnFailure *string       `hcl:"exit_on_failure,optional"`
+	Watch         []string      `hcl:"watch,optional"`
+	WatchDebounce *string       `hcl:"watch_debounce,optional"`
+	Recycle       *rawRecycle   `hcl:"recycle,block"`
+	Autoscale     *rawAutoscale `hcl:"autoscale,block"`
 
 	Health  *rawHealth  `hcl:"health,block"`
 	Passive *rawPassive `hcl:"passive,block"`
@@ -118,6 +124,22 @@ type rawBackoff struct {
 	ResetAfter    *string `hcl:"reset_after,optional"`
 	MinUptime     *string `hcl:"min_uptime,optional"`
 	QuickRestarts *int    `hcl:"quick_restarts,optional"`
+}
+
+type rawRecycle struct {
+	MaxRequests *int           `hcl:"max_requests,optional"`
+	MaxMemory   hcl.Expression `hcl:"max_memory,optional"`
+	MaxAge      *string        `hcl:"max_age,optional"`
+	Interval    *string        `hcl:"check_interval,optional"`
+}
+
+type rawAutoscale struct {
+	Min            *int    `hcl:"min,optional"`
+	Max            *int    `hcl:"max,optional"`
+	ScaleUpAfter   *string `hcl:"scale_up_after,optional"`
+	ScaleDownAfter *string `hcl:"scale_down_after,optional"`
+	Cooldown       *string `hcl:"cooldown,optional"`
+	Interval       *string `hcl:"check_interval,optional"`
 }
 
 type rawQueue struct {
@@ -293,6 +315,9 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		User:    valueOr(r.User, ""),
 		Group:   valueOr(r.Group, ""),
 
+		Background: !valueOr(r.Background, true),
+		SettleTime: c.duration(n, "settle_time", r.SettleTime, time.Second),
+
 		Instances:     c.intIn(n, "instances", r.Instances, min(runtime.NumCPU(), 256), 1, 256),
 		StopSignal:    c.signal(n, "stop_signal", r.StopSignal),
 		DrainTimeout:  c.duration(n, "drain_timeout", r.DrainTimeout, 30*time.Second),
@@ -324,7 +349,13 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		// ask for that instead of guessing.
 		c.bad(n, "stop_timeout", "must be greater than 0 (stop_signal = \"SIGKILL\" kills at once)")
 	}
+	if r.Autoscale != nil {
+		a.Autoscale = c.autoscale(n, r, a)
+	}
 	maxSurge := a.Instances
+	if a.Autoscale != nil {
+		maxSurge = max(maxSurge, a.Autoscale.Max)
+	}
 	if !c.fine(n.sub("instances")) {
 		maxSurge = 256 // judge surge against instances only once they are valid
 	}
@@ -347,6 +378,20 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		c.bad(backoff, "max", "must not be less than min (%s), got %s", a.Backoff.Min, a.Backoff.Max)
 	}
 
+	if a.Background {
+		c.background(n, r, a)
+	}
+
+	recycle := n.child("recycle")
+	rc := deref(r.Recycle)
+	a.Recycle = Recycle{
+		MaxRequests: c.intIn(recycle, "max_requests", rc.MaxRequests, 0, 0, 1<<40),
+		MaxMemory:   c.size(recycle, "max_memory", rc.MaxMemory),
+		MaxAge:      c.duration(recycle, "max_age", rc.MaxAge, 0),
+		Interval:    c.duration(recycle, "check_interval", rc.Interval, 5*time.Second),
+	}
+	c.positive(recycle, "check_interval", a.Recycle.Interval)
+
 	if r.Health != nil {
 		a.Health = c.health(n.child("health"), r.Health)
 	}
@@ -359,6 +404,65 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 		Timeout: c.duration(queue, "timeout", q.Timeout, 10*time.Second),
 	}
 	return a
+}
+
+// autoscale reads an app's autoscale block and fits instances to its
+// bounds: absent, it starts at min; set, it must lie within them.
+func (c *checker) autoscale(n node, r *rawApp, a *App) *Autoscale {
+	an := n.child("autoscale")
+	ra := r.Autoscale
+	as := &Autoscale{
+		Min:            c.intIn(an, "min", ra.Min, 1, 1, 256),
+		Max:            c.intIn(an, "max", ra.Max, 0, 1, 256),
+		ScaleUpAfter:   c.duration(an, "scale_up_after", ra.ScaleUpAfter, 2*time.Second),
+		ScaleDownAfter: c.duration(an, "scale_down_after", ra.ScaleDownAfter, 30*time.Second),
+		Cooldown:       c.duration(an, "cooldown", ra.Cooldown, 5*time.Second),
+		Interval:       c.duration(an, "check_interval", ra.Interval, 500*time.Millisecond),
+	}
+	if ra.Max == nil {
+		c.add(an.sub("max"), an.at, "is required, e.g. max = 8")
+	}
+	c.positive(an, "scale_down_after", as.ScaleDownAfter)
+	c.positive(an, "check_interval", as.Interval)
+	bounds := c.fine(an.sub("min"), an.sub("max"))
+	if bounds && as.Max < as.Min {
+		c.bad(an, "max", "must not be less than min (%d), got %d", as.Min, as.Max)
+		bounds = false
+	}
+	switch {
+	case r.Instances == nil:
+		a.Instances = as.Min
+	case bounds && c.fine(n.sub("instances")) && (a.Instances < as.Min || a.Instances > as.Max):
+		c.bad(n, "instances", "is the starting size with autoscale: must be within min..max (%d..%d), got %d", as.Min, as.Max, a.Instances)
+	}
+	if a.Background {
+		c.add(an.key, an.at, "a background app (serve = false) gets no requests to scale by")
+	} else if a.MaxInflight == 0 {
+		c.add(an.key, an.at, "autoscale judges saturation by max_inflight: set max_inflight on the app")
+	}
+	return as
+}
+
+// background checks what a background app (serve = false) cannot have: it
+// gets no port, so neither {port}, {socket} nor a health check (which needs
+// a port) make sense, and no route.
+func (c *checker) background(n node, r *rawApp, a *App) {
+	for i, arg := range a.Command {
+		if strings.Contains(arg, "{port}") || strings.Contains(arg, "{socket}") {
+			c.badItem(n, "command", i, "a background app (serve = false) gets no port: remove {port}/{socket}")
+			break
+		}
+	}
+	if r.Health != nil {
+		hn := n.child("health")
+		c.add(hn.key, hn.at, "a background app (serve = false) has no port to check; it is ready once it has stayed up for settle_time")
+	}
+	if len(a.Hosts) > 0 {
+		c.bad(n, "hosts", "a background app (serve = false) gets no route")
+	}
+	if a.PathPrefix != "" {
+		c.bad(n, "path_prefix", "a background app (serve = false) gets no route")
+	}
 }
 
 func (c *checker) health(n node, r *rawHealth) *Health {
@@ -411,7 +515,19 @@ func (c *checker) crossApps(cfg *Config, raw *rawFile, root node) {
 	instances := 0
 	for i, a := range cfg.Apps {
 		n := root.blockAt(raw.Apps[i].DefRange)
-		instances += a.Instances + a.Surge
+		if a.Background {
+			// A background app takes no port and claims no route.
+			if byName[a.Name] {
+				c.add(n.key, n.at, "app %q is defined twice", a.Name)
+			}
+			byName[a.Name] = true
+			continue
+		}
+		if a.Autoscale != nil {
+			instances += max(a.Instances, a.Autoscale.Max) + a.Surge
+		} else {
+			instances += a.Instances + a.Surge
+		}
 		if byName[a.Name] {
 			c.add(n.key, n.at, "app %q is defined twice", a.Name)
 			continue

@@ -44,6 +44,7 @@ func defaultApp(name, dir string, command ...string) *App {
 		Command:       command,
 		Dir:           dir,
 		Env:           map[string]string{},
+		SettleTime:    time.Second,
 		Instances:     runtime.NumCPU(),
 		StopSignal:    syscall.SIGTERM,
 		DrainTimeout:  30 * time.Second,
@@ -52,6 +53,7 @@ func defaultApp(name, dir string, command ...string) *App {
 		Backoff:       Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, ResetAfter: 30 * time.Second, MinUptime: time.Second, QuickRestarts: 10},
 		Surge:         1,
 		WatchDebounce: 500 * time.Millisecond,
+		Recycle:       Recycle{Interval: 5 * time.Second},
 		Passive:       Passive{Failures: 5, BaseEjection: 10 * time.Second, MaxEjection: 5 * time.Minute, MaxEjectedPercent: 50},
 		Balance:       BalanceLeastOutstanding,
 		StickyCookie:  "corral_sticky",
@@ -123,6 +125,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		Dir:           dir,
 		Env:           map[string]string{"GREETING": "hi", "MODE": "production"},
 		User:          "www-data",
+		SettleTime:    time.Second,
 		Group:         "www-data",
 		Instances:     4,
 		StopSignal:    syscall.SIGQUIT,
@@ -134,6 +137,9 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		ExitOnFailure: 5 * time.Minute,
 		Watch:         []string{filepath.Join(dir, "src")},
 		WatchDebounce: time.Second,
+		Recycle:       Recycle{MaxRequests: 10000, MaxMemory: 512 << 20, MaxAge: 24 * time.Hour, Interval: 2 * time.Second},
+		Autoscale: &Autoscale{Min: 2, Max: 6, ScaleUpAfter: 3 * time.Second, ScaleDownAfter: time.Minute,
+			Cooldown: 20 * time.Second, Interval: time.Second},
 		Health: &Health{Type: "http", Path: "/healthz", Host: "web.internal", Interval: 3 * time.Second,
 			Timeout: 2 * time.Second, ExpectStatus: []int{200, 204}, HealthyThreshold: 1,
 			UnhealthyThreshold: 4, RestartAfter: 2 * time.Minute},
@@ -231,6 +237,19 @@ func TestLoadValues(t *testing.T) {
 		{"relative dir", `dir = "sub"`, func(a *App) bool { return filepath.Base(a.Dir) == "sub" && filepath.IsAbs(a.Dir) }},
 		{"absolute watch kept", `watch = ["/tmp"]`, func(a *App) bool { return reflect.DeepEqual(a.Watch, []string{"/tmp"}) }},
 		{"surge equal to instances", "instances = 2\nsurge = 2", func(a *App) bool { return a.Surge == 2 }},
+		{"background app", "serve = false\nsettle_time = \"250ms\"", func(a *App) bool { return a.Background && a.SettleTime == 250*time.Millisecond }},
+		{"served by default", "", func(a *App) bool { return !a.Background && a.SettleTime == time.Second }},
+		{"recycle off by default", "", func(a *App) bool { return !a.Recycle.On() && a.Recycle.Interval == 5*time.Second }},
+		{"recycle max_memory as bytes", "recycle {\nmax_memory = 1048576\n}", func(a *App) bool { return a.Recycle.MaxMemory == 1<<20 && a.Recycle.On() }},
+		{"recycle max_memory in MB", "recycle {\nmax_memory = \"300MB\"\n}", func(a *App) bool { return a.Recycle.MaxMemory == 300e6 }},
+		{"autoscale off by default", "", func(a *App) bool { return a.Autoscale == nil }},
+		{"autoscale starts at min", "max_inflight = 1\nautoscale {\nmin = 2\nmax = 4\n}", func(a *App) bool {
+			return a.Instances == 2 && *a.Autoscale == Autoscale{Min: 2, Max: 4, ScaleUpAfter: 2 * time.Second,
+				ScaleDownAfter: 30 * time.Second, Cooldown: 5 * time.Second, Interval: 500 * time.Millisecond}
+		}},
+		{"autoscale starts at instances", "max_inflight = 1\ninstances = 3\nautoscale {\nmax = 4\n}", func(a *App) bool { return a.Instances == 3 && a.Autoscale.Min == 1 }},
+		{"surge up to autoscale max", "max_inflight = 1\nsurge = 3\nautoscale {\nmax = 4\n}", func(a *App) bool { return a.Instances == 1 && a.Surge == 3 }},
+		{"recycle max_age alone", "recycle {\nmax_age = \"1h\"\n}", func(a *App) bool { return a.Recycle.MaxAge == time.Hour && a.Recycle.MaxRequests == 0 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -318,6 +337,20 @@ func TestLoadProblems(t *testing.T) {
 		{"missing label", "app {\n  command = [\"x\"]\n}\n", 1, "app", "missing name"},
 		{"bad duration", "app \"web\" {\n  command = [\"x\"]\n  health {\n    interval = \"two\"\n  }\n}\n", 4, "app.web.health.interval", `must be a duration like "2s", got "two"`},
 		{"negative duration", "app \"web\" {\n  command = [\"x\"]\n  stop_timeout = \"-1s\"\n}\n", 3, "app.web.stop_timeout", "must not be negative"},
+		{"background app with {port}", "app \"jobs\" {\n  command = [\"worker\", \"--port={port}\"]\n  serve = false\n}\n", 2, "app.jobs.command", "gets no port"},
+		{"background app with health", "app \"jobs\" {\n  command = [\"worker\"]\n  serve = false\n  health {}\n}\n", 4, "app.jobs.health", "no port to check"},
+		{"background app with a route", "app \"jobs\" {\n  command = [\"worker\"]\n  serve = false\n  path_prefix = \"/jobs\"\n}\n", 4, "app.jobs.path_prefix", "no route"},
+		{"zero recycle check_interval", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    check_interval = \"0s\"\n  }\n}\n", 4, "app.web.recycle.check_interval", "greater than 0"},
+		{"negative max_requests", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    max_requests = -1\n  }\n}\n", 4, "app.web.recycle.max_requests", ""},
+		{"bad max_memory", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    max_memory = \"lots\"\n  }\n}\n", 4, "app.web.recycle.max_memory", "size like"},
+		{"autoscale without max", "app \"web\" {\n  command = [\"x\"]\n  max_inflight = 1\n  autoscale {\n    min = 2\n  }\n}\n", 4, "app.web.autoscale.max", "is required"},
+		{"autoscale max below min", "app \"web\" {\n  command = [\"x\"]\n  max_inflight = 1\n  autoscale {\n    min = 3\n    max = 2\n  }\n}\n", 6, "app.web.autoscale.max", "less than min (3)"},
+		{"autoscale min zero", "app \"web\" {\n  command = [\"x\"]\n  max_inflight = 1\n  autoscale {\n    min = 0\n    max = 2\n  }\n}\n", 5, "app.web.autoscale.min", "between 1 and 256"},
+		{"instances outside autoscale", "app \"web\" {\n  command = [\"x\"]\n  max_inflight = 1\n  instances = 5\n  autoscale {\n    max = 4\n  }\n}\n", 4, "app.web.instances", "within min..max (1..4)"},
+		{"autoscale without max_inflight", "app \"web\" {\n  command = [\"x\"]\n  autoscale {\n    max = 4\n  }\n}\n", 3, "app.web.autoscale", "set max_inflight"},
+		{"autoscale zero scale_down_after", "app \"web\" {\n  command = [\"x\"]\n  max_inflight = 1\n  autoscale {\n    max = 4\n    scale_down_after = \"0s\"\n  }\n}\n", 6, "app.web.autoscale.scale_down_after", "greater than 0"},
+		{"autoscale bad cooldown", "app \"web\" {\n  command = [\"x\"]\n  max_inflight = 1\n  autoscale {\n    max = 4\n    cooldown = \"soon\"\n  }\n}\n", 6, "app.web.autoscale.cooldown", "must be a duration"},
+		{"autoscale on a background app", "app \"jobs\" {\n  command = [\"x\"]\n  serve = false\n  autoscale {\n    max = 4\n  }\n}\n", 4, "app.jobs.autoscale", "no requests to scale by"},
 		{"zero interval", "app \"web\" {\n  command = [\"x\"]\n  health {\n    interval = \"0s\"\n  }\n}\n", 4, "app.web.health.interval", "greater than 0"},
 		{"bad listen", "\n\nlisten = \"8080\"\napp \"web\" { command = [\"x\"] }\n", 3, "listen", "must be host:port"},
 		{"bad listen port", "listen = \"127.0.0.1:http\"\napp \"web\" { command = [\"x\"] }\n", 1, "listen", "must be host:port"},
@@ -480,5 +513,19 @@ func TestParseResolvesPathsAgainstFilename(t *testing.T) {
 	}
 	if cfg.Path != filepath.Join(dir, "corral.hcl") {
 		t.Errorf("path = %s", cfg.Path)
+	}
+}
+
+// TestLoadBackgroundAppBesideTheDefault checks that a background app,
+// which claims no route, is not a second default app and takes no ports.
+func TestLoadBackgroundAppBesideTheDefault(t *testing.T) {
+	path := writeConfig(t, "worker_ports = \"20000-20009\"\napp \"web\" {\ncommand = [\"x\", \"{port}\"]\ninstances = 4\n}\n"+
+		"app \"jobs\" {\ncommand = [\"y\"]\nserve = false\ninstances = 8\n}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Apps[1].Background || cfg.Apps[0].Background {
+		t.Errorf("background flags %v %v, want false true", cfg.Apps[0].Background, cfg.Apps[1].Background)
 	}
 }

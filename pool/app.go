@@ -43,6 +43,13 @@ var ErrStopped = errors.New("app stopped")
 // ErrNotStarted is returned by Restart on an App whose Start was not called.
 var ErrNotStarted = errors.New("app not started")
 
+// ErrUnknownWorker is returned (wrapped) by RestartWorker for an id that is
+// not a slot of the app.
+var ErrUnknownWorker = errors.New("unknown worker")
+
+// MaxInstances bounds a runtime scale, as config bounds instances.
+const MaxInstances = 256
+
 // Defaults for pool settings a spec leaves zero (config normally fills them).
 const (
 	defaultDrainTimeout = 30 * time.Second
@@ -85,19 +92,26 @@ type App struct {
 	hurryOnce sync.Once
 
 	// Everything below is owned by the supervisor goroutine.
-	spec        *config.App
-	ctx         context.Context // ends probes and the watcher when the supervisor ends
-	cancel      context.CancelFunc
-	slots       map[string]*slot
-	workers     map[*worker]struct{} // every process not yet finished
-	gen         int
-	version     uint64
-	roll        *roll
-	lastRoll    RollStatus
-	stopping    bool
-	giveUpTimer *time.Timer
-	gaveUp      bool
-	stopWatch   context.CancelFunc
+	spec     *config.App
+	ctx      context.Context // ends probes and the watcher when the supervisor ends
+	cancel   context.CancelFunc
+	slots    map[string]*slot
+	workers  map[*worker]struct{} // every process not yet finished
+	gen      int
+	version  uint64
+	roll     *roll
+	lastRoll RollStatus
+	scaled   int // runtime instances (Scale) until the next Update; 0 = none
+	ready    int // workers ready: in rotation, or (background) up for settle_time
+	// recycleTimer is the next recycle round; memReading is set while a
+	// round reads memory off the supervisor.
+	recycleTimer *time.Timer
+	memReading   bool
+	auto         autoscaler
+	stopping     bool
+	giveUpTimer  *time.Timer
+	gaveUp       bool
+	stopWatch    context.CancelFunc
 }
 
 // New returns the supervisor of spec's app; nothing runs until Start.
@@ -143,6 +157,8 @@ func (a *App) Start() {
 		a.post(func() {
 			a.reconcile()
 			a.startWatcher()
+			a.armRecycle()
+			a.armAutoscale()
 			a.publish()
 		})
 	})
@@ -151,8 +167,9 @@ func (a *App) Start() {
 // Table returns the app's current routing table; it is never nil.
 func (a *App) Table() *Table { return a.table.Load() }
 
-// Ready reports whether at least one worker is in rotation.
-func (a *App) Ready() bool { return len(a.table.Load().Backends) > 0 }
+// Ready reports whether at least one worker is ready: in rotation, or for
+// a background app, up for its settle_time.
+func (a *App) Ready() bool { return a.status.Load().st.Ready > 0 }
 
 // Stats returns the app's counters and a fresh map of every slot's counters
 // ever created, scaled-down slots included.
@@ -185,7 +202,7 @@ func (a *App) Restart(ctx context.Context) error {
 		return ErrNotStarted
 	}
 	result := make(chan error, 1)
-	if !a.post(func() { a.startRoll("restart requested", result) }) {
+	if !a.post(func() { a.startRoll("restart requested", CauseManual, result) }) {
 		return ErrStopped
 	}
 	select {
@@ -272,6 +289,14 @@ func (a *App) shutdown() {
 	if a.giveUpTimer != nil {
 		a.giveUpTimer.Stop()
 	}
+	if a.recycleTimer != nil {
+		a.recycleTimer.Stop()
+		a.recycleTimer = nil
+	}
+	if a.auto.timer != nil {
+		a.auto.timer.Stop()
+		a.auto.timer = nil
+	}
 	for _, s := range a.slots {
 		s.cancelRestart()
 	}
@@ -296,10 +321,115 @@ func (a *App) final() {
 	a.log.Info("app stopped")
 }
 
-// update applies spec on the supervisor.
+// RestartWorker replaces the worker of slot id the zero-downtime way (a
+// roll of that one slot: the new worker ready first, then the old one out
+// of rotation, drained and stopped) and returns when it is done, failed or
+// ctx ended. Asked while a roll runs, it runs after that roll.
+func (a *App) RestartWorker(ctx context.Context, id string) error {
+	if !a.started.Load() {
+		return ErrNotStarted
+	}
+	result := make(chan error, 1)
+	if !a.post(func() {
+		if _, ok := a.slots[id]; !ok {
+			result <- fmt.Errorf("restarting %s: %w", id, ErrUnknownWorker)
+			return
+		}
+		a.ask(&rollAsk{reason: "restart of " + id + " requested", cause: CauseManual,
+			only: map[string]bool{id: true}, waiters: []chan<- error{result}})
+	}) {
+		return ErrStopped
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-a.done:
+		return ErrStopped
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for restart of %s: %w", id, ctx.Err())
+	}
+}
+
+// Scale sets the app's instances to n at runtime, until the next Update
+// (a reload) or ResetScale. New workers start at once; surplus workers
+// drain and stop from the highest slot down; a scale asked during a roll
+// applies when the roll ends. It returns the instances before. With
+// autoscale on, n must be within its bounds (else ErrOutOfBounds) and
+// autoscaling goes on from n.
+func (a *App) Scale(n int) (int, error) {
+	if n < 1 || n > MaxInstances {
+		return 0, fmt.Errorf("scaling %s to %d: instances must be in 1..%d", a.name, n, MaxInstances)
+	}
+	if !a.started.Load() {
+		return 0, ErrNotStarted
+	}
+	type answer struct {
+		prev int
+		err  error
+	}
+	res := make(chan answer, 1)
+	if !a.post(func() {
+		if as := a.spec.Autoscale; as != nil {
+			if n < as.Min || n > as.Max {
+				res <- answer{err: fmt.Errorf("scaling %s to %d: %w: autoscale keeps it within %d..%d", a.name, n, ErrOutOfBounds, as.Min, as.Max)}
+				return
+			}
+			a.auto.lastAt = time.Now()
+			a.auto.restart()
+		}
+		res <- answer{prev: a.instances()}
+		a.scaled = n
+		a.log.Info("scaled at runtime", "instances", n)
+		a.reconcile()
+	}) {
+		return 0, ErrStopped
+	}
+	select {
+	case r := <-res:
+		return r.prev, r.err
+	case <-a.done:
+		return 0, ErrStopped
+	}
+}
+
+// ResetScale drops a runtime scale: the app goes back to its spec's
+// instances. A reload calls it for the apps it does not otherwise change.
+// An autoscaled app keeps its count: autoscaling owns it.
+func (a *App) ResetScale() {
+	if !a.started.Load() {
+		return
+	}
+	applied := make(chan struct{})
+	if a.post(func() {
+		if a.scaled != 0 && a.spec.Autoscale == nil {
+			a.scaled = 0
+			a.log.Info("runtime scale dropped", "instances", a.spec.Instances)
+			a.reconcile()
+		}
+		close(applied)
+	}) {
+		select {
+		case <-applied:
+		case <-a.done:
+		}
+	}
+}
+
+// instances is how many workers the app should have now.
+func (a *App) instances() int {
+	if a.scaled > 0 {
+		return a.scaled
+	}
+	return a.spec.Instances
+}
+
+// update applies spec on the supervisor. A runtime scale ends here: the
+// file's instances apply again, except with autoscale, which keeps the
+// count it has, within the new bounds.
 func (a *App) update(spec *config.App) {
-	old := a.spec
+	old, cur := a.spec, a.instances()
 	a.spec = spec
+	a.clampScale(cur)
 	for w := range a.workers {
 		if w.probe != nil {
 			w.probe.SetSpec(spec.Health)
@@ -311,8 +441,18 @@ func (a *App) update(spec *config.App) {
 	if !slices.Equal(old.Watch, spec.Watch) || old.WatchDebounce != spec.WatchDebounce {
 		a.startWatcher()
 	}
+	if old.Recycle != spec.Recycle {
+		// New limits apply to every worker: thresholds are drawn again.
+		for w := range a.workers {
+			w.maxRequests, w.maxAge = 0, 0
+		}
+		a.armRecycle()
+	}
+	if !autoscaleEqual(old.Autoscale, spec.Autoscale) {
+		a.armAutoscale()
+	}
 	if !processEqual(old, spec) {
-		a.startRoll("config changed")
+		a.startRoll("config changed", CauseReload)
 	}
 	a.reconcile()
 	a.publish()
@@ -323,6 +463,11 @@ func (a *App) update(spec *config.App) {
 func processEqual(a, b *config.App) bool {
 	return slices.Equal(a.Command, b.Command) && a.Dir == b.Dir &&
 		maps.Equal(a.Env, b.Env) && a.User == b.User && a.Group == b.Group
+}
+
+// autoscaleEqual reports whether x and y are the same autoscale settings.
+func autoscaleEqual(x, y *config.Autoscale) bool {
+	return (x == nil && y == nil) || (x != nil && y != nil && *x == *y)
 }
 
 func (a *App) stopTimeout() time.Duration {

@@ -106,6 +106,14 @@ func runWorker(mode string) {
 			"CORRAL_WORKER": os.Getenv("CORRAL_WORKER"), "args": os.Args[1:], "pid": os.Getpid(),
 		})
 	})
+	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
+		// 64 MiB, every page touched so it is resident: a leak.
+		b := make([]byte, 64<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		grown = append(grown, b)
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		// The app's sick file, or the one of this worker alone (FILE.web-2).
 		sick := os.Getenv(envSickFile)
@@ -124,6 +132,9 @@ func runWorker(mode string) {
 	}
 	http.Serve(l, mux)
 }
+
+// grown holds what /grow allocated, so it stays resident.
+var grown [][]byte
 
 // testBinary is the path of the test binary, re-executed as the worker.
 func testBinary() string { return os.Args[0] }

@@ -40,7 +40,8 @@ type process struct {
 	logsDone chan struct{}
 }
 
-// buildCommand turns spec into the command for one worker listening on port.
+// buildCommand turns spec into the command for one worker listening on
+// port; port 0 (a background app) sets no PORT and replaces nothing.
 func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) {
 	if len(spec.Command) == 0 {
 		return nil, errors.New("empty command")
@@ -48,7 +49,10 @@ func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) 
 	p := strconv.Itoa(port)
 	argv := make([]string, len(spec.Command))
 	for i, arg := range spec.Command {
-		argv[i] = strings.ReplaceAll(arg, "{port}", p)
+		if port > 0 {
+			arg = strings.ReplaceAll(arg, "{port}", p)
+		}
+		argv[i] = arg
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	if path, ok := spec.Env["PATH"]; ok && !strings.Contains(argv[0], "/") {
@@ -65,7 +69,10 @@ func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) 
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
-	env = append(env, "PORT="+p, "CORRAL_APP="+spec.Name, "CORRAL_WORKER="+slotID)
+	if port > 0 {
+		env = append(env, "PORT="+p)
+	}
+	env = append(env, "CORRAL_APP="+spec.Name, "CORRAL_WORKER="+slotID)
 	cmd.Env = env
 	attr := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if spec.User != "" || spec.Group != "" {

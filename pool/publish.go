@@ -35,6 +35,10 @@ func (a *App) Status() AppStatus {
 		ws, live := &st.Workers[i], v.live[i]
 		if live.stats != nil {
 			ws.Restarts = live.stats.Restarts()
+			ws.Replacements = make(map[string]uint64, len(ReplacementCauses))
+			for _, c := range ReplacementCauses {
+				ws.Replacements[c] = live.stats.Replacements(c)
+			}
 			ws.Requests = live.stats.Requests.Load()
 		}
 		if b := live.backend; b != nil {
@@ -58,19 +62,24 @@ func (a *App) Status() AppStatus {
 // then a new status snapshot, and tracks exit_on_failure.
 func (a *App) publish() {
 	var backends []*Backend
+	ready := 0
 	for _, w := range a.sortedWorkers() {
 		// An exited worker leaves rotation at once, before its tree is gone.
-		if w.state == StateReady && w.backend != nil && !w.exited {
-			backends = append(backends, w.backend)
+		if w.state == StateReady && !w.exited {
+			ready++
+			if w.backend != nil {
+				backends = append(backends, w.backend)
+			}
 		}
 	}
+	a.ready = ready
 	cur := a.table.Load()
 	if cur.App != a.spec || !slices.Equal(cur.Backends, backends) {
 		a.version++
 		a.table.Store(&Table{App: a.spec, Backends: backends, Stats: a.stats, Version: a.version})
 	}
-	a.trackGiveUp(len(backends) > 0)
-	if len(backends) == 0 {
+	a.trackGiveUp(ready > 0)
+	if ready == 0 {
 		a.rescue()
 	}
 	a.publishStatus()
@@ -92,10 +101,12 @@ func (a *App) sortedWorkers() []*worker {
 // left out; a slot waiting to restart shows as one backoff entry.
 func (a *App) publishStatus() {
 	v := &statusView{st: AppStatus{
-		Name:      a.name,
-		Instances: a.spec.Instances,
-		Ready:     len(a.table.Load().Backends),
-		Roll:      a.lastRoll,
+		Name:       a.name,
+		Instances:  a.instances(),
+		Configured: a.spec.Instances,
+		Ready:      a.ready,
+		Roll:       a.lastRoll,
+		Autoscale:  a.autoscaleStatus(),
 	}}
 	add := func(ws WorkerStatus, live liveRefs) {
 		v.st.Workers = append(v.st.Workers, ws)

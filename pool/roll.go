@@ -11,40 +11,89 @@ import (
 
 // roll is a running rolling restart, driven by the supervisor: candidates
 // are started (at most surge at once), and only when one is ready does it
-// take its slot and the old worker drain and stop.
+// take its slot and the old worker drain and stop. A roll replaces every
+// slot, or only some (a worker restart, a recycle).
 type roll struct {
 	gen     int
 	spec    *config.App
+	cause   string           // replacement cause counted for each replaced slot
 	queue   []*slot          // slots still to replace
 	pending map[*worker]bool // candidates started, not ready yet
 	old     int              // replaced workers not yet stopped
 	waiters []chan<- error
 
-	// again is set when another roll was asked for while this one ran.
-	again        bool
-	againReason  string
-	againWaiters []chan<- error
+	// next is asked for while this roll ran; it runs after it.
+	next *rollAsk
 }
 
-// startRoll starts a rolling restart, or coalesces into the running one:
-// then one more roll runs after it. The waiters (buffered) get the outcome.
-func (a *App) startRoll(reason string, waiters ...chan<- error) {
+// rollAsk is a rolling restart asked for: of every slot (only nil) or of
+// the slots named in only.
+type rollAsk struct {
+	reason  string
+	cause   string
+	only    map[string]bool
+	waiters []chan<- error
+}
+
+// merge folds b, asked for later, into k: the union of their slots, b's
+// reason, and the cause of the one that covers every slot (else b's).
+func (k *rollAsk) merge(b *rollAsk) {
+	switch {
+	case k.only == nil && b.only != nil:
+		// k covers every slot: its cause stays.
+	case b.only == nil:
+		k.only, k.cause = nil, b.cause
+	default:
+		for id := range b.only {
+			k.only[id] = true
+		}
+		k.cause = b.cause
+	}
+	k.reason = b.reason
+	k.waiters = append(k.waiters, b.waiters...)
+}
+
+// startRoll starts a rolling restart of every slot, or coalesces into the
+// running one: then one more roll runs after it. The waiters (buffered) get
+// the outcome.
+func (a *App) startRoll(reason, cause string, waiters ...chan<- error) {
+	a.ask(&rollAsk{reason: reason, cause: cause, waiters: waiters})
+}
+
+// ask starts the roll k asks for, or queues it after the running roll,
+// merged with any roll queued already.
+func (a *App) ask(k *rollAsk) {
 	if a.stopping {
-		for _, ch := range waiters {
+		for _, ch := range k.waiters {
 			ch <- ErrStopped
 		}
 		return
 	}
 	if r := a.roll; r != nil {
-		r.again, r.againReason = true, reason
-		r.againWaiters = append(r.againWaiters, waiters...)
+		if r.next == nil {
+			r.next = k
+		} else {
+			r.next.merge(k)
+		}
 		return
 	}
+	queue := a.sortedSlots()
+	if k.only != nil {
+		queue = slices.DeleteFunc(queue, func(s *slot) bool { return !k.only[s.id] })
+		if len(queue) == 0 {
+			// Every slot asked for was scaled away meanwhile.
+			for _, ch := range k.waiters {
+				ch <- nil
+			}
+			a.reconcile()
+			return
+		}
+	}
 	a.gen++
-	r := &roll{gen: a.gen, spec: a.spec, queue: a.sortedSlots(), pending: map[*worker]bool{}, waiters: waiters}
+	r := &roll{gen: a.gen, spec: a.spec, cause: k.cause, queue: queue, pending: map[*worker]bool{}, waiters: k.waiters}
 	a.roll = r
-	a.lastRoll = RollStatus{State: "running", Reason: reason, Started: time.Now()}
-	a.log.Info("rolling restart started", "reason", reason, "generation", r.gen)
+	a.lastRoll = RollStatus{State: "running", Reason: k.reason, Started: time.Now()}
+	a.log.Info("rolling restart started", "reason", k.reason, "generation", r.gen, "workers", len(queue))
 	a.stepRoll()
 	a.publish()
 }
@@ -94,6 +143,7 @@ func (a *App) promote(w *worker) {
 	old := s.cur
 	s.cur, s.spec, s.gen = w, r.spec, r.gen
 	s.cancelRestart()
+	s.stats.AddReplacement(r.cause)
 	if old != nil && !old.stopping {
 		r.old++
 		a.stopWorker(old, fmt.Sprintf("replaced by generation %d", r.gen), true, func() {
@@ -133,23 +183,26 @@ func (a *App) endRoll(err error) {
 		a.log.Info("rolling restart done", "generation", r.gen,
 			"took", a.lastRoll.Finished.Sub(a.lastRoll.Started).Round(time.Millisecond))
 	}
+	// The status shows the outcome before any waiter hears it: a caller of
+	// Restart that reads Status next must not see the roll still running.
+	a.publishStatus()
 	for _, ch := range r.waiters {
 		ch <- err
 	}
-	if r.again {
-		a.startRoll(r.againReason, r.againWaiters...)
+	if r.next != nil {
+		a.ask(r.next)
 		return
 	}
 	a.reconcile()
 }
 
-// reconcile starts or drain-stops slots until there are spec.Instances. A
+// reconcile starts or drain-stops slots until there are instances(). A
 // scale asked for during a roll waits for the roll's end.
 func (a *App) reconcile() {
 	if a.roll != nil || a.stopping {
 		return
 	}
-	want := a.spec.Instances
+	want := a.instances()
 	for n := 1; n <= want; n++ {
 		if _, ok := a.slots[a.name+"-"+fmt.Sprint(n)]; !ok {
 			s := a.newSlot(n)

@@ -18,13 +18,18 @@ const (
 
 // AppStatus is a snapshot of one app for /status and metrics.
 type AppStatus struct {
-	Name      string         `json:"name"`
-	Instances int            `json:"instances"` // desired
-	Ready     int            `json:"ready"`     // workers in rotation
-	Queued    int64          `json:"queued"`
-	Workers   []WorkerStatus `json:"workers"`
+	Name      string `json:"name"`
+	Instances int    `json:"instances"` // desired now
+	// Configured is the file's instances; it differs from Instances after a
+	// runtime scale, until the next reload.
+	Configured int            `json:"configured"`
+	Ready      int            `json:"ready"` // workers in rotation
+	Queued     int64          `json:"queued"`
+	Workers    []WorkerStatus `json:"workers"`
 	// Roll describes the last rolling restart (empty before the first).
 	Roll RollStatus `json:"roll"`
+	// Autoscale shows bounds, count and last decision; nil when off.
+	Autoscale *AutoscaleStatus `json:"autoscale,omitempty"`
 }
 
 // RollStatus describes an app's most recent rolling restart.
@@ -38,19 +43,23 @@ type RollStatus struct {
 
 // WorkerStatus is a snapshot of one worker.
 type WorkerStatus struct {
-	ID          string        `json:"id"`
-	PID         int           `json:"pid"`
-	Port        int           `json:"port"`
-	State       string        `json:"state"`
-	Reason      string        `json:"reason,omitempty"` // why it is in this state
-	Restarts    uint64        `json:"restarts"`
-	StartedAt   time.Time     `json:"started_at"`
-	ReadyAt     time.Time     `json:"ready_at,omitempty"`
-	Inflight    int64         `json:"inflight"`
-	Requests    uint64        `json:"requests"`
-	Ejected     bool          `json:"ejected"`
-	EjectReason string        `json:"eject_reason,omitempty"`
-	Health      *health.Stats `json:"health,omitempty"`
-	Generation  int           `json:"generation"` // grows with each rolling restart of the app
-	LastExit    string        `json:"last_exit,omitempty"`
+	ID     string `json:"id"`
+	PID    int    `json:"pid"`
+	Port   int    `json:"port"`
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"` // why it is in this state
+	// Restarts counts restarts after a failure (crash or health).
+	Restarts uint64 `json:"restarts"`
+	// Replacements counts every replacement of the slot's process by cause
+	// (every cause, zeros included); crash + health = Restarts.
+	Replacements map[string]uint64 `json:"replacements"`
+	StartedAt    time.Time         `json:"started_at"`
+	ReadyAt      time.Time         `json:"ready_at,omitempty"`
+	Inflight     int64             `json:"inflight"`
+	Requests     uint64            `json:"requests"`
+	Ejected      bool              `json:"ejected"`
+	EjectReason  string            `json:"eject_reason,omitempty"`
+	Health       *health.Stats     `json:"health,omitempty"`
+	Generation   int               `json:"generation"` // grows with each rolling restart of the app
+	LastExit     string            `json:"last_exit,omitempty"`
 }

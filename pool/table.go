@@ -88,6 +88,8 @@ type AppStats struct {
 	NoBackend       atomic.Uint64 // 503 because no worker was in rotation
 	Retries         atomic.Uint64 // tries after the first
 	ClientCancelled atomic.Uint64 // 499s
+	ScaleUps        atomic.Uint64 // autoscale decisions up
+	ScaleDowns      atomic.Uint64 // autoscale decisions down
 }
 
 // LatencyBuckets are the upper bounds (seconds) of the request latency histogram.
@@ -103,6 +105,7 @@ type WorkerStats struct {
 	buckets    [14]atomic.Uint64
 	sumMicros  atomic.Uint64
 	restartCnt atomic.Uint64
+	replaced   [len(ReplacementCauses)]atomic.Uint64
 }
 
 // Observe records one answered request with its status code and duration.
@@ -135,8 +138,45 @@ func (s *WorkerStats) Histogram() (count uint64, sum float64, cumulative map[flo
 	return count, sum, cumulative
 }
 
-// AddRestart counts one restart of the slot.
+// AddRestart counts one restart of the slot after a failure: its process
+// crashed, or was killed for its health. Replacements a roll makes
+// (recycle, manual, reload) are not restarts; see AddReplacement.
 func (s *WorkerStats) AddRestart() { s.restartCnt.Add(1) }
 
-// Restarts returns how often the slot was restarted.
+// Restarts returns how often the slot was restarted after a failure.
 func (s *WorkerStats) Restarts() uint64 { return s.restartCnt.Load() }
+
+// Replacement causes: why a slot's process was replaced by a new one.
+const (
+	CauseCrash   = "crash"   // the process exited without being asked to
+	CauseHealth  = "health"  // killed: not ready in time, or unhealthy too long
+	CauseRecycle = "recycle" // replaced for max_requests, max_memory or max_age
+	CauseManual  = "manual"  // replaced on request (API, CLI, SIGUSR2)
+	CauseReload  = "reload"  // replaced because its process settings or files changed
+)
+
+// ReplacementCauses lists every replacement cause in a stable order.
+var ReplacementCauses = [...]string{CauseCrash, CauseHealth, CauseRecycle, CauseManual, CauseReload}
+
+// AddReplacement counts one replacement of the slot's process for cause
+// (one of ReplacementCauses; anything else counts as a crash). A restart
+// after a failure counts here too, as crash or health.
+func (s *WorkerStats) AddReplacement(cause string) {
+	for i, c := range ReplacementCauses {
+		if c == cause {
+			s.replaced[i].Add(1)
+			return
+		}
+	}
+	s.replaced[0].Add(1)
+}
+
+// Replacements returns how often the slot's process was replaced for cause.
+func (s *WorkerStats) Replacements(cause string) uint64 {
+	for i, c := range ReplacementCauses {
+		if c == cause {
+			return s.replaced[i].Load()
+		}
+	}
+	return 0
+}

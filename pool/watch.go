@@ -43,7 +43,7 @@ func (a *App) startWatcher() {
 		defer a.wg.Done()
 		defer w.Close()
 		watchLoop(ctx, w, debounce, log, func() {
-			a.post(func() { a.startRoll("files changed") })
+			a.post(func() { a.startRoll("files changed", CauseReload) })
 		})
 	}()
 	log.Info("watching files", "paths", a.spec.Watch)

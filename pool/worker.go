@@ -45,6 +45,7 @@ type slot struct {
 	quick        []time.Time // restarts at once within the last minute
 	served       bool        // its last process had been in rotation
 	reason       string      // why it is in backoff
+	cause        string      // restart cause of the pending restart
 	lastExit     string      // how its last failed process ended
 }
 
@@ -64,6 +65,12 @@ func (s *slot) cancelRestart() {
 		s.restartTimer.Stop()
 		s.restartTimer = nil
 	}
+}
+
+// countRestart counts a restart of s after a failure, and its cause.
+func (s *slot) countRestart() {
+	s.stats.AddRestart()
+	s.stats.AddReplacement(s.cause)
 }
 
 // worker is one process of a slot, owned by the supervisor except for the
@@ -90,6 +97,12 @@ type worker struct {
 	stopProbe      context.CancelFunc
 	readyTimer     *time.Timer
 	unhealthyTimer *time.Timer
+
+	// Recycling: the slot's request count when w entered rotation, and
+	// w's jittered thresholds (drawn at the first recycle round, 0 = not yet).
+	requestsBase uint64
+	maxRequests  int64
+	maxAge       time.Duration
 
 	candidate  bool // started by a roll, not yet promoted
 	stopping   bool // on its way out; its exit is not a crash
@@ -176,19 +189,22 @@ func (a *App) newSlot(n int) *slot {
 
 // spawn starts a process for s from spec's process settings.
 func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker, error) {
-	port, err := a.opts.Ports.Take()
-	if err != nil {
-		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+	port := 0
+	if !spec.Background {
+		var err error
+		if port, err = a.opts.Ports.Take(); err != nil {
+			return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+		}
 	}
 	cmd, err := buildCommand(spec, s.id, port)
 	if err != nil {
-		a.opts.Ports.Release(port)
+		a.releasePort(port)
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
 	}
 	log := a.log.With("worker", s.id)
 	proc, err := startProcess(a.opts.Reaper, cmd, log, &a.wg)
 	if err != nil {
-		a.opts.Ports.Release(port)
+		a.releasePort(port)
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
 	}
 	w := &worker{
@@ -205,6 +221,19 @@ func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker
 		a.post(func() { a.onExit(w) })
 	}()
 
+	if spec.Background {
+		// A background worker has no port to probe: it is ready once it has
+		// stayed up for settle_time (supervisord's startsecs).
+		settle := spec.SettleTime
+		w.readyTimer = a.after(settle, func() {
+			if w.state == StateStarting && !w.stopping && !w.exited {
+				a.markReady(w)
+				a.publish()
+			}
+		})
+		w.log.Info("worker started", "generation", gen, "settle_time", settle)
+		return w, nil
+	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	w.probe = health.NewProbe(a.spec.Health, s.id, addr, workerObserver{a, w}, a.root)
 	ctx, cancel := context.WithCancel(a.ctx)
@@ -218,6 +247,13 @@ func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker
 	w.readyTimer = a.after(timeout, func() { a.notReady(w, timeout) })
 	w.log.Info("worker started", "port", port, "generation", gen)
 	return w, nil
+}
+
+// releasePort gives port back; 0 (a background worker's) is no port.
+func (a *App) releasePort(port int) {
+	if port > 0 {
+		a.opts.Ports.Release(port)
+	}
 }
 
 // fill starts a worker for a slot that has none; a failure goes to backoff.
@@ -251,12 +287,16 @@ func (a *App) scheduleRestart(s *slot, reason string, w *worker) {
 		s.delay = 0 // it was healthy long enough: this is a fresh failure
 	}
 	s.reason = reason
+	s.cause = CauseCrash
+	if w != nil && w.failReason != "" {
+		s.cause = CauseHealth // the supervisor killed it: not ready or unhealthy
+	}
 	s.cancelRestart()
 	if s.served && served >= b.MinUptime && s.takeQuick(now, b.QuickRestarts) {
 		// It started and served: a restart now keeps the app's capacity,
 		// and the failure is not one a delay would cure.
 		a.log.Info("restarting worker at once", "worker", s.id, "reason", reason)
-		s.stats.AddRestart()
+		s.countRestart()
 		a.fill(s)
 		return
 	}
@@ -279,7 +319,7 @@ func (a *App) armRestart(s *slot, d time.Duration) {
 		if a.stopping || s.removed || s.cur != nil {
 			return
 		}
-		s.stats.AddRestart()
+		s.countRestart()
 		a.fill(s)
 		a.publish()
 	})
@@ -414,6 +454,15 @@ func (a *App) markReady(w *worker) {
 	}
 	w.state, w.reason, w.readyAt = StateReady, "", time.Now()
 	w.readySince = w.readyAt
+	w.requestsBase = w.slot.stats.Requests.Load()
+	if w.port == 0 {
+		// A background worker: ready, but nothing to route to.
+		w.log.Info("worker ready", "startup", w.readyAt.Sub(w.startedAt).Round(time.Millisecond))
+		if w.candidate {
+			a.promote(w)
+		}
+		return
+	}
 	b := &Backend{ID: w.slot.id, Port: w.port, Stats: w.slot.stats}
 	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
 	if a.opts.NewUpstream != nil {
@@ -560,7 +609,7 @@ func (a *App) finish(w *worker) {
 	}
 	w.finished = true
 	delete(a.workers, w)
-	a.opts.Ports.Release(w.port)
+	a.releasePort(w.port)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

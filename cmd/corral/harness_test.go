@@ -263,10 +263,11 @@ type wireStatus struct {
 }
 
 type wireApp struct {
-	Name      string       `json:"name"`
-	Instances int          `json:"instances"`
-	Ready     int          `json:"ready"`
-	Workers   []wireWorker `json:"workers"`
+	Name      string         `json:"name"`
+	Instances int            `json:"instances"`
+	Ready     int            `json:"ready"`
+	Workers   []wireWorker   `json:"workers"`
+	Autoscale *wireAutoscale `json:"autoscale"`
 	Roll      struct {
 		State   string `json:"state"`
 		Message string `json:"message"`
@@ -274,14 +275,15 @@ type wireApp struct {
 }
 
 type wireWorker struct {
-	ID        string    `json:"id"`
-	PID       int       `json:"pid"`
-	Port      int       `json:"port"`
-	State     string    `json:"state"`
-	Reason    string    `json:"reason"`
-	Restarts  int       `json:"restarts"`
-	Inflight  int       `json:"inflight"`
-	StartedAt time.Time `json:"started_at"`
+	ID        string         `json:"id"`
+	PID       int            `json:"pid"`
+	Port      int            `json:"port"`
+	State     string         `json:"state"`
+	Reason    string         `json:"reason"`
+	Restarts  int            `json:"restarts"`
+	ByCause   map[string]int `json:"replacements"`
+	Inflight  int            `json:"inflight"`
+	StartedAt time.Time      `json:"started_at"`
 }
 
 // inflight returns the in-flight count /status shows for worker id.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -93,7 +94,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 	}
 	// The admin server exists even when admin.listen is "", so a reload that
 	// turns it on only has to bind a listener.
-	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Metrics: in, Liveness: in, Logger: log, Version: version})
+	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Scaler: in, WorkerRestarter: in, Metrics: in, Liveness: in, Logger: log, Version: version})
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
@@ -111,7 +112,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 		st.apps[spec.Name] = a
 	}
 	st.appOrder = appNames(cfg)
-	in.proxy.SetApps(cfg.Apps, tableSources(st.apps))
+	in.proxy.SetApps(servedApps(cfg.Apps), tableSources(st.apps))
 	in.state.Store(st)
 	in.watchCertificate(cfg.Proxy)
 	in.servePublic(public, st.tlsOn)
@@ -170,6 +171,18 @@ func (in *instance) serveAdmin(ln net.Listener) {
 			in.log.Error("admin listener stopped", "addr", ln.Addr().String(), "error", err)
 		}
 	})
+}
+
+// servedApps leaves out the background apps (serve = false): the proxy
+// routes to none of their workers.
+func servedApps(apps []*config.App) []*config.App {
+	out := make([]*config.App, 0, len(apps))
+	for _, a := range apps {
+		if !a.Background {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func tableSources(apps map[string]*pool.App) map[string]proxy.TableSource {
@@ -283,6 +296,7 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 	if diff.Empty() {
 		res.Applied = true
 		in.log.Info("config unchanged", "trigger", trigger)
+		resetScales(old.apps, nil)
 		return res
 	}
 
@@ -339,13 +353,16 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 		a.Start()
 		next.apps[name] = a
 	}
+	updated := map[string]bool{}
 	for _, ch := range diff.Changed {
 		next.apps[ch.Name].Update(appSpec(cfg, ch.Name))
+		updated[ch.Name] = true
 	}
+	resetScales(next.apps, updated)
 	next.appOrder = appNames(cfg)
 
 	// Routing switches before removed apps stop, so no new request reaches them.
-	in.proxy.SetApps(cfg.Apps, tableSources(next.apps))
+	in.proxy.SetApps(servedApps(cfg.Apps), tableSources(next.apps))
 	in.state.Store(next)
 
 	for _, name := range diff.Removed {
@@ -547,6 +564,51 @@ func (in *instance) Status() admin.Status {
 		s.Apps = append(s.Apps, st.apps[name].Status())
 	}
 	return s
+}
+
+// resetScales ends the runtime scale of every app in apps that Update did
+// not already reset (updated): a reload restores the file's instances.
+func resetScales(apps map[string]*pool.App, updated map[string]bool) {
+	for name, a := range apps {
+		if !updated[name] {
+			a.ResetScale()
+		}
+	}
+}
+
+// Scale implements admin.Scaler: a runtime scale of one app.
+func (in *instance) Scale(app string, n int) (admin.ScaleResult, error) {
+	a := in.state.Load().apps[app]
+	if a == nil {
+		return admin.ScaleResult{}, fmt.Errorf("scaling %s: %w", app, admin.ErrUnknownApp)
+	}
+	prev, err := a.Scale(n)
+	if errors.Is(err, pool.ErrOutOfBounds) {
+		return admin.ScaleResult{}, fmt.Errorf("%w: %w", admin.ErrOutOfBounds, err)
+	}
+	if err != nil {
+		return admin.ScaleResult{}, err
+	}
+	st := a.Status()
+	return admin.ScaleResult{App: app, Instances: n, Previous: prev, Configured: st.Configured,
+		Autoscale: st.Autoscale != nil}, nil
+}
+
+// RestartWorker implements admin.WorkerRestarter: the zero-downtime
+// replace of one worker, found by its slot id among the apps whose name it
+// starts with.
+func (in *instance) RestartWorker(ctx context.Context, id string) error {
+	st := in.state.Load()
+	for _, name := range st.appOrder {
+		if !strings.HasPrefix(id, name+"-") {
+			continue
+		}
+		err := st.apps[name].RestartWorker(ctx, id)
+		if !errors.Is(err, pool.ErrUnknownWorker) {
+			return err
+		}
+	}
+	return fmt.Errorf("restarting %s: %w", id, admin.ErrUnknownWorker)
 }
 
 // Restart implements admin.Restarter: a rolling restart of one app.

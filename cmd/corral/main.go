@@ -5,6 +5,8 @@
 //	corral validate [-config FILE]   # exit 0 if valid, else every problem as file:line:col, exit 1
 //	corral status [-admin ADDR]      # table of apps and workers
 //	corral reload [-admin ADDR]      # ask the running corral to reload its config
+//	corral scale [-admin ADDR] APP N           # run APP with N workers until the next reload
+//	corral restart [-admin ADDR] APP [WORKER]  # rolling restart of APP, or replace one worker
 //	corral health [-admin ADDR]      # exit 0 when the running corral answers /healthz
 //	corral version
 package main
@@ -17,6 +19,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/corral-dev/corral/admin"
@@ -53,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCommand(args, stdout, stderr)
 	case "reload":
 		return reloadCommand(args, stdout, stderr)
+	case "scale":
+		return scaleCommand(args, stdout, stderr)
+	case "restart":
+		return restartCommand(args, stdout, stderr)
 	case "health":
 		return healthCommand(args, stdout, stderr)
 	case "version", "-version", "--version":
@@ -74,6 +82,8 @@ func usage(w io.Writer) {
   corral validate [-config FILE]   check FILE; print every problem as file:line:col
   corral status [-admin ADDR]      show apps and workers of a running corral
   corral reload [-admin ADDR]      make a running corral reload its config
+  corral scale APP N [-admin ADDR]          run APP with N workers until the next reload
+  corral restart APP [WORKER] [-admin ADDR] rolling restart of APP, or replace WORKER (web-2 or 2)
   corral health [-admin ADDR]      exit 0 when a running corral is alive (for HEALTHCHECK)
   corral version                   print the version
 `)
@@ -193,6 +203,108 @@ func clientFlags(name string, stderr io.Writer, args []string) (string, bool) {
 		return "", false
 	}
 	return adminAddr(*addr), true
+}
+
+// clientArgs parses the -admin flag anywhere among args and returns the
+// address and the other arguments; ok is false on a usage error (printed).
+func clientArgs(name string, stderr io.Writer, args []string) (addr string, rest []string, ok bool) {
+	fs := newFlags(name, stderr)
+	flagAddr := fs.String("admin", "", "admin API address (default: admin.listen of ./config.hcl, else "+defaultAdmin+")")
+	for {
+		if fs.Parse(args) != nil {
+			return "", nil, false
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		rest, args = append(rest, args[0]), args[1:]
+	}
+	return adminAddr(*flagAddr), rest, true
+}
+
+// rollTimeout bounds how long the CLI waits for a restart it asked for.
+const rollTimeout = 10 * time.Minute
+
+func scaleCommand(args []string, stdout, stderr io.Writer) int {
+	addr, rest, ok := clientArgs("scale", stderr, args)
+	if !ok {
+		return 2
+	}
+	if len(rest) != 2 {
+		fmt.Fprintln(stderr, "usage: corral scale [-admin ADDR] APP N")
+		return 2
+	}
+	n, err := strconv.Atoi(rest[1])
+	if err != nil {
+		fmt.Fprintf(stderr, "corral: scale: N must be a whole number, not %q\n", rest[1])
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := admin.RequestScale(ctx, addr, rest[0], n)
+	if err != nil {
+		fmt.Fprintf(stderr, "corral: scale via %s: %v\n", addr, err)
+		return 1
+	}
+	if res.Result != "applied" {
+		fmt.Fprintf(stderr, "corral: scale %s: %s\n", rest[0], res.Error)
+		return 1
+	}
+	if res.Autoscale {
+		fmt.Fprintf(stdout, "%s: %d -> %d instances (runtime only: autoscaling goes on from here)\n",
+			res.App, res.Previous, res.Instances)
+		return 0
+	}
+	fmt.Fprintf(stdout, "%s: %d -> %d instances (runtime only: the next reload restores %d)\n",
+		res.App, res.Previous, res.Instances, res.Configured)
+	return 0
+}
+
+func restartCommand(args []string, stdout, stderr io.Writer) int {
+	addr, rest, ok := clientArgs("restart", stderr, args)
+	if !ok {
+		return 2
+	}
+	if len(rest) < 1 || len(rest) > 2 {
+		fmt.Fprintln(stderr, "usage: corral restart [-admin ADDR] APP [WORKER]")
+		return 2
+	}
+	app := rest[0]
+	ctx, cancel := context.WithTimeout(context.Background(), rollTimeout)
+	defer cancel()
+	if len(rest) == 1 {
+		res, err := admin.RequestRestart(ctx, addr, app)
+		if err != nil {
+			fmt.Fprintf(stderr, "corral: restart via %s: %v\n", addr, err)
+			return 1
+		}
+		if res.Result != "done" {
+			fmt.Fprintf(stderr, "corral: restart %s: %s\n", app, res.Error)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: rolling restart done\n", app)
+		return 0
+	}
+	id := rest[1]
+	if _, err := strconv.Atoi(id); err == nil {
+		id = app + "-" + id
+	}
+	if !strings.HasPrefix(id, app+"-") {
+		fmt.Fprintf(stderr, "corral: restart: worker %q is not one of app %s (%s-N)\n", id, app, app)
+		return 2
+	}
+	res, err := admin.RequestWorkerRestart(ctx, addr, id)
+	if err != nil {
+		fmt.Fprintf(stderr, "corral: restart via %s: %v\n", addr, err)
+		return 1
+	}
+	if res.Result != "done" {
+		fmt.Fprintf(stderr, "corral: restart %s: %s\n", id, res.Error)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: replaced\n", id)
+	return 0
 }
 
 func statusCommand(args []string, stdout, stderr io.Writer) int {

@@ -69,6 +69,22 @@ app "web" {
   watch           = ["./src"]       # [none] restart the app when files under these change (development)
   watch_debounce  = "1s"            # [500ms]
 
+  recycle {
+    max_requests   = 10000            # [0 = off]
+    max_memory     = "512MiB"         # [0 = off]
+    max_age        = "24h"            # [0 = off]
+    check_interval = "2s"             # [5s]
+  }
+
+  autoscale {                       # [none: instances is fixed] workers between min and max by load
+    min              = 2              # [1] 1..256; instances (the starting size) must be within min..max
+    max              = 6              # required, min..256
+    scale_up_after   = "3s"           # [2s] saturated at every check this long: add workers
+    scale_down_after = "1m"           # [30s] saturated at no check this long: remove one worker
+    cooldown         = "20s"          # [5s] least time between two scaling decisions
+    check_interval   = "1s"           # [500ms] how often saturation is checked
+  }
+
   backoff {
     min         = "200ms"           # [100ms] first restart delay, doubling per crash
     max         = "10s"             # [30s]

@@ -3,7 +3,9 @@
 //
 // It listens on 127.0.0.1:$PORT (or -port), answers every path with its
 // worker id and pid, answers /healthz with 200, and on SIGTERM finishes its
-// in-flight requests before exiting, as a well-behaved app should.
+// in-flight requests before exiting, as a well-behaved app should. A
+// request with ?delay=100ms waits that long before answering (a slow
+// request, for bench/autoscale.sh).
 package main
 
 import (
@@ -42,6 +44,13 @@ func main() {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil && d > 0 {
+			select {
+			case <-time.After(min(d, time.Minute)):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		if r.Header.Get("Accept") == "application/json" {
 			w.Header().Set("Content-Type", "application/json")
 			json.NewEncoder(w).Encode(map[string]any{

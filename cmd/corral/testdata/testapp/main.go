@@ -29,6 +29,9 @@ import (
 	"golang.org/x/net/websocket"
 )
 
+// grown keeps what /grow allocated resident.
+var grown [][]byte
+
 func main() {
 	switch os.Getenv("TESTAPP_MODE") {
 	case "never-ready":
@@ -59,6 +62,15 @@ func main() {
 	})
 	mux.HandleFunc("/concurrency", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, most.Load())
+	})
+	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
+		// 64 MiB with every page touched, kept: a leak for max_memory.
+		b := make([]byte, 64<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		grown = append(grown, b)
+		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
