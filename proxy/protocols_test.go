@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/corral-dev/corral/config"
 )
@@ -278,5 +280,50 @@ func TestTLSHTTP1OnTheFastEngine(t *testing.T) {
 	}
 	if fmt.Sprint(lines["tls-h1"]) != fmt.Sprint(lines["fasthttp-h1"]) || fmt.Sprint(lines["fasthttp-h1"]) != "[Zeta: 1 Alpha: 2 Mid: 3]" {
 		t.Errorf("header lines over TLS %q, over plain HTTP/1.1 %q", lines["tls-h1"], lines["fasthttp-h1"])
+	}
+}
+
+// TestH2SmallResponseOneDataFrame: a response of known length ends its
+// stream with its last bytes, one DATA frame for a small body, instead of
+// a flushed frame and an empty one with END_STREAM.
+func TestH2SmallResponseOneDataFrame(t *testing.T) {
+	s := testSettings()
+	s.H2C = true
+	p := newTestProxy(t, s)
+	setApps(p, newFixture(p, testApp("web"), echoProto(t)))
+	addr := strings.TrimPrefix(startProxy(t, p), "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	_ = fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "h.test"}, {":path", "/one"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+	var data []string
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after DATA frames %q: %v", data, err)
+		}
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			data = append(data, string(d.Data()))
+			if d.StreamEnded() {
+				break
+			}
+		}
+		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamID == 1 && h.StreamEnded() {
+			t.Fatal("stream ended without a body")
+		}
+	}
+	if len(data) != 1 || data[0] != "http /one" {
+		t.Errorf("DATA frames %q, want one with the whole body", data)
 	}
 }

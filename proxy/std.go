@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -276,7 +277,7 @@ func (c *stdCall) relay(fin finish) {
 		body = sp
 		go c.fill(sp, resp, fin)
 	}
-	readErr, writeErr := copyFlushing(w, body)
+	readErr, writeErr := copyFlushing(w, body, resp.ContentLength)
 	if sp != nil {
 		sp.close()
 	} else {
@@ -321,19 +322,27 @@ func (c *stdCall) fill(sp *spool, resp *http.Response, fin finish) {
 }
 
 // copyFlushing copies a response body to the client, flushing after every
-// read so events reach the client as the worker writes them. It tells a
-// failure reading the worker's body apart from one writing to the client.
-func copyFlushing(w http.ResponseWriter, body io.Reader) (readErr, writeErr error) {
+// read so events reach the client as the worker writes them. A read that
+// completes the declared length (size, -1 when unknown) is not flushed:
+// the handler's return sends it with the end of the stream, one DATA frame
+// instead of two on HTTP/2. It tells a failure reading the worker's body
+// apart from one writing to the client.
+func copyFlushing(w http.ResponseWriter, body io.Reader, size int64) (readErr, writeErr error) {
 	rc := http.NewResponseController(w)
-	buf := make([]byte, 32<<10)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var sent int64
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return nil, werr
 			}
-			if werr := rc.Flush(); werr != nil {
-				return nil, werr
+			if sent += int64(n); sent != size {
+				if werr := rc.Flush(); werr != nil {
+					return nil, werr
+				}
 			}
 		}
 		if err == io.EOF {
@@ -344,6 +353,9 @@ func copyFlushing(w http.ResponseWriter, body io.Reader) (readErr, writeErr erro
 		}
 	}
 }
+
+// copyBuffers hold copyFlushing's buffers between responses.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // tunnel answers an accepted 101 on the hijacked client connection and
 // passes bytes both ways.
