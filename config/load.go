@@ -364,6 +364,8 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 
 	if a.Background {
 		c.background(n, r, a)
+	} else {
+		c.oneAddress(n, a)
 	}
 
 	recycle := n.child("recycle")
@@ -409,6 +411,24 @@ func (c *checker) background(n node, r *rawApp, a *App) {
 	}
 	if a.PathPrefix != "" {
 		c.bad(n, "path_prefix", "a background app (serve = false) gets no route")
+	}
+}
+
+// oneAddress checks that a served app's command asks for one kind of
+// address: a worker listens either on {port} or on {socket}, and PORT
+// carries that one.
+func (c *checker) oneAddress(n node, a *App) {
+	port, socket := -1, -1
+	for i, arg := range a.Command {
+		if port < 0 && strings.Contains(arg, "{port}") {
+			port = i
+		}
+		if socket < 0 && strings.Contains(arg, "{socket}") {
+			socket = i
+		}
+	}
+	if port >= 0 && socket >= 0 {
+		c.badItem(n, "command", max(port, socket), "uses both {port} and {socket}: a worker listens on one, a TCP port or a Unix socket")
 	}
 }
 
@@ -470,7 +490,9 @@ func (c *checker) crossApps(cfg *Config, raw *rawFile, root node) {
 			byName[a.Name] = true
 			continue
 		}
-		instances += a.Instances + a.Surge
+		if !a.UsesSocket() {
+			instances += a.Instances + a.Surge
+		}
 		if byName[a.Name] {
 			c.add(n.key, n.at, "app %q is defined twice", a.Name)
 			continue
