@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,6 +52,8 @@ func (r *recorded) header(name string) []string {
 // keep-alive, so tests see what a pooled worker connection carries.
 type recorder struct {
 	addr string
+	// socket serves the recorder on a Unix socket (addr is its path).
+	socket bool
 	// idleClose closes a keep-alive connection idle this long (as Node
 	// and gunicorn do); 0 keeps it open.
 	idleClose time.Duration
@@ -74,9 +77,13 @@ func newRecorder(t *testing.T, answer func(r *recorded, c net.Conn, w *bufio.Wri
 }
 
 // startRecorder serves rec (its answer, idleClose and hold as set) on a
-// fresh loopback port until the test ends.
+// fresh loopback port, or a Unix socket, until the test ends.
 func startRecorder(t *testing.T, rec *recorder) *recorder {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	network, addr := "tcp", "127.0.0.1:0"
+	if rec.socket {
+		network, addr = "unix", filepath.Join(shortTempDir(t), "worker.sock")
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
