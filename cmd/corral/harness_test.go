@@ -277,6 +277,7 @@ type wireWorker struct {
 	ID        string         `json:"id"`
 	PID       int            `json:"pid"`
 	Port      int            `json:"port"`
+	Socket    string         `json:"socket"`
 	State     string         `json:"state"`
 	Reason    string         `json:"reason"`
 	Restarts  int            `json:"restarts"`
