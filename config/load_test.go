@@ -521,3 +521,17 @@ func TestLoadBackgroundAppBesideTheDefault(t *testing.T) {
 		t.Errorf("background flags %v %v, want false true", cfg.Apps[0].Background, cfg.Apps[1].Background)
 	}
 }
+
+// TestLoadSocketAppTakesNoPorts: an app on Unix sockets needs no worker
+// port, so worker_ports is judged by the TCP apps alone.
+func TestLoadSocketAppTakesNoPorts(t *testing.T) {
+	path := writeConfig(t, "worker_ports = \"20000-20009\"\napp \"web\" {\ncommand = [\"x\", \"{port}\"]\ninstances = 4\n}\n"+
+		"app \"uds\" {\ncommand = [\"y\", \"--bind=unix:{socket}\"]\npath_prefix = \"/uds\"\ninstances = 8\n}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Apps[0].UsesSocket() || !cfg.Apps[1].UsesSocket() {
+		t.Errorf("UsesSocket %v %v, want false true", cfg.Apps[0].UsesSocket(), cfg.Apps[1].UsesSocket())
+	}
+}
