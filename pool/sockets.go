@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/corral-dev/corral/config"
 )
@@ -24,54 +25,59 @@ var ErrSocketPathTooLong = errors.New("unix socket path too long")
 
 // Sockets hands out Unix socket paths to the workers of apps whose command
 // contains {socket}, all in one private directory (mode 0700) that it makes
-// on first use and removes in Close. Every path is new: a replacement
-// worker and the one it replaces never share a path.
+// on first use and removes in Close. Workers that run as another user (an
+// app's user/group) get a private directory of their own, owned by that
+// user, so they can bind there and no other user can reach their sockets.
+// Every path is new: a replacement worker and the one it replaces never
+// share a path.
 type Sockets struct {
-	parent string // where the directory is made
+	parent string // where corral's own directory is made
+	shared string // where other users' directories are made: every user can traverse it
 
 	mu     sync.Mutex
-	dir    string
+	dirs   map[[2]uint32]string // uid, gid -> directory made for workers running as them
 	seq    int
 	closed bool
 }
 
-// NewSockets returns a socket allocator whose directory will be made in
-// parent; "" means $XDG_RUNTIME_DIR when set, else os.TempDir().
+// NewSockets returns a socket allocator whose directories will be made in
+// parent; "" means $XDG_RUNTIME_DIR when set, else os.TempDir(), and for
+// workers running as another user always os.TempDir() (a user's runtime
+// directory is closed to the others).
 func NewSockets(parent string) *Sockets {
+	s := &Sockets{parent: parent, shared: parent}
 	if parent == "" {
-		parent = os.Getenv("XDG_RUNTIME_DIR")
+		s.parent, s.shared = os.Getenv("XDG_RUNTIME_DIR"), os.TempDir()
 	}
-	if parent == "" {
-		parent = os.TempDir()
+	if s.parent == "" {
+		s.parent = os.TempDir()
 	}
-	return &Sockets{parent: parent}
+	return s
 }
 
-// Dir returns the private directory, or "" before the first Take.
+// Dir returns the directory of workers running as corral's own user, or ""
+// before the first of them took a path.
 func (s *Sockets) Dir() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.dir
+	return s.dirs[[2]uint32{uint32(os.Getuid()), uint32(os.Getgid())}]
 }
 
-// Take returns a fresh socket path for a worker of slot id. A file already
-// at that path (left by a process outside corral's control) is removed so
-// the worker can bind it.
-func (s *Sockets) Take(id string) (string, error) {
+// Take returns a fresh socket path for a worker of slot id that runs as
+// owner (nil: as corral). A file already at that path (left by a process
+// outside corral's control) is removed so the worker can bind it.
+func (s *Sockets) Take(id string, owner *syscall.Credential) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return "", errors.New("taking a socket path: the socket directory is closed")
 	}
-	if s.dir == "" {
-		dir, err := os.MkdirTemp(s.parent, "corral-"+strconv.Itoa(os.Getpid())+"-")
-		if err != nil {
-			return "", fmt.Errorf("making the socket directory: %w", err)
-		}
-		s.dir = dir
+	dir, err := s.dirFor(owner)
+	if err != nil {
+		return "", err
 	}
 	s.seq++
-	path := filepath.Join(s.dir, id+"."+strconv.Itoa(s.seq)+".sock")
+	path := filepath.Join(dir, id+"."+strconv.Itoa(s.seq)+".sock")
 	if len(path) > MaxSocketPath {
 		return "", fmt.Errorf("socket path %s is %d bytes, more than the %d a Unix socket address holds: "+
 			"point XDG_RUNTIME_DIR or TMPDIR at a shorter directory, or shorten the app's name: %w",
@@ -83,26 +89,54 @@ func (s *Sockets) Take(id string) (string, error) {
 	return path, nil
 }
 
+// dirFor returns the directory for workers running as owner, making it
+// (mode 0700, owned by owner) on first use. The caller holds s.mu.
+func (s *Sockets) dirFor(owner *syscall.Credential) (string, error) {
+	key := [2]uint32{uint32(os.Getuid()), uint32(os.Getgid())}
+	parent, prefix := s.parent, "corral-"+strconv.Itoa(os.Getpid())+"-"
+	if owner != nil && (owner.Uid != key[0] || owner.Gid != key[1]) {
+		key = [2]uint32{owner.Uid, owner.Gid}
+		parent, prefix = s.shared, prefix+"u"+strconv.FormatUint(uint64(owner.Uid), 10)+"-"
+	}
+	if dir, ok := s.dirs[key]; ok {
+		return dir, nil
+	}
+	dir, err := os.MkdirTemp(parent, prefix)
+	if err != nil {
+		return "", fmt.Errorf("making the socket directory: %w", err)
+	}
+	if key != [2]uint32{uint32(os.Getuid()), uint32(os.Getgid())} {
+		if err := os.Chown(dir, int(key[0]), int(key[1])); err != nil {
+			_ = os.Remove(dir)
+			return "", fmt.Errorf("giving the socket directory to uid %d: %w", key[0], err)
+		}
+	}
+	if s.dirs == nil {
+		s.dirs = map[[2]uint32]string{}
+	}
+	s.dirs[key] = dir
+	return dir, nil
+}
+
 // Release removes the socket file a stopped worker left behind.
 func (s *Sockets) Release(path string) error {
 	return removeSocket(path)
 }
 
-// Close removes the directory and every socket in it; a later Take fails.
-// It is safe to call more than once.
+// Close removes the directories and every socket in them; a later Take
+// fails. It is safe to call more than once.
 func (s *Sockets) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	if s.dir == "" {
-		return nil
+	var errs []error
+	for _, dir := range s.dirs {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("removing the socket directory: %w", err))
+		}
 	}
-	dir := s.dir
-	s.dir = ""
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("removing the socket directory: %w", err)
-	}
-	return nil
+	s.dirs = nil
+	return errors.Join(errs...)
 }
 
 // removeSocket removes the file at path if there is one.
@@ -141,7 +175,14 @@ func (a *App) takeAddr(s *slot, spec *config.App) (listenAddr, error) {
 		if a.opts.Sockets == nil {
 			return listenAddr{}, errors.New("taking a socket path: no socket directory")
 		}
-		path, err := a.opts.Sockets.Take(s.id)
+		var owner *syscall.Credential
+		if spec.User != "" || spec.Group != "" {
+			var err error
+			if owner, err = credential(spec.User, spec.Group); err != nil {
+				return listenAddr{}, err
+			}
+		}
+		path, err := a.opts.Sockets.Take(s.id, owner)
 		return listenAddr{socket: path}, err
 	default:
 		port, err := a.opts.Ports.Take()

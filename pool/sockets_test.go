@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -199,7 +201,7 @@ func TestSocketRemovedAfterKill9(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("socket directory %s after Close: %v, want it removed", dir, err)
 	}
-	if _, err := sockets.Take("web-1"); err == nil {
+	if _, err := sockets.Take("web-1", nil); err == nil {
 		t.Error("Take after Close succeeded")
 	}
 }
@@ -211,7 +213,7 @@ func TestSocketPathTooLong(t *testing.T) {
 	}
 	sockets := NewSockets(parent)
 	defer sockets.Close()
-	_, err := sockets.Take("web-1")
+	_, err := sockets.Take("web-1", nil)
 	if !errors.Is(err, ErrSocketPathTooLong) || !strings.Contains(err.Error(), "XDG_RUNTIME_DIR") {
 		t.Fatalf("Take: %v, want ErrSocketPathTooLong naming XDG_RUNTIME_DIR", err)
 	}
@@ -228,7 +230,7 @@ func TestSocketPathTooLong(t *testing.T) {
 func TestSocketTakeRemovesStaleFile(t *testing.T) {
 	sockets := NewSockets(shortTempDir(t))
 	defer sockets.Close()
-	first, err := sockets.Take("web-1")
+	first, err := sockets.Take("web-1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +240,7 @@ func TestSocketTakeRemovesStaleFile(t *testing.T) {
 	if err := os.WriteFile(next, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := sockets.Take("web-1")
+	got, err := sockets.Take("web-1", nil)
 	if err != nil || got != next {
 		t.Fatalf("Take = %q, %v; want %q", got, err, next)
 	}
@@ -256,4 +258,84 @@ func TestSocketTakeRemovesStaleFile(t *testing.T) {
 func decodeJSON(resp *http.Response, v any) error {
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestSocketWorkerAsAnotherUser: a worker that runs as another user (here
+// nobody) gets its socket in a 0700 directory of its own that user owns
+// (beside corral's, in a parent every user can traverse, as /tmp), binds
+// it, and is served; Close removes that directory too. Only root can run
+// workers as another user.
+func TestSocketWorkerAsAnotherUser(t *testing.T) {
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Fatalf("looking up nobody: %v", err)
+	}
+	parent := shortTempDir(t)
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sockets := NewSockets(parent)
+	defer sockets.Close()
+	cred, err := credential("nobody", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := sockets.Take("web-1", cred)
+	if os.Getuid() != 0 {
+		if err == nil {
+			t.Fatal("Take for another user succeeded without root")
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o700 || strconv.Itoa(int(st.Uid)) != nobody.Uid || filepath.Dir(filepath.Dir(path)) != parent {
+		t.Fatalf("%s: mode %v uid %d, want 0700 owned by nobody (%s) in %s", filepath.Dir(path), fi.Mode().Perm(), st.Uid, nobody.Uid, parent)
+	}
+
+	// The worker itself: a copy of the test binary nobody may run.
+	binDir := shortTempDir(t)
+	if err := os.Chmod(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(binDir, "worker")
+	data, err := os.ReadFile(testBinary())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := socketSpec(t, 1)
+	spec.Command = []string{bin, "--uds={socket}"}
+	spec.User = "nobody"
+	spec.Dir = binDir
+	a := startApp(t, spec, func(o *Options) { o.Sockets = sockets })
+	waitReady(t, a, 1)
+	b := a.Table().Backends[0]
+	if filepath.Dir(b.Socket) != filepath.Dir(path) {
+		t.Errorf("socket %s, want it in %s", b.Socket, filepath.Dir(path))
+	}
+	resp, err := unixClient(b.Socket).Get("http://localhost/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := sockets.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("nobody's socket directory after Close: %v, want it removed", err)
+	}
 }
