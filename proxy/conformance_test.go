@@ -72,6 +72,18 @@ func okAnswer(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
 	return true
 }
 
+// echoUpgrade answers an upgrade request with 101 (protocol "echo") and
+// then echoes every byte of the tunnel; any other request gets okAnswer.
+func echoUpgrade(r *recorded, c net.Conn, w *bufio.Writer) bool {
+	if len(r.header("Upgrade")) == 0 {
+		return okAnswer(r, c, w)
+	}
+	_, _ = w.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	_ = w.Flush()
+	_, _ = io.Copy(c, c)
+	return false
+}
+
 func newRecorder(t *testing.T, answer func(r *recorded, c net.Conn, w *bufio.Writer) bool) *recorder {
 	return startRecorder(t, &recorder{answer: answer})
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -93,16 +92,8 @@ func TestSocketWorkerHostWhenClientSentNone(t *testing.T) {
 // socket, and the tunnel carries bytes both ways.
 func TestSocketWorkerUpgradeTunnel(t *testing.T) {
 	forEngine(t, true, func(t *testing.T, e engine) {
-		sock := startRecorder(t, &recorder{socket: true, answer: func(r *recorded, c net.Conn, w *bufio.Writer) bool {
-			if len(r.header("Upgrade")) == 0 {
-				return okAnswer(r, c, w)
-			}
-			_, _ = w.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-			_ = w.Flush()
-			_, _ = io.Copy(c, c)
-			return false
-		}})
-		f := startFront(t, e, testSettings(), oneApp(func(a *config.App) {}, sock.addr))
+		sock := startRecorder(t, &recorder{socket: true, answer: echoUpgrade})
+		f := startFront(t, e, testSettings(), oneApp(nil, sock.addr))
 		c := f.dial(t)
 		if _, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"); err != nil {
 			t.Fatal(err)

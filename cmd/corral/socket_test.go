@@ -169,14 +169,7 @@ func TestSocketPathTooLongIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startSocketCorral(t, runtimeDir)
-	waitFor(t, 20*time.Second, "the admin API", func() bool {
-		resp, err := http.Get("http://" + c.admin + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	c.waitAdmin(20 * time.Second)
 	var reason string
 	waitFor(t, 20*time.Second, "a worker in backoff for its socket path", func() bool {
 		for _, w := range c.app("web").Workers {
