@@ -183,9 +183,12 @@ func TestSocketRemovedAfterKill9(t *testing.T) {
 		now, ok := readyPIDs(a, 1)
 		return ok && now["web-1"] != pids["web-1"]
 	})
-	if _, err := os.Lstat(old); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the killed worker's socket %s: %v, want it removed", old, err)
-	}
+	// Removed once the killed worker's process group is gone, which may
+	// come after its replacement is ready.
+	eventually(t, 5*time.Second, "the killed worker's socket removed", func() bool {
+		_, err := os.Lstat(old)
+		return errors.Is(err, os.ErrNotExist)
+	})
 	dir := sockets.Dir()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
