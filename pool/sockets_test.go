@@ -342,3 +342,35 @@ func TestSocketWorkerAsAnotherUser(t *testing.T) {
 		t.Errorf("nobody's socket directory after Close: %v, want it removed", err)
 	}
 }
+
+// TestSocketScale: runtime scaling over sockets gives each new worker its
+// own socket and removes the sockets of the workers scaled away.
+func TestSocketScale(t *testing.T) {
+	a, sockets := startSocketApp(t, socketSpec(t, 1))
+	waitReady(t, a, 1)
+	if _, err := a.Scale(3); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, a, 3)
+	seen := map[string]bool{}
+	for _, b := range a.Table().Backends {
+		resp, err := unixClient(b.Socket).Get("http://localhost/healthz")
+		if err != nil {
+			t.Fatalf("%s over %s: %v", b.ID, b.Socket, err)
+		}
+		resp.Body.Close()
+		seen[b.Socket] = true
+	}
+	if len(seen) != 3 || len(socketFiles(t, sockets.Dir())) != 3 {
+		t.Fatalf("3 workers on %d sockets, %d files", len(seen), len(socketFiles(t, sockets.Dir())))
+	}
+	if _, err := a.Scale(1); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, a, 1)
+	keep := a.Table().Backends[0].Socket
+	eventually(t, 10*time.Second, "only web-1's socket left", func() bool {
+		files := socketFiles(t, sockets.Dir())
+		return len(files) == 1 && files[0] == keep
+	})
+}
