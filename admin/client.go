@@ -242,7 +242,7 @@ func writeStatusTable(w io.Writer, s Status, now time.Time) {
 		}
 		for _, wk := range a.Workers {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n",
-				a.Name, wk.ID, positive(wk.PID), positive(wk.Port), wk.State,
+				a.Name, wk.ID, positive(wk.PID), listenOn(wk), wk.State,
 				wk.Restarts, wk.Inflight, wk.Requests, uptime(wk, now), workerReason(wk))
 		}
 	}
@@ -313,6 +313,14 @@ func formatAge(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dd%dh", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
 	}
+}
+
+// listenOn is where a worker listens: its port, or its socket's path.
+func listenOn(w pool.WorkerStatus) string {
+	if w.Socket != "" {
+		return w.Socket
+	}
+	return positive(w.Port)
 }
 
 func positive(n int) string {

@@ -156,7 +156,7 @@ func TestWriteStatusTable(t *testing.T) {
 		{"web", "web-1", "101", "20001", "ready", "0", "3", "10", "1h30m", "-"},
 		{"web", "web-2", "102", "20002", "ready", "1", "0", "0", "1h30m", "ejected:", "5", "failures"},
 		{"web", "web-3", "-", "-", "backoff", "4", "0", "0", "-", "exit", "status", "1"},
-		{"api", "api-1", "201", "20003", "ready", "0", "0", "0", "1h30m", "-"},
+		{"api", "api-1", "201", "/run/user/1000/corral-4242-1/api-1.1.sock", "ready", "0", "0", "0", "1h30m", "-"},
 	}
 	if len(rows) != len(want) {
 		t.Fatalf("rows = %d, want %d:\n%s", len(rows), len(want), out)

@@ -21,6 +21,7 @@ var dashboardTemplate = template.Must(template.New("dashboard").Funcs(template.F
 	"uptime":     func(w pool.WorkerStatus) string { return uptime(w, time.Now()) },
 	"reason":     workerReason,
 	"positive":   positive,
+	"listenOn":   listenOn,
 	"reloadLine": reloadLine,
 	"latency":    probeLatency,
 }).Parse(dashboardSource))

@@ -18,7 +18,7 @@ func TestDashboard(t *testing.T) {
 	mustContain(t, body,
 		"<h2>web</h2>", "<h2>api</h2>",
 		"2/3 ready", "1/1 ready",
-		"web-1", "web-3", `class="state state-backoff"`, "20001",
+		"web-1", "web-3", `class="state state-backoff"`, "20001", "/run/user/1000/corral-4242-1/api-1.1.sock",
 		"Reload config", "Rolling restart", `data-app="web"`,
 		"app.web.instances: must be at least 1",
 		"setInterval(refresh, 2000)",

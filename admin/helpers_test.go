@@ -70,7 +70,7 @@ func (f metricsFunc) MetricsSnapshot() []AppMetrics { return f() }
 var testStart = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 
 // sampleStatus has two apps: web with two ready workers and one in
-// backoff, api with one ready worker.
+// backoff, api with one ready worker on a Unix socket.
 func sampleStatus() Status {
 	return Status{
 		Version:   "1.2.3",
@@ -95,7 +95,7 @@ func sampleStatus() Status {
 			{
 				Name: "api", Instances: 1, Ready: 1,
 				Workers: []pool.WorkerStatus{
-					{ID: "api-1", PID: 201, Port: 20003, State: pool.StateReady, StartedAt: testStart},
+					{ID: "api-1", PID: 201, Socket: "/run/user/1000/corral-4242-1/api-1.1.sock", State: pool.StateReady, StartedAt: testStart},
 				},
 			},
 		},

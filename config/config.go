@@ -5,6 +5,7 @@ package config
 
 import (
 	"net/netip"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -126,7 +127,7 @@ type App struct {
 	Name string
 
 	// Process settings: a change to any of these needs a rolling restart.
-	Command []string          // argv; "{port}" is replaced in every element
+	Command []string          // argv; "{port}" (or "{socket}") is replaced in every element
 	Dir     string            // absolute working directory
 	Env     map[string]string // added to the inherited environment
 	User    string            // run workers as this user (corral must be root); "" = same as corral
@@ -168,6 +169,20 @@ type App struct {
 	Queue        Queue
 	Retries      int           // extra tries after the first
 	RetryTimeout time.Duration // total time for all tries
+}
+
+// UsesSocket reports whether a's workers listen on a Unix socket: some
+// argument of a served app's command contains "{socket}".
+func (a *App) UsesSocket() bool {
+	if a.Background {
+		return false
+	}
+	for _, arg := range a.Command {
+		if strings.Contains(arg, "{socket}") {
+			return true
+		}
+	}
+	return false
 }
 
 // Recycle replaces a worker the zero-downtime way once it reaches a limit;

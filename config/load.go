@@ -380,6 +380,8 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 
 	if a.Background {
 		c.background(n, r, a)
+	} else {
+		c.oneAddress(n, a)
 	}
 
 	recycle := n.child("recycle")
@@ -465,6 +467,24 @@ func (c *checker) background(n node, r *rawApp, a *App) {
 	}
 }
 
+// oneAddress checks that a served app's command asks for one kind of
+// address: a worker listens either on {port} or on {socket}, and PORT
+// carries that one.
+func (c *checker) oneAddress(n node, a *App) {
+	port, socket := -1, -1
+	for i, arg := range a.Command {
+		if port < 0 && strings.Contains(arg, "{port}") {
+			port = i
+		}
+		if socket < 0 && strings.Contains(arg, "{socket}") {
+			socket = i
+		}
+	}
+	if port >= 0 && socket >= 0 {
+		c.badItem(n, "command", max(port, socket), "uses both {port} and {socket}: a worker listens on one, a TCP port or a Unix socket")
+	}
+}
+
 func (c *checker) health(n node, r *rawHealth) *Health {
 	h := &Health{
 		Type:               c.oneOf(n, "type", r.Type, "http", "http", "tcp"),
@@ -523,9 +543,11 @@ func (c *checker) crossApps(cfg *Config, raw *rawFile, root node) {
 			byName[a.Name] = true
 			continue
 		}
-		if a.Autoscale != nil {
+		switch {
+		case a.UsesSocket(): // socket workers take no ports
+		case a.Autoscale != nil:
 			instances += max(a.Instances, a.Autoscale.Max) + a.Surge
-		} else {
+		default:
 			instances += a.Instances + a.Surge
 		}
 		if byName[a.Name] {

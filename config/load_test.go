@@ -158,6 +158,9 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 	api.Instances = 2
 	api.Health = &Health{Type: "tcp", Path: "/", Interval: 2 * time.Second, Timeout: time.Second,
 		HealthyThreshold: 2, UnhealthyThreshold: 3, RestartAfter: 60 * time.Second}
+	uds := defaultApp("uds", dir, "./api", "--uds={socket}")
+	uds.Instances = 2
+	uds.PathPrefix = "/uds"
 	want := &Config{
 		Path:        filepath.Join(dir, "full.hcl"),
 		Listen:      "127.0.0.1:8443",
@@ -185,9 +188,12 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 			},
 		},
 		Shutdown: Shutdown{Timeout: 20 * time.Second, PreStopDelay: 2 * time.Second},
-		Apps:     []*App{web, api},
+		Apps:     []*App{web, api, uds},
 	}
 	assertConfig(t, got, want)
+	if web.UsesSocket() || api.UsesSocket() || !uds.UsesSocket() {
+		t.Errorf("UsesSocket: web %v, api %v, uds %v; want false, false, true", web.UsesSocket(), api.UsesSocket(), uds.UsesSocket())
+	}
 }
 
 // assertConfig compares field by field so a failure names the field.
@@ -338,6 +344,9 @@ func TestLoadProblems(t *testing.T) {
 		{"bad duration", "app \"web\" {\n  command = [\"x\"]\n  health {\n    interval = \"two\"\n  }\n}\n", 4, "app.web.health.interval", `must be a duration like "2s", got "two"`},
 		{"negative duration", "app \"web\" {\n  command = [\"x\"]\n  stop_timeout = \"-1s\"\n}\n", 3, "app.web.stop_timeout", "must not be negative"},
 		{"background app with {port}", "app \"jobs\" {\n  command = [\"worker\", \"--port={port}\"]\n  serve = false\n}\n", 2, "app.jobs.command", "gets no port"},
+		{"background app with {socket}", "app \"jobs\" {\n  command = [\"worker\",\n    \"--uds={socket}\"]\n  serve = false\n}\n", 3, "app.jobs.command", "gets no port"},
+		{"both {port} and {socket}", "app \"web\" {\n  command = [\"server\", \"--port={port}\",\n    \"--uds={socket}\"]\n}\n", 3, "app.web.command", "uses both {port} and {socket}"},
+		{"{port} and {socket} in one argument", "app \"web\" {\n  command = [\"server\",\n    \"--listen={port},{socket}\"]\n}\n", 3, "app.web.command", "uses both {port} and {socket}"},
 		{"background app with health", "app \"jobs\" {\n  command = [\"worker\"]\n  serve = false\n  health {}\n}\n", 4, "app.jobs.health", "no port to check"},
 		{"background app with a route", "app \"jobs\" {\n  command = [\"worker\"]\n  serve = false\n  path_prefix = \"/jobs\"\n}\n", 4, "app.jobs.path_prefix", "no route"},
 		{"zero recycle check_interval", "app \"web\" {\n  command = [\"x\"]\n  recycle {\n    check_interval = \"0s\"\n  }\n}\n", 4, "app.web.recycle.check_interval", "greater than 0"},
@@ -527,5 +536,19 @@ func TestLoadBackgroundAppBesideTheDefault(t *testing.T) {
 	}
 	if !cfg.Apps[1].Background || cfg.Apps[0].Background {
 		t.Errorf("background flags %v %v, want false true", cfg.Apps[0].Background, cfg.Apps[1].Background)
+	}
+}
+
+// TestLoadSocketAppTakesNoPorts: an app on Unix sockets needs no worker
+// port, so worker_ports is judged by the TCP apps alone.
+func TestLoadSocketAppTakesNoPorts(t *testing.T) {
+	path := writeConfig(t, "worker_ports = \"20000-20009\"\napp \"web\" {\ncommand = [\"x\", \"{port}\"]\ninstances = 4\n}\n"+
+		"app \"uds\" {\ncommand = [\"y\", \"--bind=unix:{socket}\"]\npath_prefix = \"/uds\"\ninstances = 8\n}\n")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Apps[0].UsesSocket() || !cfg.Apps[1].UsesSocket() {
+		t.Errorf("UsesSocket %v %v, want false true", cfg.Apps[0].UsesSocket(), cfg.Apps[1].UsesSocket())
 	}
 }

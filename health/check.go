@@ -49,15 +49,35 @@ func (e *TimeoutError) Error() string { return "timeout after " + e.After.String
 // Unwrap returns the underlying error.
 func (e *TimeoutError) Unwrap() error { return e.Err }
 
-// newTransport returns the private transport of one probe. It is separate
-// from every other client in the process so a probe's connection to its
-// worker is neither shared with nor starved by the proxy.
-func newTransport() *http.Transport {
+// network returns the network a worker's address is on: an absolute path
+// is a Unix socket, anything else host:port.
+func network(addr string) string {
+	if strings.HasPrefix(addr, "/") {
+		return "unix"
+	}
+	return "tcp"
+}
+
+// urlHost returns the host part of a probe's URL for addr: a socket has
+// none, so its requests name localhost.
+func urlHost(addr string) string {
+	if network(addr) == "unix" {
+		return "localhost"
+	}
+	return addr
+}
+
+// newTransport returns the private transport of one probe of the worker at
+// addr. It is separate from every other client in the process so a probe's
+// connection to its worker is neither shared with nor starved by the proxy.
+func newTransport(addr string) *http.Transport {
 	dialer := &net.Dialer{}
 	return &http.Transport{
 		// Proxy stays nil: HTTP_PROXY from the environment must never
 		// redirect a loopback probe.
-		DialContext:            dialer.DialContext,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network(addr), addr)
+		},
 		MaxIdleConns:           1,
 		MaxIdleConnsPerHost:    1,
 		IdleConnTimeout:        90 * time.Second,
@@ -81,7 +101,7 @@ func newClient(t *http.Transport) *http.Client {
 // checkHTTP does one HTTP GET against addr and returns the status on
 // success. The caller's ctx carries the probe timeout.
 func checkHTTP(ctx context.Context, client *http.Client, spec *config.Health, addr string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+spec.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+urlHost(addr)+spec.Path, nil)
 	if err != nil {
 		return 0, fmt.Errorf("building request: %w", err)
 	}
@@ -120,10 +140,10 @@ func accepted(expect []int, status int) bool {
 	return false
 }
 
-// checkTCP connects to addr and closes the connection at once.
+// checkTCP connects to addr (host:port or a socket path) and closes the connection at once.
 func checkTCP(ctx context.Context, addr string) error {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := d.DialContext(ctx, network(addr), addr)
 	if err != nil {
 		return err
 	}
@@ -152,6 +172,8 @@ func reason(err error) string {
 		return timeoutErr.Error()
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
+	case errors.Is(err, syscall.ENOENT):
+		return "no socket file" // a Unix socket worker not (or no longer) listening
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return "connection reset"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

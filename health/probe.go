@@ -68,14 +68,15 @@ type Probe struct {
 	stats  Stats
 }
 
-// NewProbe returns a probe of the worker listening on addr ("127.0.0.1:20001").
+// NewProbe returns a probe of the worker listening on addr ("127.0.0.1:20001",
+// or the absolute path of its Unix socket).
 // spec may be nil: then it is a TCP connect probe with the default interval,
 // timeout and thresholds. The probe does nothing until Run or Step is called.
 func NewProbe(spec *config.Health, worker, addr string, obs Observer, log hclog.Logger) *Probe {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	t := newTransport()
+	t := newTransport(addr)
 	p := &Probe{
 		worker:        worker,
 		addr:          addr,

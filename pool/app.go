@@ -66,6 +66,10 @@ type Options struct {
 	Reaper      *Reaper                                      // shared by all apps
 	NewUpstream func(addr string, spec *config.App) Upstream // may be nil (tests); called once per Backend
 	OnGiveUp    func(app string, err error)                  // exit_on_failure fired (may be nil); called once, on its own goroutine
+
+	// Sockets hands out the socket paths of apps with {socket} in their
+	// command, shared by all apps; without it such apps cannot start.
+	Sockets *Sockets
 }
 
 // App supervises the workers of one configured app. One supervisor

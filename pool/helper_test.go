@@ -65,7 +65,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// runWorker is the fake app: an HTTP server on 127.0.0.1:$PORT.
+// runWorker is the fake app: an HTTP server on 127.0.0.1:$PORT, or on the
+// Unix socket $PORT when it is a path.
 func runWorker(mode string) {
 	if f := os.Getenv(envSpawnLog); f != "" {
 		if fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
@@ -94,7 +95,11 @@ func runWorker(mode string) {
 	if d, err := time.ParseDuration(os.Getenv(envSlowStart)); err == nil {
 		time.Sleep(d) // a slow app, not a wait for a condition
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+	network, addr := "tcp", "127.0.0.1:"+os.Getenv("PORT")
+	if strings.HasPrefix(os.Getenv("PORT"), "/") {
+		network, addr = "unix", os.Getenv("PORT") // a {socket} app
+	}
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -102,7 +107,7 @@ func runWorker(mode string) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{
-			"PORT": os.Getenv("PORT"), "CORRAL_APP": os.Getenv("CORRAL_APP"),
+			"PORT": os.Getenv("PORT"), "CORRAL_SOCKET": os.Getenv("CORRAL_SOCKET"), "CORRAL_APP": os.Getenv("CORRAL_APP"),
 			"CORRAL_WORKER": os.Getenv("CORRAL_WORKER"), "args": os.Args[1:], "pid": os.Getpid(),
 		})
 	})

@@ -41,16 +41,22 @@ type process struct {
 }
 
 // buildCommand turns spec into the command for one worker listening on
-// port; port 0 (a background app) sets no PORT and replaces nothing.
-func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) {
+// addr: its port replaces {port}, or its socket path {socket}, and is set
+// as PORT (Node's listen(process.env.PORT) takes either); a socket path is
+// also CORRAL_SOCKET. A background app's (no address) sets no PORT and
+// replaces nothing.
+func buildCommand(spec *config.App, slotID string, addr listenAddr) (*exec.Cmd, error) {
 	if len(spec.Command) == 0 {
 		return nil, errors.New("empty command")
 	}
-	p := strconv.Itoa(port)
+	p := strconv.Itoa(addr.port)
 	argv := make([]string, len(spec.Command))
 	for i, arg := range spec.Command {
-		if port > 0 {
+		if addr.port > 0 {
 			arg = strings.ReplaceAll(arg, "{port}", p)
+		}
+		if addr.socket != "" {
+			arg = strings.ReplaceAll(arg, "{socket}", addr.socket)
 		}
 		argv[i] = arg
 	}
@@ -69,7 +75,10 @@ func buildCommand(spec *config.App, slotID string, port int) (*exec.Cmd, error) 
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
-	if port > 0 {
+	switch {
+	case addr.socket != "":
+		env = append(env, "PORT="+addr.socket, "CORRAL_SOCKET="+addr.socket)
+	case addr.port > 0:
 		env = append(env, "PORT="+p)
 	}
 	env = append(env, "CORRAL_APP="+spec.Name, "CORRAL_WORKER="+slotID)

@@ -117,7 +117,7 @@ func (a *App) publishStatus() {
 			continue
 		}
 		add(WorkerStatus{
-			ID: w.slot.id, PID: w.proc.pid, Port: w.port, State: w.state, Reason: w.reason,
+			ID: w.slot.id, PID: w.proc.pid, Port: w.addr.port, Socket: w.addr.socket, State: w.state, Reason: w.reason,
 			StartedAt: w.startedAt, ReadyAt: w.readyAt, Generation: w.gen, LastExit: w.slot.lastExit,
 		}, liveRefs{backend: w.backend, stats: w.slot.stats, probe: w.probe})
 	}

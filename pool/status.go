@@ -46,6 +46,7 @@ type WorkerStatus struct {
 	ID     string `json:"id"`
 	PID    int    `json:"pid"`
 	Port   int    `json:"port"`
+	Socket string `json:"socket,omitempty"` // the Unix socket path of a {socket} app's worker (Port is 0)
 	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"` // why it is in this state
 	// Restarts counts restarts after a failure (crash or health).

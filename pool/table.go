@@ -30,15 +30,18 @@ type Table struct {
 }
 
 // Backend is one running worker process as the proxy sees it. A Backend
-// lives for one process: a restarted worker gets a new Backend (and port)
-// but keeps its slot's Stats.
+// lives for one process: a restarted worker gets a new Backend (and port
+// or socket) but keeps its slot's Stats.
 type Backend struct {
 	// ID is the stable slot id ("web-1"); it survives restarts of the slot.
 	ID string
-	// Addr is "127.0.0.1:PORT".
+	// Addr is what to dial: "127.0.0.1:PORT", or the socket's absolute
+	// path when Socket is set (an address starting with "/" is a socket).
 	Addr string
-	// Port is the worker's private port.
+	// Port is the worker's private port (0 for a socket worker).
 	Port int
+	// Socket is the worker's Unix socket path ("" for a TCP worker).
+	Socket string
 	// Upstream is the engine's connection pool for Addr (nil when no engine is attached).
 	Upstream Upstream
 	// Stats are the slot's monotonic counters (they survive restarts).
@@ -55,6 +58,15 @@ type Backend struct {
 	Ejections           atomic.Int32 // times ejected in a row (ejection time grows with it)
 	EjectedUntil        atomic.Int64 // unix nanoseconds; 0 = not ejected
 	LastEjectReason     atomic.Pointer[string]
+}
+
+// Host returns the Host a request to b carries when its client sent none:
+// the worker's address, or "localhost" for a socket, which has no host.
+func (b *Backend) Host() string {
+	if b.Socket != "" {
+		return "localhost"
+	}
+	return b.Addr
 }
 
 // Ejected reports whether passive health has ejected b at time now.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strconv"
 	"syscall"
@@ -78,7 +77,7 @@ func (s *slot) countRestart() {
 type worker struct {
 	slot  *slot
 	gen   int
-	port  int
+	addr  listenAddr
 	proc  *process
 	log   hclog.Logger
 	state string
@@ -189,26 +188,23 @@ func (a *App) newSlot(n int) *slot {
 
 // spawn starts a process for s from spec's process settings.
 func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker, error) {
-	port := 0
-	if !spec.Background {
-		var err error
-		if port, err = a.opts.Ports.Take(); err != nil {
-			return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
-		}
-	}
-	cmd, err := buildCommand(spec, s.id, port)
+	addr, err := a.takeAddr(s, spec)
 	if err != nil {
-		a.releasePort(port)
+		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
+	}
+	cmd, err := buildCommand(spec, s.id, addr)
+	if err != nil {
+		a.releaseAddr(addr)
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
 	}
 	log := a.log.With("worker", s.id)
 	proc, err := startProcess(a.opts.Reaper, cmd, log, &a.wg)
 	if err != nil {
-		a.releasePort(port)
+		a.releaseAddr(addr)
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
 	}
 	w := &worker{
-		slot: s, gen: gen, port: port, proc: proc, log: log.With("pid", proc.pid),
+		slot: s, gen: gen, addr: addr, proc: proc, log: log.With("pid", proc.pid),
 		state: StateStarting, startedAt: time.Now(), candidate: candidate,
 		exitedCh: make(chan struct{}),
 	}
@@ -234,8 +230,7 @@ func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker
 		w.log.Info("worker started", "generation", gen, "settle_time", settle)
 		return w, nil
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	w.probe = health.NewProbe(a.spec.Health, s.id, addr, workerObserver{a, w}, a.root)
+	w.probe = health.NewProbe(a.spec.Health, s.id, addr.dial(), workerObserver{a, w}, a.root)
 	ctx, cancel := context.WithCancel(a.ctx)
 	w.stopProbe = cancel
 	a.wg.Add(1)
@@ -245,15 +240,12 @@ func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker
 	}()
 	timeout := a.startTimeout()
 	w.readyTimer = a.after(timeout, func() { a.notReady(w, timeout) })
-	w.log.Info("worker started", "port", port, "generation", gen)
-	return w, nil
-}
-
-// releasePort gives port back; 0 (a background worker's) is no port.
-func (a *App) releasePort(port int) {
-	if port > 0 {
-		a.opts.Ports.Release(port)
+	if addr.socket != "" {
+		w.log.Info("worker started", "socket", addr.socket, "generation", gen)
+	} else {
+		w.log.Info("worker started", "port", addr.port, "generation", gen)
 	}
+	return w, nil
 }
 
 // fill starts a worker for a slot that has none; a failure goes to backoff.
@@ -455,7 +447,7 @@ func (a *App) markReady(w *worker) {
 	w.state, w.reason, w.readyAt = StateReady, "", time.Now()
 	w.readySince = w.readyAt
 	w.requestsBase = w.slot.stats.Requests.Load()
-	if w.port == 0 {
+	if w.addr.none() {
 		// A background worker: ready, but nothing to route to.
 		w.log.Info("worker ready", "startup", w.readyAt.Sub(w.startedAt).Round(time.Millisecond))
 		if w.candidate {
@@ -463,8 +455,7 @@ func (a *App) markReady(w *worker) {
 		}
 		return
 	}
-	b := &Backend{ID: w.slot.id, Port: w.port, Stats: w.slot.stats}
-	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(w.port))
+	b := &Backend{ID: w.slot.id, Addr: w.addr.dial(), Port: w.addr.port, Socket: w.addr.socket, Stats: w.slot.stats}
 	if a.opts.NewUpstream != nil {
 		b.Upstream = a.opts.NewUpstream(b.Addr, a.spec)
 	}
@@ -609,7 +600,7 @@ func (a *App) finish(w *worker) {
 	}
 	w.finished = true
 	delete(a.workers, w)
-	a.releasePort(w.port)
+	a.releaseAddr(w.addr)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,6 +52,8 @@ func (r *recorded) header(name string) []string {
 // keep-alive, so tests see what a pooled worker connection carries.
 type recorder struct {
 	addr string
+	// socket serves the recorder on a Unix socket (addr is its path).
+	socket bool
 	// idleClose closes a keep-alive connection idle this long (as Node
 	// and gunicorn do); 0 keeps it open.
 	idleClose time.Duration
@@ -69,14 +72,30 @@ func okAnswer(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
 	return true
 }
 
+// echoUpgrade answers an upgrade request with 101 (protocol "echo") and
+// then echoes every byte of the tunnel; any other request gets okAnswer.
+func echoUpgrade(r *recorded, c net.Conn, w *bufio.Writer) bool {
+	if len(r.header("Upgrade")) == 0 {
+		return okAnswer(r, c, w)
+	}
+	_, _ = w.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	_ = w.Flush()
+	_, _ = io.Copy(c, c)
+	return false
+}
+
 func newRecorder(t *testing.T, answer func(r *recorded, c net.Conn, w *bufio.Writer) bool) *recorder {
 	return startRecorder(t, &recorder{answer: answer})
 }
 
 // startRecorder serves rec (its answer, idleClose and hold as set) on a
-// fresh loopback port until the test ends.
+// fresh loopback port, or a Unix socket, until the test ends.
 func startRecorder(t *testing.T, rec *recorder) *recorder {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	network, addr := "tcp", "127.0.0.1:0"
+	if rec.socket {
+		network, addr = "unix", filepath.Join(shortTempDir(t), "worker.sock")
+	}
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -226,15 +226,7 @@ func TestParkedConnAcrossListenerGenerations(t *testing.T) {
 }
 
 func TestUpgradeAfterPark(t *testing.T) {
-	rec := newRecorder(t, func(r *recorded, c net.Conn, w *bufio.Writer) bool {
-		if len(r.header("Upgrade")) == 0 {
-			return okAnswer(r, c, w)
-		}
-		_, _ = w.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-		_ = w.Flush()
-		_, _ = io.Copy(c, c)
-		return false
-	})
+	rec := newRecorder(t, echoUpgrade)
 	p := newTestProxy(t, testSettings())
 	setApps(p, newFixture(p, testApp("web"), rec.addr))
 	addr := serveOn(t, p, p.Serve)

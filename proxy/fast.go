@@ -327,7 +327,7 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 	}
 	req := &c.ctx.Request
 	if c.noHost {
-		req.Header.SetHost(b.Addr)
+		req.Header.SetHost(b.Host())
 	}
 	switch {
 	case body.held && body.file == nil:

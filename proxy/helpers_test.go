@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -101,6 +102,9 @@ func (f *appFixture) backends() []*pool.Backend { return f.src.t.Load().Backends
 
 func newBackend(p *Proxy, app *config.App, id, addr string) *pool.Backend {
 	b := &pool.Backend{ID: id, Addr: addr, Stats: &pool.WorkerStats{}}
+	if strings.HasPrefix(addr, "/") {
+		b.Socket = addr // as the pool makes a socket worker's
+	}
 	if p != nil {
 		b.Upstream = p.NewUpstream(addr, app)
 	}
@@ -108,6 +112,18 @@ func newBackend(p *Proxy, app *config.App, id, addr string) *pool.Backend {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// shortTempDir is a temporary directory short enough to hold a Unix
+// socket (t.TempDir's path carries the test's name).
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
 
 // setApps registers fixtures with p.
 func setApps(p *Proxy, fs ...*appFixture) {

@@ -216,7 +216,7 @@ func (c *stdCall) send(b *pool.Backend, _ *config.Proxy, body *reqBody, _ []byte
 		return &dialError{err: errors.New("backend has no upstream")}
 	}
 	out := c.out
-	out.URL.Host = b.Addr
+	out.URL.Host = b.Host()
 	out.GetBody = nil
 	switch {
 	case body.held:

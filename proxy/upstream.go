@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,8 +51,18 @@ type stdTransport struct {
 	dialedBy *config.Proxy
 }
 
+// newUpstream returns the pool for the worker at addr: host:port, or the
+// absolute path of its Unix socket.
 func newUpstream(p *Proxy, addr string, _ *config.App) *upstream {
 	return &upstream{p: p, addr: addr}
+}
+
+// network returns what addr is on: "unix" for a socket path, else "tcp".
+func (u *upstream) network() string {
+	if strings.HasPrefix(u.addr, "/") {
+		return "unix"
+	}
+	return "tcp"
 }
 
 // client returns the fasthttp client for the current settings. The
@@ -101,7 +112,7 @@ func (u *upstream) dial(addr string) (net.Conn, error) {
 
 // dialRaw opens a plain connection to the backend within the dial timeout.
 func (u *upstream) dialRaw() (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", u.addr, u.p.settings.Load().DialTimeout)
+	c, err := net.DialTimeout(u.network(), u.addr, u.p.settings.Load().DialTimeout)
 	if err != nil {
 		return nil, &dialError{err: err}
 	}
@@ -130,10 +141,10 @@ func (u *upstream) transport() *http.Transport {
 	}
 	d := &net.Dialer{}
 	next := &stdTransport{header: st.ResponseHeaderTimeout, idleFor: st.WorkerIdleTimeout, dialedBy: st, t: &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, u.p.settings.Load().DialTimeout)
 			defer cancel()
-			c, err := d.DialContext(ctx, network, u.addr)
+			c, err := d.DialContext(ctx, u.network(), u.addr)
 			if err != nil {
 				return nil, &dialError{err: err}
 			}

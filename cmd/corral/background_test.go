@@ -38,14 +38,7 @@ func TestCrashingBackgroundAppBacksOffWhileTheWebAppServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newCorral(t, webApp(2, "one", "")+strings.ReplaceAll(jobsApp, "%[1]s", dir))
-	waitFor(t, 20*time.Second, "the admin API", func() bool {
-		resp, err := http.Get("http://" + c.admin + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	c.waitAdmin(20 * time.Second)
 	waitFor(t, 20*time.Second, "2 ready web workers", func() bool { return len(c.readyPIDs("web")) == 2 })
 	stop := c.runLoad(2, 60*time.Second)
 

@@ -222,6 +222,20 @@ func (c *corralProc) waitReady(timeout time.Duration) {
 	})
 }
 
+// waitAdmin waits until the admin API answers /healthz with 200 (corral
+// runs, whether or not its apps are ready).
+func (c *corralProc) waitAdmin(timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, "the admin API", func() bool {
+		resp, err := http.Get("http://" + c.admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
 // signal sends sig to corral.
 func (c *corralProc) signal(sig syscall.Signal) {
 	c.t.Helper()
@@ -278,6 +292,7 @@ type wireWorker struct {
 	ID        string         `json:"id"`
 	PID       int            `json:"pid"`
 	Port      int            `json:"port"`
+	Socket    string         `json:"socket"`
 	State     string         `json:"state"`
 	Reason    string         `json:"reason"`
 	Restarts  int            `json:"restarts"`

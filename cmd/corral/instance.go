@@ -32,6 +32,7 @@ type instance struct {
 	watcher *config.Watcher // nil in tests without one
 	reaper  *pool.Reaper
 	ports   *pool.Ports
+	sockets *pool.Sockets // the private directory of socket workers, removed at shutdown
 	proxy   *proxy.Proxy
 	admin   *admin.Server // served only while admin.listen is set
 
@@ -82,6 +83,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 		started:  time.Now(),
 		reaper:   pool.NewReaper(log),
 		ports:    pool.NewPorts(cfg.WorkerPorts),
+		sockets:  pool.NewSockets(""),
 		proxy:    proxy.New(cfg.Proxy, log),
 		reloads:  make(chan reloadRequest),
 		pings:    make(chan chan struct{}),
@@ -138,6 +140,7 @@ func (in *instance) poolOptions() pool.Options {
 	return pool.Options{
 		Logger:      in.log,
 		Ports:       in.ports,
+		Sockets:     in.sockets,
 		Reaper:      in.reaper,
 		NewUpstream: in.proxy.NewUpstream,
 		OnGiveUp: func(app string, err error) {
@@ -688,8 +691,10 @@ func (in *instance) MetricsSnapshot() []admin.AppMetrics {
 //  4. every app, including apps a reload removed that are still stopping,
 //     sends the stop signal to each worker's process group and SIGKILLs it
 //     after stop_timeout, or at once when ctx is done;
-//  5. the admin API stops (it answers /healthz and /readyz until here);
-//  6. the caller cancels the root context, which ends the reaper and the
+//  5. the socket directory of socket workers is removed (every worker is
+//     gone, and their socket files with them);
+//  6. the admin API stops (it answers /healthz and /readyz until here);
+//  7. the caller cancels the root context, which ends the reaper and the
 //     reload goroutine, and waits for background goroutines.
 func (in *instance) shutdown(ctx context.Context) {
 	in.shuttingDown.Store(true)
@@ -729,6 +734,9 @@ func (in *instance) shutdown(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	if err := in.sockets.Close(); err != nil {
+		in.log.Warn("cannot remove the socket directory", "error", err)
+	}
 	adminCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	in.admin.Shutdown(adminCtx)
 	cancel()

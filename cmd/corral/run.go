@@ -141,6 +141,7 @@ wait:
 			}
 		case <-hardStop.C:
 			log.Error("shutdown did not finish after its deadline; exiting with work left", "grace", exitGrace)
+			_ = in.sockets.Close() // the workers die with corral (parent-death signal)
 			return exitFailure
 		}
 	}

@@ -136,3 +136,9 @@ app "api" {                         # a second app: the default (no hosts, no pa
     type = "tcp"
   }
 }
+
+app "uds" {                         # workers on Unix sockets: {socket} instead of {port}
+  command   = ["./api", "--uds={socket}"]
+  path_prefix = "/uds"
+  instances = 2
+}

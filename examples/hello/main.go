@@ -1,7 +1,9 @@
 // Command hello is corral's bundled example app: a tiny web server that says
 // which worker answered. corral's default config.hcl runs four of it.
 //
-// It listens on 127.0.0.1:$PORT (or -port), answers every path with its
+// It listens on 127.0.0.1:$PORT (or -port), or on a Unix socket with
+// -socket or when $PORT is a path (an app with {socket} in its command, e.g.
+// ["hello", "-socket={socket}"]), answers every path with its
 // worker id and pid, answers /healthz with 200, and on SIGTERM finishes its
 // in-flight requests before exiting, as a well-behaved app should. A
 // request with ?delay=100ms waits that long before answering (a slow
@@ -15,16 +17,19 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
 func main() {
 	port := flag.Int("port", envInt("PORT", 8000), "port to listen on (default $PORT)")
+	socket := flag.String("socket", envSocket(), "Unix socket path to listen on instead of a port (default $PORT when it is a path)")
 	flag.Parse()
 
 	worker := os.Getenv("CORRAL_WORKER")
@@ -76,10 +81,30 @@ func main() {
 		defer cancel()
 		srv.Shutdown(shutdown)
 	}()
-	log.Printf("%s listening on %s", worker, srv.Addr)
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	ln, err := listen(srv.Addr, *socket)
+	if err != nil {
+		log.Fatalf("listen: %v", err)
+	}
+	log.Printf("%s listening on %s", worker, ln.Addr())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatalf("serve: %v", err)
 	}
+}
+
+// listen opens the Unix socket at socket when it is set, else the TCP addr.
+func listen(addr, socket string) (net.Listener, error) {
+	if socket != "" {
+		return net.Listen("unix", socket)
+	}
+	return net.Listen("tcp", addr)
+}
+
+// envSocket returns $PORT when it is a socket path (it contains a '/').
+func envSocket() string {
+	if p := os.Getenv("PORT"); strings.Contains(p, "/") {
+		return p
+	}
+	return ""
 }
 
 func envInt(name string, def int) int {

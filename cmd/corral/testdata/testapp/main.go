@@ -1,6 +1,7 @@
 // Command testapp is the worker app of corral's end-to-end tests.
 //
-// It serves on 127.0.0.1:$PORT: "/" answers JSON with its worker id, pid and
+// It serves on 127.0.0.1:$PORT (on the Unix socket $PORT when it is a
+// path, as for an app with {socket}): "/" answers JSON with its worker id, pid and
 // $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
 // "/concurrency" answers the most requests it ever had at once.
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
@@ -17,11 +18,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -116,7 +119,15 @@ func main() {
 		defer cancel()
 		srv.Shutdown(ctx)
 	}()
-	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+	network, addr := "tcp", srv.Addr
+	if p := os.Getenv("PORT"); strings.HasPrefix(p, "/") {
+		network, addr = "unix", p
+	}
+	ln, err := net.Listen(network, addr)
+	if err == nil {
+		err = srv.Serve(ln)
+	}
+	if err != nil && err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, "testapp:", err)
 		os.Exit(1)
 	}
