@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -121,4 +122,14 @@ func (p *Proxy) serveGenerations(ln net.Listener, start func(net.Listener) (func
 		}
 		p.log.Debug("listener settings changed: new connections get a new server", "listener", ln.Addr().String())
 	}
+}
+
+// Listen binds a public (or admin) TCP listener. Its connections get no
+// TCP keep-alive: Go's default turns it on for every accepted connection
+// with four setsockopt calls, which a new-connection-per-request client
+// pays each time, and corral closes idle clients itself (idle_timeout), as
+// nginx and HAProxy do by default.
+func Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1, KeepAliveConfig: net.KeepAliveConfig{Enable: false}}
+	return lc.Listen(context.Background(), "tcp", addr)
 }

@@ -90,7 +90,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 		giveUp:   make(chan error, 1),
 		removing: map[*pool.App]time.Duration{},
 	}
-	public, err := net.Listen("tcp", cfg.Listen)
+	public, err := proxy.Listen(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
@@ -422,11 +422,11 @@ func (s *listenerSwap) bind() error {
 	if s.addr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := proxy.Listen(s.addr)
 	if err != nil && s.old != nil && errors.Is(err, syscall.EADDRINUSE) && samePort(s.old.Addr().String(), s.addr) {
 		s.old.Close()
 		s.closedOld = true
-		ln, err = net.Listen("tcp", s.addr)
+		ln, err = proxy.Listen(s.addr)
 	}
 	if err != nil {
 		return fmt.Errorf("listening on %s %s: %w", s.what, s.addr, err)
