@@ -1,4 +1,4 @@
-# lib.sh: helpers shared by proxy.sh and live-change.sh. Source it, do not run it.
+# lib.sh: helpers shared by the bench scripts. Source it, do not run it.
 #
 # Every process a script starts goes through start_bg, so the EXIT trap can
 # stop exactly those processes by PID and nothing else on the machine.
@@ -41,6 +41,9 @@ stop_pid() {
 cleanup() {
   local rc=$? i
   trap - EXIT
+  # A script whose processes are not all its children (PM2's daemon) stops
+  # them in its own cleanup_hook first.
+  if declare -F cleanup_hook >/dev/null; then cleanup_hook || true; fi
   for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
     stop_pid "${STARTED_PIDS[i]}" 20
   done
@@ -66,13 +69,14 @@ bench_init() {
   trap 'exit 143' TERM
 }
 
-# ensure_packages TOOL...: installs the Debian packages named like the missing
-# tools. A policy-rc.d that denies service starts keeps the packages' own
+# ensure_packages TOOL[:PACKAGE]...: installs the Debian packages of the
+# missing tools (PACKAGE when the package is named otherwise, as h2load:nghttp2-client).
+# A policy-rc.d that denies service starts keeps the packages' own
 # services (nginx on :80, haproxy) from starting during the install.
 ensure_packages() {
-  local missing=() tool policy=/usr/sbin/policy-rc.d added=""
-  for tool in "$@"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  local missing=() spec policy=/usr/sbin/policy-rc.d added=""
+  for spec in "$@"; do
+    command -v "${spec%%:*}" >/dev/null 2>&1 || missing+=("${spec#*:}")
   done
   ((${#missing[@]} == 0)) && return 0
   ((EUID == 0)) || die "missing ${missing[*]}; install them or run as root"
@@ -269,19 +273,21 @@ median() {
     if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-# start_nginx: checks and starts the nginx whose config is
-# $WORK/nginx/nginx.conf (prefix $WORK/nginx); its pid is in LAST_PID.
+# start_nginx [DIR]: checks and starts the nginx whose config is
+# DIR/nginx.conf (prefix DIR, default $WORK/nginx); its pid is in LAST_PID.
 start_nginx() {
-  nginx -t -q -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
-    die "nginx rejects its config: $(cat "$WORK/nginx/error.log")"
-  log "starting nginx"
-  start_bg "$WORK/nginx/stdout.log" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+  local dir=${1:-$WORK/nginx}
+  nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+    die "nginx rejects its config: $(cat "$dir/error.log")"
+  log "starting nginx ($dir)"
+  start_bg "$dir/stdout.log" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
 }
 
-# start_haproxy: checks and starts HAProxy on $WORK/haproxy.cfg; its pid is
-# in LAST_PID.
+# start_haproxy [CONFIG]: checks and starts HAProxy on CONFIG (default
+# $WORK/haproxy.cfg; its log next to it, .log for .cfg); its pid is in LAST_PID.
 start_haproxy() {
-  haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects its config"
-  log "starting haproxy"
-  start_bg "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+  local cfg=${1:-$WORK/haproxy.cfg}
+  haproxy -c -q -f "$cfg" || die "haproxy rejects its config $cfg"
+  log "starting haproxy ($cfg)"
+  start_bg "${cfg%.cfg}.log" haproxy -db -f "$cfg"
 }
