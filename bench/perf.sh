@@ -533,13 +533,19 @@ frontend tls
   if has f; then
     # {socket} in the command: the worker gets a Unix socket path.
     local rc=0
-    SOFT=1 corral_up corral-sock "$GO_WORKERS" "[\"$HELLO\", \"-port\", \"{socket}\"]" || rc=$?
+    SOFT=1 corral_up corral-sock "$GO_WORKERS" "[\"$HELLO\", \"-socket\", \"{socket}\"]" || rc=$?
     if ((rc == 0)); then
       target corral-sock "corral, socket workers" "${CPID[corral-sock]}" 0 "http://127.0.0.1:${CPORT[corral-sock]}" "$WORK/corral-sock.log"
-      for p in ${WPIDS[corral-sock]}; do
-        # The listening Unix socket of each worker process (ss -x: local address is field 5).
-        paths+="unix:$(ss -Hxlp | awk -v pid="pid=$p," 'index($0, pid) { print $5; exit }') "
+      # The workers' socket paths from /status, else each worker process's
+      # listening Unix socket (ss -x: the local address is field 5).
+      for p in $(corral_status "${CADMIN[corral-sock]}" | jq -r '.apps[0].workers[] | select(.state == "ready") | .socket // empty'); do
+        paths+="unix:$p "
       done
+      if [[ -z $paths ]]; then
+        for p in ${WPIDS[corral-sock]}; do
+          paths+="unix:$(ss -Hxlp | awk -v pid="pid=$p," 'index($0, pid) { print $5; exit }') "
+        done
+      fi
       if [[ $paths == *"unix: "* || -z $paths ]]; then
         NOTES+=("f skipped: the socket workers' paths were not found with ss -xlp (got: $paths)")
       else
@@ -553,7 +559,7 @@ $(nginx_server "$ngx_sock" sock)"
       NOTES+=("f (socket workers) skipped: this corral rejects {socket} in an app command: $(grep -m1 . "$WORK/corral-sock.validate")")
       log "scenario f skipped: corral rejects {socket}"
     else
-      NOTES+=("f (socket workers) skipped: this corral accepts {socket} but its workers did not become ready in 20 s (a corral without socket support passes the literal text; its log: $(grep -m1 -o 'invalid value[^:]*' "$WORK/corral-sock.log" || echo see corral-sock.log))")
+      NOTES+=("f (socket workers) skipped: this corral accepts {socket} but its workers did not become ready in 20 s (a corral without socket support passes the literal text; its log: $(grep -m1 -oE 'flag provided but not defined: -socket|invalid value "[^"]*"' "$WORK/corral-sock.log" || echo see corral-sock.log))")
       log "scenario f skipped: corral-sock's workers did not become ready"
     fi
   fi
@@ -693,7 +699,8 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/octet-stream"
 wrk.body = string.rep("u", $BODY_BYTES)
 EOF
-  local ngx_port hap_port
+  local ngx_port hap_port size
+  size=$(awk -v b="$BODY_BYTES" 'BEGIN { if (b % 1048576 == 0) printf "%d MiB", b / 1048576; else if (b % 1024 == 0) printf "%d KiB", b / 1024; else printf "%d bytes", b }')
   corral_up corral-body 2 "[\"$SC\", \"worker\"]" || die "corral rejects $WORK/corral-body.hcl"
   target corral-body corral "${CPID[corral-body]}" 0 "http://127.0.0.1:${CPORT[corral-body]}" "$WORK/corral-body.log"
   alloc_port ngx_port
@@ -714,9 +721,9 @@ $(nginx_server "$ngx_port" body)"
   for t in "${PHASE_TARGETS[@]}"; do
     wait_until "$t to answer" 15 answers "${URL[$t]}/small" '^ok' || die "$t does not answer ${URL[$t]}/small"
   done
-  add_test e-down ka "$BODY_CONNS" "/big?size=$BODY_BYTES" "e. $BODY_SIZE responses (GET), $BODY_CONNS connections" nginx-body nginx-body haproxy-body corral-body
+  add_test e-down ka "$BODY_CONNS" "/big?size=$BODY_BYTES" "e. $size responses (GET), $BODY_CONNS connections" nginx-body nginx-body haproxy-body corral-body
   run_test e-down
-  add_test e-up up "$BODY_CONNS" /upload "e. $BODY_SIZE request bodies (POST), $BODY_CONNS connections" nginx-body nginx-body haproxy-body corral-body
+  add_test e-up up "$BODY_CONNS" /upload "e. $size request bodies (POST), $BODY_CONNS connections" nginx-body nginx-body haproxy-body corral-body
   run_test e-up
   if grep -qE '\[(crit|alert|emerg)\]' "$WORK/nginx-body/error.log"; then
     grep -E '\[(crit|alert|emerg)\]' "$WORK/nginx-body/error.log" | tail -3 >&2
