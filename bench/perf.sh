@@ -71,6 +71,8 @@ WORKERS_JS=$BENCH_DIR/workers
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 bench_init
+# The tree being measured, read before the run (it may change while the run goes on).
+COMMIT="$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO_DIR" diff --quiet HEAD -- 2>/dev/null || echo ', with uncommitted changes')"
 need=(wrk nginx haproxy jq curl taskset:util-linux openssl ss:iproute2)
 has b && need+=(h2load:nghttp2-client)
 if has a || has c || has d; then
@@ -680,7 +682,7 @@ $(nginx_server "$lc" hol_lc)"
   PHASE_TARGETS=("${targets[@]}")
   for t in "${targets[@]}"; do check_up "$t" '^hello from node'; done
   if has c; then
-    add_test c-hol hol "$HOL_FAST_CONNS" / "c. head-of-line: $HOL_FAST_CONNS clients of instant requests (their latency) while $HOL_BLOCK_CONNS clients send ${BLOCK_MS} ms event-loop blockers, $HOL_WORKERS Node workers" nginx-rr "${targets[@]}"
+    add_test c-hol hol "$HOL_FAST_CONNS" / "c. head-of-line: $HOL_FAST_CONNS instant + $HOL_BLOCK_CONNS ${BLOCK_MS} ms blocking clients, $HOL_WORKERS Node workers" nginx-rr "${targets[@]}"
     run_test c-hol
   fi
   if has d; then
@@ -781,7 +783,7 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 echo "## corral vs nginx, HAProxy, Node cluster and PM2 ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
 echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
-echo "- $(go version 2>/dev/null || echo 'go: not found'); $("$CORRAL" version) (commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); node $(node --version 2>/dev/null)${PM2_NOTE:+; PM2 $PM2_NOTE}; $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version 2>/dev/null | head -1)"
+echo "- $(go version 2>/dev/null || echo 'go: not found'); $("$CORRAL" version) (commit $COMMIT); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); node $(node --version 2>/dev/null)${PM2_NOTE:+; PM2 $PM2_NOTE}; $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version 2>/dev/null | head -1)"
 echo "- clients: wrk -t1 (h2load -t1) pinned to CPU $WRK_CPU with taskset; proxies and workers share all $(nproc) cores with it; ${DURATION} s per run (${FAIR_DURATION} s in d), ${WARMUP} s warm-up per target; $ROUNDS rounds, order rotated each round; cells are medians of the rounds, errors their sum"
 echo "- CPU of all $(nproc) cores during the ${ELAPSED} s of the run: $CPU_SHARE"
 echo "- nginx: worker_processes auto, upstream keepalive 256; HAProxy: nbthread 2, http-reuse always; corral: its defaults unless the row says otherwise; the proxies of a test front the very same worker processes, except rows marked \"own workers\" and Node cluster / PM2, which start their own copies of the same program"
