@@ -88,7 +88,8 @@ if has e && [[ -z ${SLOWCLIENT_BIN:-} ]]; then
   (cd "$BENCH_DIR/slowclient" && go build -o "$SC" .) || die "building bench/slowclient failed"
 fi
 
-NOTES=() # printed under the table: skipped rows and why
+NOTES=()     # printed under the table: skipped rows and why
+PM2_HOMES=() # every PM2_HOME a daemon may run in; cleanup_hook stops them
 PM2_NOTE=""
 if [[ $PM2 == 1 ]] && { has a || has c || has d; }; then
   if [[ -n ${PM2_BIN:-} ]]; then
@@ -103,7 +104,15 @@ if [[ $PM2 == 1 ]] && { has a || has c || has d; }; then
       PM2=0
     fi
   fi
-  [[ $PM2 == 1 ]] && PM2_NOTE="$("$PM2CMD" --version 2>/dev/null | tail -1)"
+  # Any pm2 command starts a daemon in PM2_HOME (~/.pm2 by default): ask the
+  # package for its version instead, and give an installed pm2 a private home.
+  if [[ $PM2 == 1 && -z ${PM2_BIN:-} ]]; then
+    PM2_NOTE=$(node -p "require('$WORK/pm2/node_modules/pm2/package.json').version" 2>/dev/null || true)
+  elif [[ $PM2 == 1 ]]; then
+    mkdir -p "$WORK/pm2home-version"
+    PM2_HOMES+=("$WORK/pm2home-version")
+    PM2_NOTE=$(PM2_HOME=$WORK/pm2home-version "$PM2CMD" --version 2>/dev/null | tail -1)
+  fi
 fi
 
 # The nginx workers run as this user: as root they would run as nobody, who can
@@ -214,7 +223,6 @@ node_cluster_up() {
 }
 
 # pm2_up NAME N: PM2 in cluster mode (-i N) with its own PM2_HOME in the temp dir.
-PM2_HOMES=()
 pm2_up() {
   local name=$1 n=$2 port home=$WORK/pm2home-$1
   alloc_port port
