@@ -172,11 +172,23 @@ start_corral() {
   local config=$1 admin=$2
   start_bg "$WORK/corral.log" "$CORRAL" run -config "$config"
   CORRAL_PID=$LAST_PID
-  if ! wait_until "corral /readyz" 60 curl -fsS --max-time 2 "http://$admin/readyz"; then
-    tail -30 "$WORK/corral.log" >&2
-    die "corral did not become ready"
-  fi
+  wait_corral corral "$admin" "$WORK/corral.log"
   remember_workers "$admin"
+}
+
+# wait_corral NAME ADMIN_ADDR LOGFILE [N]: waits for corral's /readyz and, with
+# N, for N ready workers over all its apps; dies with its log or /status otherwise.
+wait_corral() {
+  local name=$1 admin=$2 logfile=$3 n=${4:-}
+  if ! wait_until "$name /readyz" 60 curl -fsS --max-time 2 "http://$admin/readyz"; then
+    tail -30 "$logfile" >&2
+    die "$name did not become ready"
+  fi
+  [[ -n $n ]] || return 0
+  if ! wait_until "$name: $n ready workers" 60 status_check "$admin" "[.apps[].workers[] | select(.state == \"ready\")] | length == $n"; then
+    corral_status "$admin" >&2 || true
+    die "$name has no $n ready workers"
+  fi
 }
 
 # remember_workers ADMIN_ADDR: adds the PIDs of corral's current workers to
@@ -266,6 +278,17 @@ wrk_field() {
     }' "$1"
 }
 
+# ratio A B: A / B with two decimals ("-" when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# mib KB: kB as MiB with one decimal.
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# machine_line: the report's first environment line.
+machine_line() {
+  echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+}
+
 # median NUMBER...: the median (the mean of the middle two for an even count).
 median() {
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
@@ -281,6 +304,33 @@ start_nginx() {
     die "nginx rejects its config: $(cat "$dir/error.log")"
   log "starting nginx ($dir)"
   start_bg "$dir/stdout.log" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
+}
+
+# haproxy_head: the global and defaults sections every bench HAProxy uses:
+# 2 threads, HTTP keep-alive on both sides, connections to workers reused.
+haproxy_head() {
+  cat <<EOF
+global
+  nbthread 2
+  maxconn 8192
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout queue 10s
+EOF
+}
+
+# write_upload_lua FILE BYTES: a wrk script that POSTs a BYTES-long body.
+write_upload_lua() {
+  cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.body = string.rep("u", $2)
+EOF
 }
 
 # start_haproxy [CONFIG]: checks and starts HAProxy on CONFIG (default

@@ -184,20 +184,12 @@ EOF
   log "starting $name ($n workers)"
   start_bg "$WORK/$name.log" "$CORRAL" run -config "$WORK/$name.hcl"
   pid=$LAST_PID
-  local ready="[.apps[0].workers[] | select(.state == \"ready\")] | length == $n"
-  if [[ ${SOFT:-0} == 1 ]] && ! wait_until "$name: $n ready workers" 20 status_check "127.0.0.1:$admin" "$ready"; then
+  if [[ ${SOFT:-0} == 1 ]] && ! wait_until "$name: $n ready workers" 20 status_check "127.0.0.1:$admin" "[.apps[0].workers[] | select(.state == \"ready\")] | length == $n"; then
     remember_workers "127.0.0.1:$admin"
     stop_pid "$pid" 20
     return 2
   fi
-  if ! wait_until "$name /readyz" 60 curl -fsS --max-time 2 "http://127.0.0.1:$admin/readyz"; then
-    tail -30 "$WORK/$name.log" >&2
-    die "$name did not become ready"
-  fi
-  if ! wait_until "$name: $n ready workers" 60 status_check "127.0.0.1:$admin" "$ready"; then
-    corral_status "127.0.0.1:$admin" >&2 || true
-    die "$name has no $n ready workers"
-  fi
+  wait_corral "$name" "127.0.0.1:$admin" "$WORK/$name.log" "$n"
   remember_workers "127.0.0.1:$admin"
   CPID[$name]=$pid
   CADMIN[$name]=127.0.0.1:$admin
@@ -313,20 +305,23 @@ nginx_server() {
   echo "  }"
 }
 
-haproxy_head() {
-  cat <<EOF
-global
-  nbthread 2
-  maxconn 8192
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  timeout queue 10s
-EOF
+# fronts SET PORTS NGINX_LABEL: nginx (target nginx-SET) and HAProxy (target
+# haproxy-SET), each round robin over the worker PORTS.
+fronts() {
+  local set=$1 ports=$2 ngx_port hap_port
+  alloc_port ngx_port
+  alloc_port hap_port
+  nginx_conf "$WORK/nginx-$set" "$(nginx_upstream "$set" "$ports")
+$(nginx_server "$ngx_port" "$set")"
+  start_nginx "$WORK/nginx-$set"
+  target "nginx-$set" "$3" "$LAST_PID" 1 "http://127.0.0.1:$ngx_port" "$WORK/nginx-$set/error.log"
+  {
+    haproxy_head
+    printf 'frontend plain\n  bind 127.0.0.1:%s\n  default_backend %s\n' "$hap_port" "$set"
+    haproxy_backend "$set" "$ports"
+  } >"$WORK/haproxy-$set.cfg"
+  start_haproxy "$WORK/haproxy-$set.cfg"
+  target "haproxy-$set" HAProxy "$LAST_PID" 1 "http://127.0.0.1:$hap_port" "$WORK/haproxy-$set.log"
 }
 
 # haproxy_backend NAME PORTS [LINES] [SERVER_OPTS]
@@ -621,22 +616,10 @@ $(haproxy_backend go "${WPORTS[corral-go]}")" >"$WORK/haproxy-go.cfg"
 # --- phase: Node workers (a) ------------------------------------------------------
 phase_node() {
   phase_begin "Node workers"
-  local node_cmd="[\"node\", \"$WORKERS_JS/node-worker.js\"]" ngx_port hap_port
+  local node_cmd="[\"node\", \"$WORKERS_JS/node-worker.js\"]"
   corral_up corral-node "$NODE_WORKERS" "$node_cmd" || die "corral rejects $WORK/corral-node.hcl"
   target corral-node corral "${CPID[corral-node]}" 0 "http://127.0.0.1:${CPORT[corral-node]}" "$WORK/corral-node.log"
-  alloc_port ngx_port
-  alloc_port hap_port
-  nginx_conf "$WORK/nginx-node" "$(nginx_upstream node "${WPORTS[corral-node]}")
-$(nginx_server "$ngx_port" node)"
-  start_nginx "$WORK/nginx-node"
-  target nginx-node nginx "$LAST_PID" 1 "http://127.0.0.1:$ngx_port" "$WORK/nginx-node/error.log"
-  {
-    haproxy_head
-    printf 'frontend plain\n  bind 127.0.0.1:%s\n  default_backend node\n' "$hap_port"
-    haproxy_backend node "${WPORTS[corral-node]}"
-  } >"$WORK/haproxy-node.cfg"
-  start_haproxy "$WORK/haproxy-node.cfg"
-  target haproxy-node HAProxy "$LAST_PID" 1 "http://127.0.0.1:$hap_port" "$WORK/haproxy-node.log"
+  fronts node "${WPORTS[corral-node]}" nginx
   local targets=(nginx-node haproxy-node corral-node)
   if [[ $CLUSTER == 1 ]]; then node_cluster_up cluster-node "$NODE_WORKERS" && targets+=(cluster-node); fi
   if [[ $PM2 == 1 ]]; then pm2_up pm2-node "$NODE_WORKERS" && targets+=(pm2-node); fi
@@ -704,28 +687,12 @@ $(nginx_server "$lc" hol_lc)"
 phase_body() {
   phase_begin "1 MiB bodies: 2 bench/slowclient workers"
   BODY_BYTES=$("$SC" size "$BODY_SIZE") || die "bad BODY_SIZE=$BODY_SIZE"
-  cat >"$WORK/upload.lua" <<EOF
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/octet-stream"
-wrk.body = string.rep("u", $BODY_BYTES)
-EOF
-  local ngx_port hap_port size
+  write_upload_lua "$WORK/upload.lua" "$BODY_BYTES"
+  local size
   size=$(awk -v b="$BODY_BYTES" 'BEGIN { if (b % 1048576 == 0) printf "%d MiB", b / 1048576; else if (b % 1024 == 0) printf "%d KiB", b / 1024; else printf "%d bytes", b }')
   corral_up corral-body 2 "[\"$SC\", \"worker\"]" || die "corral rejects $WORK/corral-body.hcl"
   target corral-body corral "${CPID[corral-body]}" 0 "http://127.0.0.1:${CPORT[corral-body]}" "$WORK/corral-body.log"
-  alloc_port ngx_port
-  alloc_port hap_port
-  nginx_conf "$WORK/nginx-body" "$(nginx_upstream body "${WPORTS[corral-body]}")
-$(nginx_server "$ngx_port" body)"
-  start_nginx "$WORK/nginx-body"
-  target nginx-body "nginx (buffering on, its default)" "$LAST_PID" 1 "http://127.0.0.1:$ngx_port" "$WORK/nginx-body/error.log"
-  {
-    haproxy_head
-    printf 'frontend plain\n  bind 127.0.0.1:%s\n  default_backend body\n' "$hap_port"
-    haproxy_backend body "${WPORTS[corral-body]}"
-  } >"$WORK/haproxy-body.cfg"
-  start_haproxy "$WORK/haproxy-body.cfg"
-  target haproxy-body HAProxy "$LAST_PID" 1 "http://127.0.0.1:$hap_port" "$WORK/haproxy-body.log"
+  fronts body "${WPORTS[corral-body]}" "nginx (buffering on, its default)"
   PHASE_TARGETS=(nginx-body haproxy-body corral-body)
   local t
   for t in "${PHASE_TARGETS[@]}"; do
@@ -785,12 +752,9 @@ for id in "${TESTS[@]}"; do
   done
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-
 echo "## corral vs nginx, HAProxy, Node cluster and PM2 ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
-echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+machine_line
 echo "- $(go version 2>/dev/null || echo 'go: not found'); $("$CORRAL" version) (commit $COMMIT); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); node $(node --version 2>/dev/null)${PM2_NOTE:+; PM2 $PM2_NOTE}; $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version 2>/dev/null | head -1)"
 echo "- clients: wrk -t1 (h2load -t1) pinned to CPU $WRK_CPU with taskset; proxies and workers share all $(nproc) cores with it; ${DURATION} s per run (${FAIR_DURATION} s in d), ${WARMUP} s warm-up per target; $ROUNDS rounds, order rotated each round; cells are medians of the rounds, errors their sum"
 echo "- CPU of all $(nproc) cores during the ${ELAPSED} s of the run: $CPU_SHARE"
