@@ -21,7 +21,7 @@
 #      nginx over the same sockets vs nginx over TCP; skipped with a note when
 #      this corral rejects {socket}
 #
-# Usage: flock /tmp/bench.lock bench/perf.sh    (~20 min; as root it installs what is missing)
+# Usage: flock /tmp/bench.lock bench/perf.sh    (~16 min; as root it installs what is missing)
 #   ROUNDS=3        rounds; each round runs every target of a test once, order rotated
 #   DURATION=6      seconds per measured run (FAIR_DURATION for d)
 #   WARMUP=1        seconds of unrecorded load per target before a test's rounds
