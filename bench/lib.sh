@@ -1,4 +1,4 @@
-# lib.sh: helpers shared by proxy.sh and live-change.sh. Source it, do not run it.
+# lib.sh: helpers shared by the bench scripts. Source it, do not run it.
 #
 # Every process a script starts goes through start_bg, so the EXIT trap can
 # stop exactly those processes by PID and nothing else on the machine.
@@ -41,6 +41,9 @@ stop_pid() {
 cleanup() {
   local rc=$? i
   trap - EXIT
+  # A script whose processes are not all its children (PM2's daemon) stops
+  # them in its own cleanup_hook first.
+  if declare -F cleanup_hook >/dev/null; then cleanup_hook || true; fi
   for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
     stop_pid "${STARTED_PIDS[i]}" 20
   done
@@ -66,13 +69,14 @@ bench_init() {
   trap 'exit 143' TERM
 }
 
-# ensure_packages TOOL...: installs the Debian packages named like the missing
-# tools. A policy-rc.d that denies service starts keeps the packages' own
+# ensure_packages TOOL[:PACKAGE]...: installs the Debian packages of the
+# missing tools (PACKAGE when the package is named otherwise, as h2load:nghttp2-client).
+# A policy-rc.d that denies service starts keeps the packages' own
 # services (nginx on :80, haproxy) from starting during the install.
 ensure_packages() {
-  local missing=() tool policy=/usr/sbin/policy-rc.d added=""
-  for tool in "$@"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  local missing=() spec policy=/usr/sbin/policy-rc.d added=""
+  for spec in "$@"; do
+    command -v "${spec%%:*}" >/dev/null 2>&1 || missing+=("${spec#*:}")
   done
   ((${#missing[@]} == 0)) && return 0
   ((EUID == 0)) || die "missing ${missing[*]}; install them or run as root"
@@ -168,11 +172,23 @@ start_corral() {
   local config=$1 admin=$2
   start_bg "$WORK/corral.log" "$CORRAL" run -config "$config"
   CORRAL_PID=$LAST_PID
-  if ! wait_until "corral /readyz" 60 curl -fsS --max-time 2 "http://$admin/readyz"; then
-    tail -30 "$WORK/corral.log" >&2
-    die "corral did not become ready"
-  fi
+  wait_corral corral "$admin" "$WORK/corral.log"
   remember_workers "$admin"
+}
+
+# wait_corral NAME ADMIN_ADDR LOGFILE [N]: waits for corral's /readyz and, with
+# N, for N ready workers over all its apps; dies with its log or /status otherwise.
+wait_corral() {
+  local name=$1 admin=$2 logfile=$3 n=${4:-}
+  if ! wait_until "$name /readyz" 60 curl -fsS --max-time 2 "http://$admin/readyz"; then
+    tail -30 "$logfile" >&2
+    die "$name did not become ready"
+  fi
+  [[ -n $n ]] || return 0
+  if ! wait_until "$name: $n ready workers" 60 status_check "$admin" "[.apps[].workers[] | select(.state == \"ready\")] | length == $n"; then
+    corral_status "$admin" >&2 || true
+    die "$name has no $n ready workers"
+  fi
 }
 
 # remember_workers ADMIN_ADDR: adds the PIDs of corral's current workers to
@@ -262,6 +278,17 @@ wrk_field() {
     }' "$1"
 }
 
+# ratio A B: A / B with two decimals ("-" when B is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+# mib KB: kB as MiB with one decimal.
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+# machine_line: the report's first environment line.
+machine_line() {
+  echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+}
+
 # median NUMBER...: the median (the mean of the middle two for an even count).
 median() {
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
@@ -269,19 +296,48 @@ median() {
     if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-# start_nginx: checks and starts the nginx whose config is
-# $WORK/nginx/nginx.conf (prefix $WORK/nginx); its pid is in LAST_PID.
+# start_nginx [DIR]: checks and starts the nginx whose config is
+# DIR/nginx.conf (prefix DIR, default $WORK/nginx); its pid is in LAST_PID.
 start_nginx() {
-  nginx -t -q -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" ||
-    die "nginx rejects its config: $(cat "$WORK/nginx/error.log")"
-  log "starting nginx"
-  start_bg "$WORK/nginx/stdout.log" nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
+  local dir=${1:-$WORK/nginx}
+  nginx -t -q -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" ||
+    die "nginx rejects its config: $(cat "$dir/error.log")"
+  log "starting nginx ($dir)"
+  start_bg "$dir/stdout.log" nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
 }
 
-# start_haproxy: checks and starts HAProxy on $WORK/haproxy.cfg; its pid is
-# in LAST_PID.
+# haproxy_head: the global and defaults sections every bench HAProxy uses:
+# 2 threads, HTTP keep-alive on both sides, connections to workers reused.
+haproxy_head() {
+  cat <<EOF
+global
+  nbthread 2
+  maxconn 8192
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout queue 10s
+EOF
+}
+
+# write_upload_lua FILE BYTES: a wrk script that POSTs a BYTES-long body.
+write_upload_lua() {
+  cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.body = string.rep("u", $2)
+EOF
+}
+
+# start_haproxy [CONFIG]: checks and starts HAProxy on CONFIG (default
+# $WORK/haproxy.cfg; its log next to it, .log for .cfg); its pid is in LAST_PID.
 start_haproxy() {
-  haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejects its config"
-  log "starting haproxy"
-  start_bg "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+  local cfg=${1:-$WORK/haproxy.cfg}
+  haproxy -c -q -f "$cfg" || die "haproxy rejects its config $cfg"
+  log "starting haproxy ($cfg)"
+  start_bg "${cfg%.cfg}.log" haproxy -db -f "$cfg"
 }

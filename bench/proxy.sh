@@ -117,16 +117,7 @@ NGINX_PID=$LAST_PID
 
 # --- HAProxy ------------------------------------------------------------------
 cat >"$WORK/haproxy.cfg" <<EOF
-global
-  nbthread 2
-  maxconn 4096
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
+$(haproxy_head)
 frontend public
   bind 127.0.0.1:$HAPROXY_PORT
   default_backend workers
@@ -243,12 +234,9 @@ for t in "${TARGETS[@]}"; do
   ((non2xx == 0 && sockerr == 0)) || failed+=("$t")
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-
 echo "## corral vs nginx vs HAProxy ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
-echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+machine_line
 echo "- $(go version 2>/dev/null || echo 'go: not found'); $([[ $SKIP_CORRAL == 1 ]] && echo "corral skipped" || "$CORRAL" version); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency; rounds: $ROUNDS (rotated order), each cell the median of rounds; wrk, proxy and workers share the same $(nproc) cores"
 echo "- CPU of all $(nproc) cores during the runs: $CPU_SHARE (other processes compete with wrk, proxies and workers)"

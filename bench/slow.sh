@@ -145,14 +145,7 @@ start_one_corral() {
   local name=$1 config=$2 admin=$3 pid
   start_bg "$WORK/$name.log" "$CORRAL" run -config "$config"
   pid=$LAST_PID
-  if ! wait_until "$name /readyz" 60 curl -fsS --max-time 2 "http://$admin/readyz"; then
-    tail -30 "$WORK/$name.log" >&2
-    die "$name did not become ready"
-  fi
-  if ! wait_until "$name: 3 ready workers" 30 status_check "$admin" '[.apps[].workers[] | select(.state == "ready")] | length == 3'; then
-    corral_status "$admin" >&2 || true
-    die "$name has no 3 ready workers"
-  fi
+  wait_corral "$name" "$admin" "$WORK/$name.log" 3
   remember_workers "$admin"
   LAST_PID=$pid
 }
@@ -389,11 +382,7 @@ fi
 if has_scenario 3; then
   read -ra T3 <<<"$(targets_for 3)"
   TP_BYTES=$("$SC" size "$TP_SIZE") || die "bad TP_SIZE=$TP_SIZE"
-  cat >"$WORK/upload.lua" <<EOF
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/octet-stream"
-wrk.body = string.rep("u", $TP_BYTES)
-EOF
+  write_upload_lua "$WORK/upload.lua" "$TP_BYTES"
   for kind in download upload; do
     for ((r = 1; r <= ROUNDS; r++)); do
       for t in $(rotated "$r" "${T3[@]}"); do
@@ -469,7 +458,7 @@ strict_slow() {
 
 echo "## corral vs nginx vs HAProxy with slow clients ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 echo
-echo "- machine: nproc=$(nproc), $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)"
+machine_line
 echo "- $(go version 2>/dev/null || echo 'go: not found'); $("$CORRAL" version) (commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo '?')); $(nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "- CPU of all $(nproc) cores during the runs: $CPU_SHARE"
 echo "- single-slot app: 1 worker (port ${ONE[0]}) serving one request at a time, corral max_inflight = 1 (queue: its defaults, 256 / 10s); bulk app: 2 workers (ports ${BULK[*]}); nginx and HAProxy front the same processes; HAProxy: maxconn 1 on the single-slot worker, its frontend on 1 thread"
