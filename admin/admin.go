@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -159,6 +160,11 @@ type Options struct {
 	Logger hclog.Logger
 	// Version is shown in build_info and used when Status has none.
 	Version string
+	// Access is the token, host names and listen address the API starts
+	// with; SetAccess replaces it.
+	Access Access
+	// Logs is optional; without it GET /logs answers 501.
+	Logs *LogRing
 }
 
 // Timeouts of the admin listener. There is no write timeout: a restart
@@ -181,6 +187,7 @@ type Server struct {
 	registry *prometheus.Registry
 	reloads  *reloadMetrics
 	http     *http.Server
+	access   atomic.Pointer[access]
 
 	// work bounds what admin requests start that must not stop when the
 	// client hangs up (rolls, reloads); Shutdown cancels it.
@@ -204,6 +211,7 @@ func New(opts Options) *Server {
 	}
 	log = log.Named("admin")
 	s := &Server{opts: opts, log: log}
+	s.SetAccess(opts.Access)
 	s.work, s.cancelWork = context.WithCancel(context.Background())
 	s.registry, s.reloads = newRegistry(opts.Metrics, opts.Version)
 	s.handler = s.routes()
@@ -219,7 +227,7 @@ func New(opts Options) *Server {
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	// HEAD /healthz and /readyz are what some load balancers send.
-	r.Use(s.traceRequests, middleware.GetHead, sameOrigin)
+	r.Use(s.traceRequests, middleware.GetHead, s.checkHost, sameOrigin)
 	r.Get("/", s.dashboard)
 	r.Get("/status", s.status)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
@@ -228,10 +236,15 @@ func (s *Server) routes() http.Handler {
 	}))
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	r.Post("/reload", s.reload)
-	r.Post("/apps/{app}/restart", s.restart)
-	r.Post("/apps/{app}/scale", s.scale)
-	r.Post("/workers/{id}/restart", s.restartWorker)
+	// Everything that changes corral, and the apps' output, needs the token.
+	r.Group(func(r chi.Router) {
+		r.Use(s.authorize)
+		r.Get("/logs", s.logs)
+		r.Post("/reload", s.reload)
+		r.Post("/apps/{app}/restart", s.restart)
+		r.Post("/apps/{app}/scale", s.scale)
+		r.Post("/workers/{id}/restart", s.restartWorker)
+	})
 	return r
 }
 
