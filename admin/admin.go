@@ -378,18 +378,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "shutting down")
 		return
 	}
+	if unready := UnreadyApps(st); len(unready) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "no ready worker: %s\n", strings.Join(unready, ", "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// UnreadyApps names the apps of st without a ready worker (a background
+// app is ready once its worker stays up): /readyz is 200 when there is
+// none, and so is systemd's READY=1.
+func UnreadyApps(st Status) []string {
 	var unready []string
 	for _, a := range st.Apps {
 		if a.Ready < 1 {
 			unready = append(unready, a.Name)
 		}
 	}
-	if len(unready) > 0 {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "no ready worker: %s\n", strings.Join(unready, ", "))
-		return
-	}
-	fmt.Fprintln(w, "ready")
+	return unready
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

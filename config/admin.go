@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 )
@@ -32,19 +34,27 @@ func (c *checker) adminAccess(n node, r rawAdmin, a *Admin, base string) {
 	}
 }
 
-// token checks a bearer token: long enough, and only characters that
-// travel in an Authorization header unchanged. where names the file it
+// token checks a bearer token with CheckToken. where names the file it
 // came from, if any.
 func (c *checker) token(n node, name, tok, where string) string {
-	if len(tok) < minTokenLength {
-		c.bad(n, name, "the token%s must be at least %d characters (try: openssl rand -hex 32)", where, minTokenLength)
+	if err := CheckToken(tok); err != nil {
+		c.bad(n, name, "the token%s %v", where, err)
 		return ""
+	}
+	return tok
+}
+
+// CheckToken says what is wrong with an admin token, if anything: it must
+// be long enough not to be guessed, and hold only characters that travel
+// in an Authorization header unchanged.
+func CheckToken(tok string) error {
+	if len(tok) < minTokenLength {
+		return fmt.Errorf("must be at least %d characters (try: openssl rand -hex 32)", minTokenLength)
 	}
 	for _, b := range []byte(tok) {
 		if b < 0x21 || b > 0x7e {
-			c.bad(n, name, "the token%s must be printable ASCII without spaces", where)
-			return ""
+			return errors.New("must be printable ASCII without spaces")
 		}
 	}
-	return tok
+	return nil
 }
