@@ -128,6 +128,9 @@ func TestEnvTokenComesBeforeTheFile(t *testing.T) {
 	if code, _ := c.adminCall("POST", "/reload", fileToken, ""); code != 403 {
 		t.Errorf("the file's token beside CORRAL_ADMIN_TOKEN = %d, want 403", code)
 	}
+	if !strings.Contains(c.logText(), "CORRAL_ADMIN_TOKEN is set: the admin token of the config file is not used") {
+		t.Error("corral did not say that the environment's token wins")
+	}
 
 	weak := prepareCorral(t)
 	weak.env = []string{"CORRAL_ADMIN_TOKEN=short"}

@@ -83,6 +83,9 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Admin.Token != "" && os.Getenv("CORRAL_ADMIN_TOKEN") != "" {
+		log.Named("admin").Info("CORRAL_ADMIN_TOKEN is set: the admin token of the config file is not used")
+	}
 	in := &instance{
 		log:      log,
 		notify:   notify,
