@@ -131,14 +131,20 @@ func (a *access) hostAllowed(hostport string) bool {
 	return false
 }
 
-// authorize guards what changes corral (and /logs, which shows the apps'
-// own output): with a token, the request must carry it as
-// "Authorization: Bearer <token>" (401 without, 403 when wrong); without
-// one, an API reachable from other machines refuses (403).
+// needsToken reports whether r may change corral (any method but GET and
+// HEAD, whatever the path) or reads the apps' own output (/logs).
+func needsToken(r *http.Request) bool {
+	return (r.Method != http.MethodGet && r.Method != http.MethodHead) || r.URL.Path == "/logs"
+}
+
+// authorize guards what needsToken names: with a token, the request must
+// carry it as "Authorization: Bearer <token>" (401 without, 403 when
+// wrong); without one, an API reachable from other machines refuses (403).
 func (s *Server) authorize(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := s.access.Load()
 		switch {
+		case !needsToken(r):
 		case a.Token != "":
 			scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 			if !strings.EqualFold(scheme, "Bearer") || tok == "" {

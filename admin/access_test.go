@@ -126,6 +126,13 @@ func TestEveryMutatingEndpointNeedsTheToken(t *testing.T) {
 			t.Errorf("%s %s without a token = %d %q, want %d", e.method, e.path, resp.StatusCode, ref.Error, e.ok)
 		}
 	}
+	// Any other method on any path is guarded before routing: a route added
+	// later cannot be left open by mistake.
+	for _, e := range []endpoint{{"POST", "/status", "", 0}, {"DELETE", "/apps/web", "", 0}, {"PUT", "/nope", "", 0}} {
+		if resp, _ := request(t, addr, e, ""); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s %s without a token = %d, want 401", e.method, e.path, resp.StatusCode)
+		}
+	}
 }
 
 func TestNonLoopbackWithoutATokenIsReadOnly(t *testing.T) {

@@ -227,7 +227,9 @@ func New(opts Options) *Server {
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	// HEAD /healthz and /readyz are what some load balancers send.
-	r.Use(s.traceRequests, middleware.GetHead, s.checkHost, sameOrigin)
+	// authorize guards every method but GET and HEAD, and /logs: a route
+	// added later is guarded without a word.
+	r.Use(s.traceRequests, middleware.GetHead, s.checkHost, sameOrigin, s.authorize)
 	r.Get("/", s.dashboard)
 	r.Get("/status", s.status)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
@@ -236,15 +238,11 @@ func (s *Server) routes() http.Handler {
 	}))
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
-	// Everything that changes corral, and the apps' output, needs the token.
-	r.Group(func(r chi.Router) {
-		r.Use(s.authorize)
-		r.Get("/logs", s.logs)
-		r.Post("/reload", s.reload)
-		r.Post("/apps/{app}/restart", s.restart)
-		r.Post("/apps/{app}/scale", s.scale)
-		r.Post("/workers/{id}/restart", s.restartWorker)
-	})
+	r.Get("/logs", s.logs)
+	r.Post("/reload", s.reload)
+	r.Post("/apps/{app}/restart", s.restart)
+	r.Post("/apps/{app}/scale", s.scale)
+	r.Post("/workers/{id}/restart", s.restartWorker)
 	return r
 }
 
