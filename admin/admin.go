@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -159,6 +160,11 @@ type Options struct {
 	Logger hclog.Logger
 	// Version is shown in build_info and used when Status has none.
 	Version string
+	// Access is the token, host names and listen address the API starts
+	// with; SetAccess replaces it.
+	Access Access
+	// Logs is optional; without it GET /logs answers 501.
+	Logs *LogRing
 }
 
 // Timeouts of the admin listener. There is no write timeout: a restart
@@ -181,6 +187,7 @@ type Server struct {
 	registry *prometheus.Registry
 	reloads  *reloadMetrics
 	http     *http.Server
+	access   atomic.Pointer[access]
 
 	// work bounds what admin requests start that must not stop when the
 	// client hangs up (rolls, reloads); Shutdown cancels it.
@@ -204,6 +211,7 @@ func New(opts Options) *Server {
 	}
 	log = log.Named("admin")
 	s := &Server{opts: opts, log: log}
+	s.SetAccess(opts.Access)
 	s.work, s.cancelWork = context.WithCancel(context.Background())
 	s.registry, s.reloads = newRegistry(opts.Metrics, opts.Version)
 	s.handler = s.routes()
@@ -219,7 +227,9 @@ func New(opts Options) *Server {
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	// HEAD /healthz and /readyz are what some load balancers send.
-	r.Use(s.traceRequests, middleware.GetHead, sameOrigin)
+	// authorize guards every method but GET and HEAD, and /logs: a route
+	// added later is guarded without a word.
+	r.Use(s.traceRequests, middleware.GetHead, s.checkHost, sameOrigin, s.authorize)
 	r.Get("/", s.dashboard)
 	r.Get("/status", s.status)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
@@ -228,6 +238,7 @@ func (s *Server) routes() http.Handler {
 	}))
 	r.Get("/healthz", s.healthz)
 	r.Get("/readyz", s.readyz)
+	r.Get("/logs", s.logs)
 	r.Post("/reload", s.reload)
 	r.Post("/apps/{app}/restart", s.restart)
 	r.Post("/apps/{app}/scale", s.scale)
@@ -365,18 +376,25 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "shutting down")
 		return
 	}
+	if unready := UnreadyApps(st); len(unready) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "no ready worker: %s\n", strings.Join(unready, ", "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// UnreadyApps names the apps of st without a ready worker (a background
+// app is ready once its worker stays up): /readyz is 200 when there is
+// none, and so is systemd's READY=1.
+func UnreadyApps(st Status) []string {
 	var unready []string
 	for _, a := range st.Apps {
 		if a.Ready < 1 {
 			unready = append(unready, a.Name)
 		}
 	}
-	if len(unready) > 0 {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "no ready worker: %s\n", strings.Join(unready, ", "))
-		return
-	}
-	fmt.Fprintln(w, "ready")
+	return unready
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

@@ -390,7 +390,7 @@ func TestRestartRefusedAfterShutdown(t *testing.T) {
 	}
 	// The handler still works in-process (e.g. a request that raced Shutdown).
 	rec := httptest.NewRecorder()
-	srv.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/apps/web/restart?wait=false", nil))
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "http://127.0.0.1/apps/web/restart?wait=false", nil))
 	if rec.Code != http.StatusServiceUnavailable || calls.Load() != 0 {
 		t.Errorf("restart after Shutdown = %d with %d rolls, want 503 and none", rec.Code, calls.Load())
 	}

@@ -46,33 +46,62 @@ func baseURL(addr string) string {
 	return "http://" + addr
 }
 
-// call does one request against the admin API and returns the status code
-// and body. Each call uses its own transport without keep-alive or proxy:
-// the CLI makes one call per run, and HTTP_PROXY must not capture loopback.
-func call(ctx context.Context, method, addr, path string) (int, []byte, error) {
-	return callBody(ctx, method, addr, path, nil)
+// Client calls the admin API of a running corral, as the CLI does.
+type Client struct {
+	// Addr is the admin address: host:port, or a URL prefix.
+	Addr string
+	// Token, when set, is sent as "Authorization: Bearer <token>".
+	Token string
 }
 
-// callBody is call with a JSON request body (none when body is nil).
-func callBody(ctx context.Context, method, addr, path string, body []byte) (int, []byte, error) {
+// newRequest builds a request to path with the token set. Each request
+// uses its own transport without keep-alive or proxy: the CLI makes one
+// call per run, and HTTP_PROXY must not capture loopback.
+func (c Client) newRequest(ctx context.Context, method, path string, body []byte) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, baseURL(addr)+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, baseURL(c.Addr)+path, rd)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	return req, nil
+}
+
+func (c Client) do(req *http.Request) (*http.Response, func(), error) {
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
+	if err != nil {
+		client.CloseIdleConnections()
+		return nil, nil, err
+	}
+	return resp, func() { resp.Body.Close(); client.CloseIdleConnections() }, nil
+}
+
+// call does one request against the admin API and returns the status code
+// and body.
+func (c Client) call(ctx context.Context, method, path string) (int, []byte, error) {
+	return c.callBody(ctx, method, path, nil)
+}
+
+// callBody is call with a JSON request body (none when body is nil).
+func (c Client) callBody(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
+	req, err := c.newRequest(ctx, method, path, body)
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
+	resp, done, err := c.do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer done()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, maxClientBody))
 	if err != nil {
 		return resp.StatusCode, nil, err
@@ -80,20 +109,23 @@ func callBody(ctx context.Context, method, addr, path string, body []byte) (int,
 	return resp.StatusCode, out, nil
 }
 
+// httpError describes an answer the caller did not expect: its "error"
+// when it is a JSON refusal, else the first line of its body.
 func httpError(code int, body []byte) *HTTPError {
+	var ref refusal
+	if json.Unmarshal(body, &ref) == nil && ref.Error != "" {
+		return &HTTPError{Code: code, Body: ref.Error}
+	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
 	return &HTTPError{Code: code, Body: line}
 }
 
-// FetchStatus reads GET /status from the admin API at addr (host:port).
-func FetchStatus(ctx context.Context, addr string) (Status, error) {
+// Status reads GET /status.
+func (c Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	code, body, err := call(ctx, http.MethodGet, addr, "/status")
+	body, err := c.RawStatus(ctx)
 	if err != nil {
-		return st, fmt.Errorf("fetching status: %w", err)
-	}
-	if code != http.StatusOK {
-		return st, fmt.Errorf("fetching status: %w", httpError(code, body))
+		return st, err
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
 		return st, fmt.Errorf("decoding status: %w", err)
@@ -101,12 +133,24 @@ func FetchStatus(ctx context.Context, addr string) (Status, error) {
 	return st, nil
 }
 
-// RequestReload asks the instance at addr to reload its config now. An
+// RawStatus returns the body of GET /status as the instance sent it.
+func (c Client) RawStatus(ctx context.Context) ([]byte, error) {
+	code, body, err := c.call(ctx, http.MethodGet, "/status")
+	if err != nil {
+		return nil, fmt.Errorf("fetching status: %w", err)
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("fetching status: %w", httpError(code, body))
+	}
+	return body, nil
+}
+
+// Reload asks the instance to reload its config now. An
 // invalid config (422) or a failed apply (500) comes back as a result with
 // Applied=false and a nil error; err is set only when no outcome was read.
-func RequestReload(ctx context.Context, addr string) (ReloadResult, error) {
+func (c Client) Reload(ctx context.Context) (ReloadResult, error) {
 	var res ReloadResult
-	code, body, err := call(ctx, http.MethodPost, addr, "/reload")
+	code, body, err := c.call(ctx, http.MethodPost, "/reload")
 	if err != nil {
 		return res, fmt.Errorf("requesting reload: %w", err)
 	}
@@ -121,13 +165,13 @@ func RequestReload(ctx context.Context, addr string) (ReloadResult, error) {
 	}
 }
 
-// RequestScale asks the instance at addr to run app with n workers until
+// Scale asks the instance to run app with n workers until
 // the next reload. A refusal the API explains (400, 404, 409) comes back as
 // a result with Result "failed" and its Error, and a nil error.
-func RequestScale(ctx context.Context, addr, app string, n int) (ScaleResult, error) {
+func (c Client) Scale(ctx context.Context, app string, n int) (ScaleResult, error) {
 	var res ScaleResult
 	body, _ := json.Marshal(ScaleRequest{Instances: &n})
-	code, out, err := callBody(ctx, http.MethodPost, addr, "/apps/"+url.PathEscape(app)+"/scale", body)
+	code, out, err := c.callBody(ctx, http.MethodPost, "/apps/"+url.PathEscape(app)+"/scale", body)
 	if err != nil {
 		return res, fmt.Errorf("requesting scale: %w", err)
 	}
@@ -142,12 +186,12 @@ func RequestScale(ctx context.Context, addr, app string, n int) (ScaleResult, er
 	}
 }
 
-// RequestRestart asks the instance at addr for a rolling restart of app
+// Restart asks the instance for a rolling restart of app
 // and waits for its outcome. A refusal the API explains comes back as a
 // result with Result "failed" and a nil error.
-func RequestRestart(ctx context.Context, addr, app string) (RestartResult, error) {
+func (c Client) Restart(ctx context.Context, app string) (RestartResult, error) {
 	var res RestartResult
-	code, out, err := call(ctx, http.MethodPost, addr, "/apps/"+url.PathEscape(app)+"/restart")
+	code, out, err := c.call(ctx, http.MethodPost, "/apps/"+url.PathEscape(app)+"/restart")
 	if err != nil {
 		return res, fmt.Errorf("requesting restart: %w", err)
 	}
@@ -162,11 +206,11 @@ func RequestRestart(ctx context.Context, addr, app string) (RestartResult, error
 	}
 }
 
-// RequestWorkerRestart asks the instance at addr to replace worker id and
-// waits for its outcome, as RequestRestart does for an app.
-func RequestWorkerRestart(ctx context.Context, addr, id string) (WorkerRestartResult, error) {
+// RestartWorker asks the instance to replace worker id and waits for its
+// outcome, as Restart does for an app.
+func (c Client) RestartWorker(ctx context.Context, id string) (WorkerRestartResult, error) {
 	var res WorkerRestartResult
-	code, out, err := call(ctx, http.MethodPost, addr, "/workers/"+url.PathEscape(id)+"/restart")
+	code, out, err := c.call(ctx, http.MethodPost, "/workers/"+url.PathEscape(id)+"/restart")
 	if err != nil {
 		return res, fmt.Errorf("requesting worker restart: %w", err)
 	}
@@ -181,14 +225,44 @@ func RequestWorkerRestart(ctx context.Context, addr, id string) (WorkerRestartRe
 	}
 }
 
-// CheckHealth returns nil when GET /healthz at addr answers 200.
-func CheckHealth(ctx context.Context, addr string) error {
-	code, body, err := call(ctx, http.MethodGet, addr, "/healthz")
+// Health returns nil when GET /healthz answers 200.
+func (c Client) Health(ctx context.Context) error {
+	code, body, err := c.call(ctx, http.MethodGet, "/healthz")
 	if err != nil {
 		return fmt.Errorf("checking health: %w", err)
 	}
 	if code != http.StatusOK {
 		return fmt.Errorf("checking health: %w", httpError(code, body))
+	}
+	return nil
+}
+
+// Logs copies GET /logs to w: the latest lines lines of app (every app and
+// corral's own when app is ""), then, with follow, new lines as they come
+// until ctx ends (nil is returned then) or corral closes the stream.
+func (c Client) Logs(ctx context.Context, w io.Writer, app string, lines int, follow bool) error {
+	q := url.Values{"lines": {strconv.Itoa(lines)}}
+	if app != "" {
+		q.Set("app", app)
+	}
+	if follow {
+		q.Set("follow", "1")
+	}
+	req, err := c.newRequest(ctx, http.MethodGet, "/logs?"+q.Encode(), nil)
+	if err != nil {
+		return fmt.Errorf("fetching logs: %w", err)
+	}
+	resp, done, err := c.do(req)
+	if err != nil {
+		return fmt.Errorf("fetching logs: %w", err)
+	}
+	defer done()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return fmt.Errorf("fetching logs: %w", httpError(resp.StatusCode, body))
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("reading logs: %w", err)
 	}
 	return nil
 }

@@ -20,7 +20,7 @@ func TestFetchStatus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 
-	got, err := FetchStatus(ctx, addr)
+	got, err := Client{Addr: addr}.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestRequestReload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 
-	res, err := RequestReload(ctx, addr)
+	res, err := Client{Addr: addr}.Reload(ctx)
 	if err != nil || !res.Applied || res.Changes != "web: 2 -> 4 instances" || res.Trigger != TriggerAPI {
 		t.Errorf("applied reload = %+v, %v", res, err)
 	}
@@ -53,7 +53,7 @@ func TestRequestReload(t *testing.T) {
 	rt.mu.Lock()
 	rt.reload = ReloadResult{Problems: []string{problem}}
 	rt.mu.Unlock()
-	res, err = RequestReload(ctx, addr)
+	res, err = Client{Addr: addr}.Reload(ctx)
 	if err != nil {
 		t.Fatalf("invalid config must not be a transport error: %v", err)
 	}
@@ -73,13 +73,13 @@ func TestClientErrors(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	if err := CheckHealth(ctx, dead); !errors.Is(err, syscall.ECONNREFUSED) {
+	if err := (Client{Addr: dead}).Health(ctx); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("CheckHealth on a closed port = %v, want connection refused", err)
 	}
-	if _, err := FetchStatus(ctx, dead); err == nil {
+	if _, err := (Client{Addr: dead}).Status(ctx); err == nil {
 		t.Error("FetchStatus on a closed port succeeded")
 	}
-	if _, err := RequestReload(ctx, dead); err == nil {
+	if _, err := (Client{Addr: dead}).Reload(ctx); err == nil {
 		t.Error("RequestReload on a closed port succeeded")
 	}
 
@@ -96,13 +96,13 @@ func TestClientErrors(t *testing.T) {
 	defer func() { broken.Close(); <-done }()
 
 	var he *HTTPError
-	if err := CheckHealth(ctx, ln.Addr().String()); !errors.As(err, &he) || he.Code != 503 || he.Body != "overloaded" {
+	if err := (Client{Addr: ln.Addr().String()}).Health(ctx); !errors.As(err, &he) || he.Code != 503 || he.Body != "overloaded" {
 		t.Errorf("CheckHealth against a 503 = %v, want HTTPError 503 overloaded", err)
 	}
-	if _, err := FetchStatus(ctx, ln.Addr().String()); !errors.As(err, &he) {
+	if _, err := (Client{Addr: ln.Addr().String()}).Status(ctx); !errors.As(err, &he) {
 		t.Errorf("FetchStatus against a 503 = %v, want HTTPError", err)
 	}
-	if _, err := RequestReload(ctx, ln.Addr().String()); !errors.As(err, &he) {
+	if _, err := (Client{Addr: ln.Addr().String()}).Reload(ctx); !errors.As(err, &he) {
 		t.Errorf("RequestReload against a 503 = %v, want HTTPError", err)
 	}
 }
@@ -111,15 +111,15 @@ func TestCheckHealth(t *testing.T) {
 	_, addr := startServer(t, Options{Runtime: &fakeRuntime{}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := CheckHealth(ctx, addr); err != nil {
+	if err := (Client{Addr: addr}).Health(ctx); err != nil {
 		t.Errorf("CheckHealth = %v", err)
 	}
 	// ":PORT" means loopback, as a bare admin.listen port would.
 	_, port, _ := net.SplitHostPort(addr)
-	if err := CheckHealth(ctx, ":"+port); err != nil {
+	if err := (Client{Addr: ":" + port}).Health(ctx); err != nil {
 		t.Errorf("CheckHealth(:port) = %v", err)
 	}
-	if err := CheckHealth(ctx, "http://"+addr+"/"); err != nil {
+	if err := (Client{Addr: "http://" + addr + "/"}).Health(ctx); err != nil {
 		t.Errorf("CheckHealth(url) = %v", err)
 	}
 }

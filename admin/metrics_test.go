@@ -360,7 +360,7 @@ func BenchmarkScrape(b *testing.B) {
 	var size int
 	for b.Loop() {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/metrics", nil))
 		if rec.Code != 200 {
 			b.Fatalf("GET /metrics = %d", rec.Code)
 		}

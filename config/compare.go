@@ -14,7 +14,8 @@ func Compare(old, new *Config) Diff {
 	d := Diff{
 		LogChanged:    old.Log != new.Log,
 		ListenChanged: old.Listen != new.Listen,
-		AdminChanged:  old.Admin != new.Admin,
+		AdminChanged:  old.Admin.Listen != new.Admin.Listen,
+		AccessChanged: !old.Admin.AccessEqual(new.Admin),
 		ProxyChanged: !reflect.DeepEqual(old.Proxy, new.Proxy) ||
 			old.Shutdown != new.Shutdown || old.WorkerPorts != new.WorkerPorts,
 	}
@@ -110,7 +111,7 @@ func (a *App) ProcessEqual(b *App) bool {
 
 // Empty reports whether nothing changed.
 func (d Diff) Empty() bool {
-	return !d.LogChanged && !d.ListenChanged && !d.AdminChanged && !d.ProxyChanged &&
+	return !d.LogChanged && !d.ListenChanged && !d.AdminChanged && !d.AccessChanged && !d.ProxyChanged &&
 		len(d.Added) == 0 && len(d.Removed) == 0 && len(d.Changed) == 0
 }
 
@@ -136,6 +137,7 @@ func (d Diff) String() string {
 	}{
 		{d.ListenChanged, "listen address"},
 		{d.AdminChanged, "admin listen address"},
+		{d.AccessChanged, "admin access (token, hosts)"},
 		{d.ProxyChanged, "proxy settings"},
 		{d.LogChanged, "log settings"},
 	} {

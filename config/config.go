@@ -5,6 +5,7 @@ package config
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -36,10 +37,25 @@ type PortRange struct {
 	First, Last int
 }
 
-// Admin configures the admin API listener.
+// Admin configures the admin API listener and who may change corral
+// through it.
 type Admin struct {
 	// Listen is the admin address; empty disables the admin API.
 	Listen string
+	// Token is the bearer token the mutating endpoints require: admin.token,
+	// or what admin.token_file holds (its trailing newline trimmed); "" when
+	// the file sets neither ($CORRAL_ADMIN_TOKEN is the caller's business).
+	Token string
+	// TokenFile is the absolute path of admin.token_file; "" when not set.
+	TokenFile string
+	// Hosts are the host names, beside loopback names and IP literals, that
+	// the admin API answers to (the guard against DNS rebinding).
+	Hosts []string
+}
+
+// AccessEqual reports whether a and b set the same token and hosts.
+func (a Admin) AccessEqual(b Admin) bool {
+	return a.Token == b.Token && a.TokenFile == b.TokenFile && slices.Equal(a.Hosts, b.Hosts)
 }
 
 // Log configures logging.

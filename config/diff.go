@@ -5,6 +5,9 @@ type Diff struct {
 	LogChanged    bool // log level or format
 	ListenChanged bool // public listen address
 	AdminChanged  bool // admin listen address
+	// AccessChanged is set when admin.token, admin.token_file (or what it
+	// holds) or admin.hosts changed; it applies without a new listener.
+	AccessChanged bool
 	ProxyChanged  bool // any proxy or shutdown setting
 	Added         []string
 	Removed       []string

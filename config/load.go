@@ -31,7 +31,10 @@ type rawFile struct {
 }
 
 type rawAdmin struct {
-	Listen *string `hcl:"listen,optional"`
+	Listen    *string  `hcl:"listen,optional"`
+	Token     *string  `hcl:"token,optional"`
+	TokenFile *string  `hcl:"token_file,optional"`
+	Hosts     []string `hcl:"hosts,optional"`
 }
 
 type rawLog struct {
@@ -218,6 +221,8 @@ func (c *checker) build(raw *rawFile, root node, base string) *Config {
 	if cfg.Admin.Listen != "" && cfg.Admin.Listen == cfg.Listen {
 		c.bad(admin, "listen", "must differ from listen %q", cfg.Listen)
 	}
+
+	c.adminAccess(admin, a, &cfg.Admin, base)
 
 	c.outsideWorkerPorts(root, "listen", cfg.Listen, cfg.WorkerPorts)
 	c.outsideWorkerPorts(admin, "listen", cfg.Admin.Listen, cfg.WorkerPorts)

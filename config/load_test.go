@@ -165,8 +165,9 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		Path:        filepath.Join(dir, "full.hcl"),
 		Listen:      "127.0.0.1:8443",
 		WorkerPorts: PortRange{First: 21000, Last: 21999},
-		Admin:       Admin{Listen: "127.0.0.1:9181"},
-		Log:         Log{Level: "debug", Format: "json"},
+		Admin: Admin{Listen: "127.0.0.1:9181", Token: "full-example-token-0123456789",
+			TokenFile: filepath.Join(dir, "admin.token"), Hosts: []string{"corral.internal"}},
+		Log: Log{Level: "debug", Format: "json"},
 		Proxy: Proxy{
 			ReadHeaderTimeout:     5 * time.Second,
 			ReadTimeout:           30 * time.Second,
@@ -420,6 +421,11 @@ func TestLoadProblems(t *testing.T) {
 		{"listen not judged against bad worker_ports", "worker_ports = \"29000-21000\"\nlisten = \"127.0.0.1:25000\"\napp \"web\" { command = [\"x\"] }\n", 1, "worker_ports", "must not exceed"},
 		{"zero stop_timeout", "app \"web\" {\n  command = [\"x\"]\n  stop_timeout = \"0s\"\n}\n", 3, "app.web.stop_timeout", `greater than 0 (stop_signal = "SIGKILL" kills at once)`},
 		{"zero drain_timeout", "app \"web\" {\n  command = [\"x\"]\n  drain_timeout = \"0s\"\n}\n", 3, "app.web.drain_timeout", "greater than 0"},
+		{"token and token_file", "admin {\n  token = \"0123456789abcdef\"\n  token_file = \"t\"\n}\napp \"web\" { command = [\"x\"] }\n", 3, "admin.token_file", "not both"},
+		{"short token", "admin {\n  token = \"secret\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "admin.token", "at least 16 characters"},
+		{"token with a space", "admin {\n  token = \"0123456789 abcdef\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "admin.token", "printable ASCII without spaces"},
+		{"missing token_file", "admin {\n  listen = \"127.0.0.1:9180\"\n  token_file = \"nope.token\"\n}\napp \"web\" { command = [\"x\"] }\n", 3, "admin.token_file", "cannot read the token"},
+		{"admin host with a port", "admin {\n  hosts = [\"corral.internal:9180\"]\n}\napp \"web\" { command = [\"x\"] }\n", 2, "admin.hosts", "without a port"},
 		{"zero dial_timeout", "proxy {\n  dial_timeout = \"0s\"\n}\napp \"web\" { command = [\"x\"] }\n", 2, "proxy.dial_timeout", "greater than 0"},
 	}
 	for _, tt := range tests {
@@ -550,5 +556,38 @@ func TestLoadSocketAppTakesNoPorts(t *testing.T) {
 	}
 	if cfg.Apps[0].UsesSocket() || !cfg.Apps[1].UsesSocket() {
 		t.Errorf("UsesSocket %v %v, want false true", cfg.Apps[0].UsesSocket(), cfg.Apps[1].UsesSocket())
+	}
+}
+
+func TestLoadTokenFileIsRelativeTrimmedAndReadAtEveryLoad(t *testing.T) {
+	path := writeConfig(t, "admin {\n  token_file = \"secrets/admin.token\"\n}\napp \"web\" { command = [\"x\"] }\n")
+	dir := filepath.Join(filepath.Dir(path), "secrets")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, "admin.token")
+	for _, tc := range []struct{ content, want string }{
+		{"first-token-0123456789\n", "first-token-0123456789"},
+		{"rotated-token-0123456789\r\n", "rotated-token-0123456789"},
+		{"no-newline-0123456789", "no-newline-0123456789"},
+	} {
+		if err := os.WriteFile(tokenFile, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Admin.Token != tc.want || cfg.Admin.TokenFile != tokenFile {
+			t.Errorf("token file %q: Token %q TokenFile %q, want %q from %s", tc.content, cfg.Admin.Token, cfg.Admin.TokenFile, tc.want, tokenFile)
+		}
+	}
+	if err := os.WriteFile(tokenFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	problems := problemsOf(t, "admin {\n  token_file = \""+tokenFile+"\"\n}\napp \"web\" { command = [\"x\"] }\n")
+	if len(problems) != 1 || problems[0].Key != "admin.token_file" || problems[0].Line != 2 ||
+		!strings.Contains(problems[0].Message, "in "+tokenFile) {
+		t.Errorf("an empty token file: %v, want one problem at admin.token_file line 2 naming the file", problems)
 	}
 }

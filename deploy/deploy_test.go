@@ -93,6 +93,16 @@ type container struct {
 	Name  string   `yaml:"name"`
 	Image string   `yaml:"image"`
 	Args  []string `yaml:"args"`
+	Env   []struct {
+		Name      string  `yaml:"name"`
+		Value     *string `yaml:"value"`
+		ValueFrom *struct {
+			SecretKeyRef *struct {
+				Name string `yaml:"name"`
+				Key  string `yaml:"key"`
+			} `yaml:"secretKeyRef"`
+		} `yaml:"valueFrom"`
+	} `yaml:"env"`
 	Ports []struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
@@ -442,6 +452,34 @@ func TestConfigMapConfigMatchesDeployment(t *testing.T) {
 	}
 }
 
+// The admin API listens on every interface of the pod, so the token that
+// guards reload, restart and scale must come from a Secret, never from the
+// manifests themselves.
+func TestDeploymentAdminTokenComesFromASecret(t *testing.T) {
+	byKind := manifests(t)
+	_, c := deployment(t)
+	found := false
+	for _, e := range c.Env {
+		if e.Name != "CORRAL_ADMIN_TOKEN" {
+			continue
+		}
+		found = true
+		if e.Value != nil || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil ||
+			e.ValueFrom.SecretKeyRef.Name == "" || e.ValueFrom.SecretKeyRef.Key == "" {
+			t.Errorf("CORRAL_ADMIN_TOKEN must come from a secretKeyRef, got %+v", e)
+		}
+	}
+	if !found {
+		t.Error("the corral container has no CORRAL_ADMIN_TOKEN: its admin API on 0.0.0.0 would be read-only")
+	}
+	if n := len(byKind["Secret"]); n != 0 {
+		t.Errorf("deploy/ ships %d Secret manifests: a token in the repository is no secret; create it with kubectl", n)
+	}
+	if cfg := configMapConfig(t); cfg.Admin.Token != "" {
+		t.Error("the ConfigMap sets admin.token: a ConfigMap is no place for a secret")
+	}
+}
+
 func TestServiceTargetsHTTPPort(t *testing.T) {
 	byKind := manifests(t)
 	spec, c := deployment(t)
@@ -514,7 +552,9 @@ func TestComposeFile(t *testing.T) {
 		Healthcheck struct {
 			Test []string `yaml:"test"`
 		} `yaml:"healthcheck"`
-		StopGracePeriod string `yaml:"stop_grace_period"`
+		StopGracePeriod string            `yaml:"stop_grace_period"`
+		EnvFile         []string          `yaml:"env_file"`
+		Environment     map[string]string `yaml:"environment"`
 	}
 	docs := decodeAll[struct {
 		Services map[string]service `yaml:"services"`
@@ -570,6 +610,24 @@ func TestComposeFile(t *testing.T) {
 		t.Fatalf("stop_grace_period: %v", err)
 	}
 	checkStopBudget(t, "compose stop_grace_period", cfg, grace)
+
+	// The admin token: from an env file kept out of git, not the file
+	// itself; the admin port is published on the host's loopback only.
+	if _, ok := svc.Environment["CORRAL_ADMIN_TOKEN"]; ok || cfg.Admin.Token != "" {
+		t.Error("compose sets the admin token in the repository; it belongs in the env file")
+	}
+	if len(svc.EnvFile) != 1 {
+		t.Fatalf("env_file = %q, want the one file holding CORRAL_ADMIN_TOKEN", svc.EnvFile)
+	}
+	ignore, err := os.ReadFile("../.gitignore")
+	if err != nil || !slices.Contains(strings.Split(string(ignore), "\n"), "/deploy/"+svc.EnvFile[0]) {
+		t.Errorf("env file %s is not in .gitignore (%v): the token would be committed", svc.EnvFile[0], err)
+	}
+	for _, p := range svc.Ports {
+		if strings.HasSuffix(p, ":"+strconv.Itoa(adminPort)) && !strings.HasPrefix(p, "127.0.0.1:") {
+			t.Errorf("admin port published as %q: publish it on 127.0.0.1 only", p)
+		}
+	}
 }
 
 func TestDockerConfigIsTheImageConfig(t *testing.T) {

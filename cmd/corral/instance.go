@@ -35,6 +35,7 @@ type instance struct {
 	sockets *pool.Sockets // the private directory of socket workers, removed at shutdown
 	proxy   *proxy.Proxy
 	admin   *admin.Server // served only while admin.listen is set
+	notify  *notifier     // systemd's notify socket; nil when not under systemd
 
 	// state is replaced, never modified, by the reload goroutine (its only
 	// writer); everyone else loads it.
@@ -75,9 +76,19 @@ type reloadRequest struct {
 // start brings up a corral for cfg: listeners first (so a busy port fails
 // fast, before any worker is spawned), then the apps, then serving.
 // watcher (may be nil) is told which certificate files to watch.
-func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *config.Watcher) (*instance, error) {
+// logs (may be nil) is the ring of recent log lines GET /logs serves, and
+// notify (may be nil) is told about reloads.
+func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *config.Watcher, logs *admin.LogRing, notify *notifier) (*instance, error) {
+	access, err := adminAccess(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Admin.Token != "" && os.Getenv("CORRAL_ADMIN_TOKEN") != "" {
+		log.Named("admin").Info("CORRAL_ADMIN_TOKEN is set: the admin token of the config file is not used")
+	}
 	in := &instance{
 		log:      log,
+		notify:   notify,
 		watcher:  watcher,
 		path:     cfg.Path,
 		started:  time.Now(),
@@ -96,7 +107,8 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 	}
 	// The admin server exists even when admin.listen is "", so a reload that
 	// turns it on only has to bind a listener.
-	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Scaler: in, WorkerRestarter: in, Metrics: in, Liveness: in, Logger: log, Version: version})
+	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Scaler: in, WorkerRestarter: in, Metrics: in, Liveness: in,
+		Logger: log, Version: version, Access: access, Logs: logs})
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
@@ -116,7 +128,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 	st.appOrder = appNames(cfg)
 	in.proxy.SetApps(servedApps(cfg.Apps), tableSources(st.apps))
 	in.state.Store(st)
-	in.watchCertificate(cfg.Proxy)
+	in.watchFiles(cfg)
 	in.servePublic(public, st.tlsOn)
 	in.serveAdmin(adminLn)
 	in.goBackground(func() { in.runReloads(ctx) })
@@ -240,7 +252,9 @@ func (in *instance) runReloads(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case req := <-in.reloads:
+			in.notify.reloading()
 			res := in.reload(ctx, req.trigger)
+			in.notify.reloaded(res)
 			in.lastReload.Store(&res)
 			in.admin.ObserveReload(res)
 			req.reply <- res
@@ -329,6 +343,12 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 		next.adminLn = adminSwap.ln
 	}
 
+	if diff.AccessChanged || diff.AdminChanged {
+		// adminAccess cannot fail here: the token from the environment was
+		// checked at start, and the file's by Load.
+		access, _ := adminAccess(cfg)
+		in.admin.SetAccess(access)
+	}
 	if diff.LogChanged {
 		in.log.SetLevel(hclog.LevelFromString(cfg.Log.Level))
 		if cfg.Log.Format != old.cfg.Log.Format {
@@ -397,7 +417,7 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 			old.adminLn.Close()
 		}
 	}
-	in.watchCertificate(cfg.Proxy)
+	in.watchFiles(cfg)
 	res.Applied = true
 	in.log.Info("config reloaded", "trigger", trigger, "changes", res.Changes)
 	return res
@@ -514,16 +534,34 @@ func (in *instance) rereadCertificate(settings config.Proxy) {
 	}
 }
 
-// watchCertificate has the config watcher watch the certificate files too,
-// so a renewal reloads without a signal.
-func (in *instance) watchCertificate(settings config.Proxy) {
-	switch {
-	case in.watcher == nil:
-	case settings.TLS == nil:
-		in.watcher.AlsoWatch()
-	default:
-		in.watcher.AlsoWatch(settings.TLS.Cert, settings.TLS.Key)
+// watchFiles has the config watcher watch the certificate files and the
+// token file too, so a renewal or a rotated Secret reloads without a signal.
+func (in *instance) watchFiles(cfg *config.Config) {
+	if in.watcher == nil {
+		return
 	}
+	var files []string
+	if t := cfg.Proxy.TLS; t != nil {
+		files = append(files, t.Cert, t.Key)
+	}
+	if cfg.Admin.TokenFile != "" {
+		files = append(files, cfg.Admin.TokenFile)
+	}
+	in.watcher.AlsoWatch(files...)
+}
+
+// adminAccess is who may use the admin API under cfg. $CORRAL_ADMIN_TOKEN,
+// when set, is the token, whatever the file says: it is how a Kubernetes
+// Secret or an env file reaches corral, and the CLI looks there first too.
+func adminAccess(cfg *config.Config) (admin.Access, error) {
+	token := cfg.Admin.Token
+	if env := os.Getenv("CORRAL_ADMIN_TOKEN"); env != "" {
+		if err := config.CheckToken(env); err != nil {
+			return admin.Access{}, fmt.Errorf("CORRAL_ADMIN_TOKEN: %w", err)
+		}
+		token = env
+	}
+	return admin.Access{Listen: cfg.Admin.Listen, Token: token, Hosts: cfg.Admin.Hosts}, nil
 }
 
 func sameTLS(a, b *config.TLS) bool {

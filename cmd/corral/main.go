@@ -3,24 +3,33 @@
 //
 //	corral run [-config FILE]        # default ./config.hcl (or $CORRAL_CONFIG); `corral` alone = run
 //	corral validate [-config FILE]   # exit 0 if valid, else every problem as file:line:col, exit 1
-//	corral status [-admin ADDR]      # table of apps and workers
+//	corral status [-admin ADDR] [-json]        # table of apps and workers, or the /status JSON
 //	corral reload [-admin ADDR]      # ask the running corral to reload its config
 //	corral scale [-admin ADDR] APP N           # run APP with N workers until the next reload
 //	corral restart [-admin ADDR] APP [WORKER]  # rolling restart of APP, or replace one worker
+//	corral logs [-admin ADDR] [-n N] [-f=false] [APP]  # recent log lines, then new ones until Ctrl-C
 //	corral health [-admin ADDR]      # exit 0 when the running corral answers /healthz
 //	corral version
+//
+// The client commands also take -token (else $CORRAL_ADMIN_TOKEN, else the
+// config file's admin token) and -config (where admin.listen and the token
+// are read from).
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/corral-dev/corral/admin"
@@ -63,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return restartCommand(args, stdout, stderr)
 	case "health":
 		return healthCommand(args, stdout, stderr)
+	case "logs":
+		return logsCommand(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintf(stdout, "corral %s\n", version)
 		return 0
@@ -80,12 +91,18 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   corral run [-config FILE]        run the apps of FILE (default ./config.hcl or $CORRAL_CONFIG)
   corral validate [-config FILE]   check FILE; print every problem as file:line:col
-  corral status [-admin ADDR]      show apps and workers of a running corral
-  corral reload [-admin ADDR]      make a running corral reload its config
-  corral scale APP N [-admin ADDR]          run APP with N workers until the next reload
-  corral restart APP [WORKER] [-admin ADDR] rolling restart of APP, or replace WORKER (web-2 or 2)
-  corral health [-admin ADDR]      exit 0 when a running corral is alive (for HEALTHCHECK)
+  corral status [-json]            show apps and workers of a running corral (-json: the /status JSON)
+  corral reload                    make a running corral reload its config
+  corral scale APP N               run APP with N workers until the next reload
+  corral restart APP [WORKER]      rolling restart of APP, or replace WORKER (web-2 or 2)
+  corral logs [-n N] [-f=false] [APP]  corral's log and the workers' output, then new lines until Ctrl-C
+  corral health                    exit 0 when a running corral is alive (for HEALTHCHECK)
   corral version                   print the version
+
+client commands (status, reload, scale, restart, logs, health) also take:
+  -admin ADDR    admin API address (else $CORRAL_ADMIN, else admin.listen of the config, else 127.0.0.1:9180)
+  -token TOKEN   admin token (else $CORRAL_ADMIN_TOKEN, else admin.token / admin.token_file of the config)
+  -config FILE   the config those are read from (default ./config.hcl or $CORRAL_CONFIG)
 `)
 }
 
@@ -160,20 +177,59 @@ func printConfigError(w io.Writer, err error) {
 	fmt.Fprintln(w, err)
 }
 
-// adminAddr resolves the admin address for the client commands: the flag,
-// else $CORRAL_ADMIN, else admin.listen of the local config file if it loads,
-// else the default.
+// clientFlags are the flags every client command takes (status, reload,
+// scale, restart, logs, health): where the admin API is and the token.
+type clientFlags struct {
+	admin, token, config *string
+}
+
+func addClientFlags(fs *flag.FlagSet) clientFlags {
+	return clientFlags{
+		admin:  fs.String("admin", "", "admin API address (default: $CORRAL_ADMIN, else admin.listen of the config file, else "+defaultAdmin+")"),
+		token:  fs.String("token", "", "admin token (default: $CORRAL_ADMIN_TOKEN, else admin.token or admin.token_file of the config file)"),
+		config: fs.String("config", "", "config file to read admin.listen and the token from (default ./config.hcl or $CORRAL_CONFIG)"),
+	}
+}
+
+// client resolves the admin address and the token the same way for every
+// command: the flag, else the environment ($CORRAL_ADMIN,
+// $CORRAL_ADMIN_TOKEN), else the admin block of the config file when it
+// loads, else the default address and no token.
+func (f clientFlags) client() admin.Client {
+	c := admin.Client{Addr: *f.admin, Token: *f.token}
+	if c.Addr == "" {
+		c.Addr = os.Getenv("CORRAL_ADMIN")
+	}
+	if c.Token == "" {
+		c.Token = os.Getenv("CORRAL_ADMIN_TOKEN")
+	}
+	if c.Addr != "" && c.Token != "" {
+		return c
+	}
+	cfg, err := config.Load(configPath(*f.config))
+	if err != nil {
+		if c.Addr == "" {
+			c.Addr = defaultAdmin
+		}
+		return c
+	}
+	if c.Addr == "" {
+		c.Addr = defaultAdmin
+		if cfg.Admin.Listen != "" {
+			c.Addr = dialable(cfg.Admin.Listen)
+		}
+	}
+	if c.Token == "" {
+		c.Token = cfg.Admin.Token
+	}
+	return c
+}
+
+// adminAddr resolves the admin address as the client commands do, without
+// flags.
 func adminAddr(flagValue string) string {
-	if flagValue != "" {
-		return flagValue
-	}
-	if env := os.Getenv("CORRAL_ADMIN"); env != "" {
-		return env
-	}
-	if cfg, err := config.Load(configPath("")); err == nil && cfg.Admin.Listen != "" {
-		return dialable(cfg.Admin.Listen)
-	}
-	return defaultAdmin
+	empty := ""
+	return clientFlags{admin: &flagValue, token: &empty, config: &empty}.client().Addr
 }
 
 // dialable turns a listen address into one a client on this machine can
@@ -196,23 +252,18 @@ func dialable(listen string) string {
 	return listen
 }
 
-func clientFlags(name string, stderr io.Writer, args []string) (string, bool) {
+// clientArgs parses the client flags (and those extra adds) anywhere among
+// args and returns the client and the other arguments; ok is false on a
+// usage error (printed).
+func clientArgs(name string, stderr io.Writer, args []string, extra ...func(*flag.FlagSet)) (c admin.Client, rest []string, ok bool) {
 	fs := newFlags(name, stderr)
-	addr := fs.String("admin", "", "admin API address (default: admin.listen of ./config.hcl, else "+defaultAdmin+")")
-	if fs.Parse(args) != nil {
-		return "", false
+	flags := addClientFlags(fs)
+	for _, add := range extra {
+		add(fs)
 	}
-	return adminAddr(*addr), true
-}
-
-// clientArgs parses the -admin flag anywhere among args and returns the
-// address and the other arguments; ok is false on a usage error (printed).
-func clientArgs(name string, stderr io.Writer, args []string) (addr string, rest []string, ok bool) {
-	fs := newFlags(name, stderr)
-	flagAddr := fs.String("admin", "", "admin API address (default: admin.listen of ./config.hcl, else "+defaultAdmin+")")
 	for {
 		if fs.Parse(args) != nil {
-			return "", nil, false
+			return admin.Client{}, nil, false
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -220,14 +271,24 @@ func clientArgs(name string, stderr io.Writer, args []string) (addr string, rest
 		}
 		rest, args = append(rest, args[0]), args[1:]
 	}
-	return adminAddr(*flagAddr), rest, true
+	return flags.client(), rest, true
+}
+
+// noArgs is clientArgs for a command that takes no other argument.
+func noArgs(name string, stderr io.Writer, args []string, extra ...func(*flag.FlagSet)) (admin.Client, bool) {
+	c, rest, ok := clientArgs(name, stderr, args, extra...)
+	if ok && len(rest) > 0 {
+		fmt.Fprintf(stderr, "corral %s: unexpected argument %q\n", name, rest[0])
+		return c, false
+	}
+	return c, ok
 }
 
 // rollTimeout bounds how long the CLI waits for a restart it asked for.
 const rollTimeout = 10 * time.Minute
 
 func scaleCommand(args []string, stdout, stderr io.Writer) int {
-	addr, rest, ok := clientArgs("scale", stderr, args)
+	c, rest, ok := clientArgs("scale", stderr, args)
 	if !ok {
 		return 2
 	}
@@ -242,9 +303,9 @@ func scaleCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := admin.RequestScale(ctx, addr, rest[0], n)
+	res, err := c.Scale(ctx, rest[0], n)
 	if err != nil {
-		fmt.Fprintf(stderr, "corral: scale via %s: %v\n", addr, err)
+		fmt.Fprintf(stderr, "corral: scale via %s: %v\n", c.Addr, err)
 		return 1
 	}
 	if res.Result != "applied" {
@@ -262,7 +323,7 @@ func scaleCommand(args []string, stdout, stderr io.Writer) int {
 }
 
 func restartCommand(args []string, stdout, stderr io.Writer) int {
-	addr, rest, ok := clientArgs("restart", stderr, args)
+	c, rest, ok := clientArgs("restart", stderr, args)
 	if !ok {
 		return 2
 	}
@@ -274,9 +335,9 @@ func restartCommand(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), rollTimeout)
 	defer cancel()
 	if len(rest) == 1 {
-		res, err := admin.RequestRestart(ctx, addr, app)
+		res, err := c.Restart(ctx, app)
 		if err != nil {
-			fmt.Fprintf(stderr, "corral: restart via %s: %v\n", addr, err)
+			fmt.Fprintf(stderr, "corral: restart via %s: %v\n", c.Addr, err)
 			return 1
 		}
 		if res.Result != "done" {
@@ -294,9 +355,9 @@ func restartCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "corral: restart: worker %q is not one of app %s (%s-N)\n", id, app, app)
 		return 2
 	}
-	res, err := admin.RequestWorkerRestart(ctx, addr, id)
+	res, err := c.RestartWorker(ctx, id)
 	if err != nil {
-		fmt.Fprintf(stderr, "corral: restart via %s: %v\n", addr, err)
+		fmt.Fprintf(stderr, "corral: restart via %s: %v\n", c.Addr, err)
 		return 1
 	}
 	if res.Result != "done" {
@@ -308,15 +369,32 @@ func restartCommand(args []string, stdout, stderr io.Writer) int {
 }
 
 func statusCommand(args []string, stdout, stderr io.Writer) int {
-	addr, ok := clientFlags("status", stderr, args)
+	var asJSON *bool
+	c, ok := noArgs("status", stderr, args, func(fs *flag.FlagSet) {
+		asJSON = fs.Bool("json", false, "print the /status JSON (indented) instead of the table")
+	})
 	if !ok {
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := admin.FetchStatus(ctx, addr)
+	if *asJSON {
+		raw, err := c.RawStatus(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "corral: status from %s: %v\n", c.Addr, err)
+			return 1
+		}
+		var out bytes.Buffer
+		if err := json.Indent(&out, raw, "", "  "); err != nil {
+			fmt.Fprintf(stderr, "corral: status from %s is not JSON: %v\n", c.Addr, err)
+			return 1
+		}
+		fmt.Fprintln(stdout, strings.TrimSpace(out.String()))
+		return 0
+	}
+	st, err := c.Status(ctx)
 	if err != nil {
-		fmt.Fprintf(stderr, "corral: status from %s: %v\n", addr, err)
+		fmt.Fprintf(stderr, "corral: status from %s: %v\n", c.Addr, err)
 		return 1
 	}
 	admin.WriteStatusTable(stdout, st)
@@ -324,15 +402,15 @@ func statusCommand(args []string, stdout, stderr io.Writer) int {
 }
 
 func reloadCommand(args []string, stdout, stderr io.Writer) int {
-	addr, ok := clientFlags("reload", stderr, args)
+	c, ok := noArgs("reload", stderr, args)
 	if !ok {
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := admin.RequestReload(ctx, addr)
+	res, err := c.Reload(ctx)
 	if err != nil {
-		fmt.Fprintf(stderr, "corral: reload via %s: %v\n", addr, err)
+		fmt.Fprintf(stderr, "corral: reload via %s: %v\n", c.Addr, err)
 		return 1
 	}
 	if !res.Applied {
@@ -350,16 +428,46 @@ func reloadCommand(args []string, stdout, stderr io.Writer) int {
 }
 
 func healthCommand(args []string, stdout, stderr io.Writer) int {
-	addr, ok := clientFlags("health", stderr, args)
+	c, ok := noArgs("health", stderr, args)
 	if !ok {
 		return 2
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	if err := admin.CheckHealth(ctx, addr); err != nil {
-		fmt.Fprintf(stderr, "corral: unhealthy (%s): %v\n", addr, err)
+	if err := c.Health(ctx); err != nil {
+		fmt.Fprintf(stderr, "corral: unhealthy (%s): %v\n", c.Addr, err)
 		return 1
 	}
 	fmt.Fprintln(stdout, "ok")
+	return 0
+}
+
+func logsCommand(args []string, stdout, stderr io.Writer) int {
+	var lines *int
+	var follow *bool
+	c, rest, ok := clientArgs("logs", stderr, args, func(fs *flag.FlagSet) {
+		lines = fs.Int("n", 100, "lines from before now to print first")
+		follow = fs.Bool("f", true, "follow: print new lines as they come, until Ctrl-C (-f=false prints and exits)")
+	})
+	if !ok {
+		return 2
+	}
+	if len(rest) > 1 {
+		fmt.Fprintln(stderr, "usage: corral logs [-admin ADDR] [-token TOKEN] [-n LINES] [-f=false] [APP]")
+		return 2
+	}
+	app := ""
+	if len(rest) == 1 {
+		app = rest[0]
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := c.Logs(ctx, stdout, app, *lines, *follow); err != nil {
+		fmt.Fprintf(stderr, "corral: logs from %s: %v\n", c.Addr, err)
+		return 1
+	}
+	if *follow && ctx.Err() == nil {
+		fmt.Fprintln(stderr, "corral: the log stream ended (corral stopped)")
+	}
 	return 0
 }

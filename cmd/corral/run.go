@@ -58,7 +58,11 @@ func runCommand(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
-	log := newLogger(cfg.Log, stderr)
+	log, logs := newLogger(cfg.Log, stderr)
+	// Before any worker is spawned: the notify variables leave corral's
+	// environment here.
+	notify, watchdog := newNotifier(log)
+	defer notify.close()
 
 	// The watcher records the file as it is when it is made, so it is made
 	// before the config that runs is loaded: an edit in between is then either
@@ -79,13 +83,24 @@ func runCommand(args []string, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	in, err := start(ctx, cfg, log, watcher)
+	in, err := start(ctx, cfg, log, watcher, logs, notify)
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return exitFailure
 	}
 	in.goBackground(func() {
 		watcher.Run(ctx, func() { in.Reload(ctx, admin.TriggerFile) })
+	})
+	in.goBackground(func() { notify.waitReady(ctx, in.Status) })
+	in.goBackground(func() {
+		// A shutdown stops the supervisors on purpose: keep-alives go on
+		// until it ends, bounded by its own deadline.
+		notify.runWatchdog(ctx, watchdog, func(ctx context.Context) error {
+			if in.shuttingDown.Load() {
+				return nil
+			}
+			return in.Alive(ctx)
+		})
 	})
 
 	code := exitOK
@@ -112,6 +127,7 @@ wait:
 
 	timeout := in.state.Load().cfg.Shutdown.Timeout
 	log.Info("shutdown requested", "reason", reason, "timeout", timeout)
+	notify.stopping()
 	shutdownCtx, stopNow := context.WithTimeout(context.Background(), timeout)
 	defer stopNow()
 	done := make(chan struct{})
@@ -156,13 +172,18 @@ wait:
 // second signal) for the kills and reaps that end its shutdown.
 const exitGrace = 5 * time.Second
 
-// newLogger makes the one root logger; subsystems derive Named loggers from it.
-func newLogger(c config.Log, out io.Writer) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
+// newLogger makes the one root logger; subsystems derive Named loggers
+// from it. Every line it writes (corral's own, and the workers' output)
+// is also kept in the returned ring, for GET /logs and `corral logs`.
+func newLogger(c config.Log, out io.Writer) (hclog.Logger, *admin.LogRing) {
+	log := hclog.NewInterceptLogger(&hclog.LoggerOptions{
 		Name:       "corral",
 		Level:      hclog.LevelFromString(c.Level),
 		JSONFormat: c.Format == "json",
 		Output:     out,
 		Color:      hclog.ColorOff,
 	})
+	logs := admin.NewLogRing(log.GetLevel)
+	log.RegisterSink(logs)
+	return log, logs
 }

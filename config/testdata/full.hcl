@@ -8,6 +8,10 @@ worker_ports = "21000-21999"        # [20000-29999] private ports for workers; m
 
 admin {
   listen = "127.0.0.1:9181"         # [127.0.0.1:9180] admin API; "" disables it
+  token_file = "admin.token"        # [none] bearer token for mutating endpoints, read at every
+                                    # load (trailing newline trimmed); or token = "...", not both;
+                                    # $CORRAL_ADMIN_TOKEN overrides both
+  hosts = ["corral.internal"]       # [none] Host names beside loopback names and IP literals
 }
 
 log {

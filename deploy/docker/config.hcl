@@ -9,8 +9,10 @@
 listen = "0.0.0.0:8080"
 
 admin {
-  # Every interface so Kubernetes probes and Prometheus reach it. It can
-  # reload and restart apps, so publish it only to trusted networks.
+  # Every interface so Kubernetes probes and Prometheus reach it. Reload,
+  # restart and scale need the token in $CORRAL_ADMIN_TOKEN (docker run
+  # --env-file, compose's env_file); without one this API is read-only:
+  # status, metrics, probes and the dashboard only.
   listen = "0.0.0.0:9180"
 }
 

@@ -3,7 +3,9 @@
 // It serves on 127.0.0.1:$PORT (on the Unix socket $PORT when it is a
 // path, as for an app with {socket}): "/" answers JSON with its worker id, pid and
 // $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
-// "/concurrency" answers the most requests it ever had at once.
+// "/concurrency" answers the most requests it ever had at once;
+// "/say?msg=M" prints M on its standard output; "/env?name=N" answers
+// the value of its environment variable N.
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
 // answer 503, and hang-$CORRAL_WORKER makes every request wait until the
 // file is gone (a hung worker that recovers).
@@ -79,6 +81,14 @@ func main() {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		fmt.Fprintln(w, "slow done")
+	})
+	mux.HandleFunc("/say", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println(r.URL.Query().Get("msg"))
+		fmt.Fprintln(w, "said")
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
+		fmt.Fprintf(w, "%v %s\n", ok, v)
 	})
 	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
