@@ -392,6 +392,10 @@ func (c *fastCall) sendUpgrade(u *upstream, st *config.Proxy, body *reqBody) err
 	if err != nil {
 		return err
 	}
+	// Written from the parsed URI when the engine parsed one (it always
+	// does, and send's scheme reset parses it again): without this the
+	// path would go normalized, unlike the worker client's requests.
+	c.ctx.Request.URI().DisablePathNormalizing = true
 	bw := bufio.NewWriter(conn)
 	if err = c.ctx.Request.Write(bw); err == nil {
 		err = bw.Flush()

@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/corral-dev/corral/config"
+)
+
+// probe sends raw on a fresh connection of e and returns the worker's view.
+func probe(t *testing.T, e engine, s func(*config.Proxy), raw string, answer func(r *recorded, c net.Conn, w *bufio.Writer) bool) (*recorded, string) {
+	t.Helper()
+	rec := newRecorder(t, answer)
+	st := testSettings()
+	if s != nil {
+		s(&st)
+	}
+	f := startFront(t, e, st, oneApp(nil, rec.addr))
+	out := f.rawExchange(t, raw)
+	got := rec.requests()
+	if len(got) == 0 {
+		return nil, out
+	}
+	return got[len(got)-1], out
+}
+
+func TestReview2Probes(t *testing.T) {
+	forEngine(t, true, func(t *testing.T, e engine) {
+		t.Run("plain path kept raw", func(t *testing.T) {
+			r, out := probe(t, e, nil, "GET /ws/a%2Fb/../c//d?x=%41 HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n", nil)
+			if r == nil || r.line != "GET /ws/a%2Fb/../c//d?x=%41 HTTP/1.1" {
+				t.Errorf("worker line %v, answer %q", r, firstLine(out))
+			}
+		})
+		t.Run("absolute https target", func(t *testing.T) {
+			r, out := probe(t, e, nil, "GET https://h.test/x?q=1 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n", nil)
+			if r == nil || r.line != "GET /x?q=1 HTTP/1.1" || fmt.Sprint(r.header("Host")) != "[h.test]" || fmt.Sprint(r.header("X-Forwarded-Host")) != "[h.test]" {
+				t.Errorf("worker %v, answer %q", r, firstLine(out))
+			}
+		})
+		t.Run("absolute https upgrade", func(t *testing.T) {
+			r, out := probe(t, e, nil, "GET https://h.test/ws?q=1 HTTP/1.1\r\nHost: other.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n", echoUpgrade)
+			if r == nil || r.line != "GET /ws?q=1 HTTP/1.1" || fmt.Sprint(r.header("Host")) != "[h.test]" {
+				t.Errorf("worker %v, answer %q", r, firstLine(out))
+			}
+		})
+		t.Run("empty request id", func(t *testing.T) {
+			r, out := probe(t, e, nil, "GET / HTTP/1.1\r\nHost: h.test\r\nX-Request-Id:\r\nConnection: close\r\n\r\n", nil)
+			if r == nil || len(r.header("X-Request-Id")) != 1 || r.header("X-Request-Id")[0] == "" {
+				t.Errorf("worker %v, answer %q", r, out)
+			}
+		})
+		t.Run("duplicate request id", func(t *testing.T) {
+			r, out := probe(t, e, nil, "GET / HTTP/1.1\r\nHost: h.test\r\nX-Request-Id: a\r\nx-request-id: b\r\nConnection: close\r\n\r\n", nil)
+			if r == nil || fmt.Sprint(r.header("X-Request-Id")) != "[a]" || !strings.Contains(out, "X-Request-Id: a\r\n") || strings.Count(strings.ToLower(out), "x-request-id") != 1 {
+				t.Errorf("worker %v, answer %q", r, out)
+			}
+		})
+		t.Run("odd case and folds", func(t *testing.T) {
+			r, out := probe(t, e, nil, "GET / HTTP/1.1\r\nHost: h.test\r\nx-FORWARDED-for: 6.6.6.6\r\nX-A: 1\r\n X-Forwarded-For: 7.7.7.7\r\nX-Forwarded-Proto: a\r\n b\r\nforwarded: for=1\r\nConnection: close\r\n\r\n", nil)
+			if r == nil {
+				t.Fatalf("answer %q", out)
+			}
+			if fmt.Sprint(r.header("X-Forwarded-For")) != "[127.0.0.1]" || len(r.header("Forwarded")) != 0 || len(r.header("X-Forwarded-Proto")) != 1 {
+				t.Errorf("worker %q", r.headers)
+			}
+		})
+		t.Run("te trailers", func(t *testing.T) {
+			r, out := probe(t, e, nil, "GET / HTTP/1.1\r\nHost: h.test\r\nTE: trailers\r\nConnection: close\r\n\r\n", nil)
+			if r == nil || fmt.Sprint(r.header("Te")) != "[trailers]" {
+				t.Errorf("worker %v, answer %q", r, out)
+			}
+		})
+		t.Run("response connection-listed dropped", func(t *testing.T) {
+			_, out := probe(t, e, nil, "GET / HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n", func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
+				_, _ = w.WriteString("HTTP/1.1 200 OK\r\nconnection: x-secret, close\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: x\r\nContent-Length: 2\r\n\r\nok")
+				return false
+			})
+			lo := strings.ToLower(out)
+			if !strings.HasPrefix(out, "HTTP/1.1 200") || strings.Contains(lo, "x-secret") || strings.Contains(lo, "keep-alive") || strings.Contains(lo, "proxy-authenticate") {
+				t.Errorf("answer %q", out)
+			}
+		})
+	})
+}
+
+// TestReview2UpgradeTargetKeptRaw: an upgrade request reaches the worker
+// with the target the client sent, as every other request does (corral
+// routes on the raw path and never decodes it). The upgrade is written by
+// hand from the engine's request, whose parsed URI normalizes the path
+// ("%2F" decoded, dot segments and double slashes removed) unless told not
+// to; over TLS net/http used to forward it raw.
+func TestReview2UpgradeTargetKeptRaw(t *testing.T) {
+	const target = "/ws/a%2Fb/../c//d?x=%41"
+	forEngine(t, true, func(t *testing.T, e engine) {
+		for _, raw := range []string{
+			"GET " + target + " HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+			"GET http://h.test" + target + " HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+		} {
+			r, out := probe(t, e, nil, raw, echoUpgrade)
+			if !strings.HasPrefix(out, "HTTP/1.1 101") || r == nil || r.line != "GET "+target+" HTTP/1.1" {
+				t.Errorf("%q: worker got %v, client %q", firstLine(raw), r, firstLine(out))
+			}
+		}
+	})
+}
