@@ -596,11 +596,39 @@ func (f fastRequestHeaders) Add(name string, value []byte) {
 }
 
 // fastResponseHeaders is a fasthttp response head as the pipeline's Headers.
+// The worker client keeps the names as the worker wrote them
+// (DisableHeaderNamesNormalizing), and the engine then matches names
+// exactly: a line the worker named in another case ("connection",
+// "keep-alive") is looked for separately, or it would pass as not there.
 type fastResponseHeaders struct{ h *fasthttp.ResponseHeader }
 
-func (f fastResponseHeaders) Values(name string) [][]byte { return f.h.PeekAll(name) }
+func (f fastResponseHeaders) Values(name string) [][]byte {
+	if f.otherCase(name) == nil {
+		return f.h.PeekAll(name)
+	}
+	var vs [][]byte // rare: a worker's non-canonical name
+	for k, v := range f.h.All() {
+		if equalFold(k, name) {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
 
-func (f fastResponseHeaders) Has(name string) bool { return f.h.Peek(name) != nil }
+func (f fastResponseHeaders) Has(name string) bool {
+	return f.h.Peek(name) != nil || f.otherCase(name) != nil
+}
+
+// otherCase returns the name of a line named name in another case, nil
+// when there is none. It points into the head.
+func (f fastResponseHeaders) otherCase(name string) []byte {
+	for k := range f.h.All() {
+		if len(k) == len(name) && string(k) != name && equalFold(k, name) {
+			return k
+		}
+	}
+	return nil
+}
 
 func (f fastResponseHeaders) Present() nameSet {
 	var has nameSet
@@ -610,7 +638,18 @@ func (f fastResponseHeaders) Present() nameSet {
 	return has
 }
 
-func (f fastResponseHeaders) Del(name string)               { f.h.Del(name) }
+// Del removes the lines named name in any case.
+func (f fastResponseHeaders) Del(name string) {
+	f.h.Del(name)
+	// A line the engine derives stays (a default Content-Type): the
+	// same name found again ends the loop.
+	var prev []byte
+	for k := f.otherCase(name); k != nil && string(k) != string(prev); k = f.otherCase(name) {
+		prev = append(prev[:0], k...)
+		f.h.Del(b2s(prev))
+	}
+}
+
 func (f fastResponseHeaders) Add(name string, value []byte) { f.h.AddBytesV(name, value) }
 
 // smallBodyLimit is the largest worker response body, by Content-Length,
