@@ -328,6 +328,10 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 	req := &c.ctx.Request
 	if c.noHost {
 		req.Header.SetHost(b.Host())
+	} else if len(req.Header.Host()) == 0 {
+		// The client listed Host on its Connection line, and the rewrite
+		// dropped it: the worker still gets the authority asked for.
+		req.Header.SetHostBytes(c.in.host)
 	}
 	switch {
 	case body.held && body.file == nil:

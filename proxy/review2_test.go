@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/corral-dev/corral/config"
 )
@@ -135,6 +136,41 @@ func TestReview2LowercaseHopByHopResponse(t *testing.T) {
 		f2 := startFront(t, e, testSettings(), oneApp(nil, rec2.addr))
 		if resp, body, err := f2.do(t, "GET", "/", nil); err != nil || resp.StatusCode != 200 || string(body) != "ok" {
 			t.Errorf("listed content-type: %v %v %q", resp, err, body)
+		}
+	})
+}
+
+// TestReview2ConnectionListedHost: a client that lists Host on its
+// Connection line (the rewrite drops listed names) still has its request
+// sent with the authority it asked for. With an absolute-form target the
+// engine had nothing to rebuild Host from: the worker client refused the
+// request, and the failure was the worker's (502, counted against it,
+// passive health), so any client could get healthy workers ejected.
+func TestReview2ConnectionListedHost(t *testing.T) {
+	forEngine(t, true, func(t *testing.T, e engine) {
+		rec := newRecorder(t, nil)
+		var fx *appFixture
+		f := startFront(t, e, testSettings(), func(p *Proxy) []*appFixture {
+			a := testApp("web")
+			a.Retries = 0
+			a.Passive = config.Passive{Failures: 1, BaseEjection: time.Minute, MaxEjectedPercent: 100}
+			fx = newFixture(p, a, rec.addr)
+			return []*appFixture{fx}
+		})
+		for _, target := range []string{"http://h.test/x", "/x"} {
+			out := f.rawExchange(t, "GET "+target+" HTTP/1.1\r\nHost: h.test\r\nConnection: host, close\r\n\r\n")
+			if !strings.HasPrefix(out, "HTTP/1.1 200") {
+				t.Errorf("%s: client got %q", target, firstLine(out))
+				continue
+			}
+			if r := last(t, rec); r.line != "GET /x HTTP/1.1" || fmt.Sprint(r.header("Host")) != "[h.test]" {
+				t.Errorf("%s: worker got %q %q", target, r.line, r.headers)
+			}
+		}
+		for _, b := range fx.backends() {
+			if b.Stats.Errors.Load() != 0 || b.EjectedUntil.Load() != 0 {
+				t.Errorf("%s blamed: %d errors, ejected=%v", b.ID, b.Stats.Errors.Load(), b.EjectedUntil.Load() != 0)
+			}
 		}
 	})
 }
