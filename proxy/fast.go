@@ -537,6 +537,7 @@ func (c *fastCall) tunnel(fin finish) {
 		return
 	}
 	done := fin
+	client := ctx.Conn() // cc may be the engine's wrapper of it; ctx is over in the callback
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(cc net.Conn) {
 		defer func() {
@@ -546,6 +547,7 @@ func (c *fastCall) tunnel(fin finish) {
 		if !tn.setClient(cc) {
 			return
 		}
+		keepProbing(client)
 		if _, err := cc.Write(head); err != nil {
 			return
 		}

@@ -2,11 +2,19 @@ package proxy
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/corral-dev/corral/config"
 )
@@ -173,4 +181,87 @@ func TestReview2ConnectionListedHost(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestReview2TunnelKeepsTCPKeepAlive: Listen's connections carry no TCP
+// keep-alive (an idle HTTP connection is closed by idle_timeout), but a
+// tunnel has no idle limit and holds a worker slot while it lives: a
+// client that vanishes without a FIN or RST (a phone that lost its
+// network) is only found by keep-alive probes. The client side of a
+// tunnel turns them on, plain and over TLS.
+func TestReview2TunnelKeepsTCPKeepAlive(t *testing.T) {
+	for _, overTLS := range []bool{false, true} {
+		s := testSettings()
+		var roots *x509.CertPool
+		if overTLS {
+			var cert, key string
+			cert, key, roots = selfSigned(t)
+			s.TLS = &config.TLS{Cert: cert, Key: key}
+		}
+		p := newTestProxy(t, s)
+		rec := newRecorder(t, echoUpgrade)
+		setApps(p, newFixture(p, testApp("web"), rec.addr))
+		ln, err := Listen("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		serve := p.Serve
+		if overTLS {
+			serve = p.ServeTLS
+		}
+		done := make(chan error, 1)
+		go func() { done <- serve(ln) }()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = p.Shutdown(ctx)
+			<-done
+		})
+		var c net.Conn
+		if overTLS {
+			c, err = tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		} else {
+			c, err = net.Dial("tcp", ln.Addr().String())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		keepAlive := func() int {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			v := -1
+			for cc := range p.conns {
+				rc, err := cc.(*clientConn).Conn.(syscall.Conn).SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = rc.Control(func(fd uintptr) { v, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE) })
+			}
+			return v
+		}
+		br := bufio.NewReader(c)
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h.test\r\n\r\n")
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("tls=%v: %v %v", overTLS, resp, err)
+		} else {
+			_, _ = io.Copy(io.Discard, resp.Body)
+		}
+		if v := keepAlive(); v != 0 {
+			t.Errorf("tls=%v: keep-alive connection SO_KEEPALIVE %d, want 0 (Listen's)", overTLS, v)
+		}
+		_, _ = io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+			t.Fatalf("tls=%v: %v %v", overTLS, resp, err)
+		}
+		_, _ = io.WriteString(c, "ping")
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(br, b); err != nil || string(b) != "ping" {
+			t.Fatalf("tls=%v: echo %q %v", overTLS, b, err)
+		}
+		if v := keepAlive(); v != 1 {
+			t.Errorf("tls=%v: tunnel's client connection SO_KEEPALIVE %d, want 1", overTLS, v)
+		}
+	}
 }
