@@ -265,3 +265,19 @@ func TestReview2TunnelKeepsTCPKeepAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestReview2TeTrailersListedInConnection: a client that asks for
+// trailers the way RFC 9110 10.1.4 says (TE: trailers with a TE connection
+// option) has "Te: trailers" reach the worker, as one that leaves the
+// option out does: corral relays trailers, and the TE line is read before
+// the names Connection lists are dropped.
+func TestReview2TeTrailersListedInConnection(t *testing.T) {
+	forEngine(t, true, func(t *testing.T, e engine) {
+		for _, conn := range []string{"Connection: close\r\n", "Connection: TE\r\nConnection: close\r\n", "Connection: close, te\r\n"} {
+			r, out := probe(t, e, nil, "GET / HTTP/1.1\r\nHost: h.test\r\nTE: trailers\r\n"+conn+"\r\n", nil)
+			if r == nil || fmt.Sprint(r.header("Te")) != "[trailers]" || len(r.header("Connection")) != 0 {
+				t.Errorf("%q: worker got %v, client %q", conn, r, firstLine(out))
+			}
+		}
+	})
+}
