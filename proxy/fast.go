@@ -328,6 +328,10 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 	req := &c.ctx.Request
 	if c.noHost {
 		req.Header.SetHost(b.Host())
+	} else if len(req.Header.Host()) == 0 {
+		// The client listed Host on its Connection line, and the rewrite
+		// dropped it: the worker still gets the authority asked for.
+		req.Header.SetHostBytes(c.in.host)
 	}
 	switch {
 	case body.held && body.file == nil:
@@ -392,6 +396,10 @@ func (c *fastCall) sendUpgrade(u *upstream, st *config.Proxy, body *reqBody) err
 	if err != nil {
 		return err
 	}
+	// Written from the parsed URI when the engine parsed one (it always
+	// does, and send's scheme reset parses it again): without this the
+	// path would go normalized, unlike the worker client's requests.
+	c.ctx.Request.URI().DisablePathNormalizing = true
 	bw := bufio.NewWriter(conn)
 	if err = c.ctx.Request.Write(bw); err == nil {
 		err = bw.Flush()
@@ -529,6 +537,7 @@ func (c *fastCall) tunnel(fin finish) {
 		return
 	}
 	done := fin
+	client := ctx.Conn() // cc may be the engine's wrapper of it; ctx is over in the callback
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(cc net.Conn) {
 		defer func() {
@@ -538,6 +547,7 @@ func (c *fastCall) tunnel(fin finish) {
 		if !tn.setClient(cc) {
 			return
 		}
+		keepProbing(client)
 		if _, err := cc.Write(head); err != nil {
 			return
 		}
@@ -592,11 +602,39 @@ func (f fastRequestHeaders) Add(name string, value []byte) {
 }
 
 // fastResponseHeaders is a fasthttp response head as the pipeline's Headers.
+// The worker client keeps the names as the worker wrote them
+// (DisableHeaderNamesNormalizing), and the engine then matches names
+// exactly: a line the worker named in another case ("connection",
+// "keep-alive") is looked for separately, or it would pass as not there.
 type fastResponseHeaders struct{ h *fasthttp.ResponseHeader }
 
-func (f fastResponseHeaders) Values(name string) [][]byte { return f.h.PeekAll(name) }
+func (f fastResponseHeaders) Values(name string) [][]byte {
+	if f.otherCase(name) == nil {
+		return f.h.PeekAll(name)
+	}
+	var vs [][]byte // rare: a worker's non-canonical name
+	for k, v := range f.h.All() {
+		if equalFold(k, name) {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
 
-func (f fastResponseHeaders) Has(name string) bool { return f.h.Peek(name) != nil }
+func (f fastResponseHeaders) Has(name string) bool {
+	return f.h.Peek(name) != nil || f.otherCase(name) != nil
+}
+
+// otherCase returns the name of a line named name in another case, nil
+// when there is none. It points into the head.
+func (f fastResponseHeaders) otherCase(name string) []byte {
+	for k := range f.h.All() {
+		if len(k) == len(name) && string(k) != name && equalFold(k, name) {
+			return k
+		}
+	}
+	return nil
+}
 
 func (f fastResponseHeaders) Present() nameSet {
 	var has nameSet
@@ -606,7 +644,18 @@ func (f fastResponseHeaders) Present() nameSet {
 	return has
 }
 
-func (f fastResponseHeaders) Del(name string)               { f.h.Del(name) }
+// Del removes the lines named name in any case.
+func (f fastResponseHeaders) Del(name string) {
+	f.h.Del(name)
+	// A line the engine derives stays (a default Content-Type): the
+	// same name found again ends the loop.
+	var prev []byte
+	for k := f.otherCase(name); k != nil && string(k) != string(prev); k = f.otherCase(name) {
+		prev = append(prev[:0], k...)
+		f.h.Del(b2s(prev))
+	}
+}
+
 func (f fastResponseHeaders) Add(name string, value []byte) { f.h.AddBytesV(name, value) }
 
 // smallBodyLimit is the largest worker response body, by Content-Length,

@@ -194,7 +194,9 @@ type forwarding struct {
 // so a client cannot remove them by naming them in Connection.
 func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out []byte) {
 	has := h.Present()
-	teTrailers := false
+	// Read before the listed names go: a TE line comes with a TE
+	// connection option (RFC 9110 10.1.4).
+	teTrailers := has&nTe != 0 && hasToken(h, "Te", "trailers")
 	if has&nConnection != 0 {
 		if has&nUpgrade != 0 {
 			if upgrade = upgradeRequested(h); upgrade != nil {
@@ -206,9 +208,6 @@ func rewriteRequest(h Headers, f *forwarding, buf []byte) (upgrade, reqID, out [
 			buf = more
 			has = confirm(h, has) // without the listed names
 		}
-	}
-	if has&nTe != 0 {
-		teTrailers = hasToken(h, "Te", "trailers")
 	}
 	delPresent(h, requestHop, has)
 	if teTrailers {

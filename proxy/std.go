@@ -382,6 +382,7 @@ func (c *stdCall) tunnel(fin finish) {
 		return
 	}
 	defer c.p.closeTunnel(tn)
+	keepProbing(cc)
 	resp.Body = nil
 	_ = resp.Write(brw)
 	_ = brw.Flush()

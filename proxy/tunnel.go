@@ -61,6 +61,23 @@ func (p *Proxy) closeTunnel(t *tunnel) {
 	p.streams.Done()
 }
 
+// keepProbing turns TCP keep-alive on (Go's default probes) for a client
+// connection that becomes a tunnel. Listen's connections have none: an
+// idle HTTP connection ends by idle_timeout. A tunnel has no idle limit
+// and holds a worker slot, so a client that vanished without a FIN or RST
+// (a phone that lost its network) is only found by the probes.
+func keepProbing(c net.Conn) {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn() // TLS
+	}
+	if cc := clientConnOf(c); cc != nil {
+		c = cc.Conn
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true})
+	}
+}
+
 // pipe copies both ways until either side ends, then closes both.
 func pipe(t *tunnel, client io.ReadWriter, backend io.ReadWriter) {
 	done := make(chan struct{})
