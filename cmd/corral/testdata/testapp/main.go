@@ -3,7 +3,9 @@
 // It serves on 127.0.0.1:$PORT (on the Unix socket $PORT when it is a
 // path, as for an app with {socket}): "/" answers JSON with its worker id, pid and
 // $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
-// "/concurrency" answers the most requests it ever had at once.
+// "/concurrency" answers the most requests it ever had at once;
+// "/alloc?mib=N" allocates N MiB, touches every page and keeps it;
+// "/spin?ms=N" keeps a CPU busy until the process used N ms more CPU time.
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
 // answer 503, and hang-$CORRAL_WORKER makes every request wait until the
 // file is gone (a hung worker that recovers).
@@ -74,6 +76,29 @@ func main() {
 		}
 		grown = append(grown, b)
 		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
+	})
+	mux.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
+		mib, _ := strconv.Atoi(r.URL.Query().Get("mib"))
+		b := make([]byte, mib<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		grown = append(grown, b)
+		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
+	})
+	mux.HandleFunc("/spin", func(w http.ResponseWriter, r *http.Request) {
+		// CPU time, not wall time: on a busy machine the loop gets less.
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		cpu := func() time.Duration {
+			var ru syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+			return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+		n, end := 0, cpu()+time.Duration(ms)*time.Millisecond
+		for deadline := time.Now().Add(30 * time.Second); cpu() < end && time.Now().Before(deadline); {
+			n++
+		}
+		fmt.Fprintln(w, n)
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
