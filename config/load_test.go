@@ -166,7 +166,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		Listen:      "127.0.0.1:8443",
 		WorkerPorts: PortRange{First: 21000, Last: 21999},
 		Admin:       Admin{Listen: "127.0.0.1:9181"},
-		Log:         Log{Level: "debug", Format: "json"},
+		Log:         Log{Level: "debug", Format: "json", Access: true},
 		Proxy: Proxy{
 			ReadHeaderTimeout:     5 * time.Second,
 			ReadTimeout:           30 * time.Second,

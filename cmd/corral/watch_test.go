@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -189,5 +191,51 @@ func TestQueueWaitHistogram(t *testing.T) {
 	}
 	if fast, _ := metric(m, "corral_queue_wait_seconds_bucket", `app="web",le="0.25"`); fast != 0 {
 		t.Errorf("%v queued requests waited under 0.25 s behind 0.7 s requests", fast)
+	}
+}
+
+// TestAccessLogToggledByReload: off by default, log.access = true in the
+// file and a SIGHUP turn the access log on for the next request, in
+// JSON when log.format = "json".
+func TestAccessLogToggledByReload(t *testing.T) {
+	cfg := func(access string) string {
+		return strings.Replace(processApp(""), "shutdown {", "log {\n  format = \"json\"\n"+access+"}\nshutdown {", 1)
+	}
+	c := newCorral(t, cfg(""))
+	c.waitReady(30 * time.Second)
+	client := &http.Client{Timeout: 5 * time.Second}
+	accessLines := func() []map[string]any {
+		var out []map[string]any
+		for _, line := range strings.Split(c.logText(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["@module"] == "corral.proxy.access" {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	if _, code, err := c.get(client, "/?off"); err != nil || code != 200 {
+		t.Fatalf("GET: %d %v", code, err)
+	}
+	if n := len(accessLines()); n != 0 {
+		t.Fatalf("%d access lines with log.access unset", n)
+	}
+	c.writeConfig(cfg("  access = true\n"))
+	c.signal(syscall.SIGHUP)
+	waitFor(t, 10*time.Second, "an access line after the reload", func() bool {
+		c.get(client, "/on")
+		return len(accessLines()) > 0
+	})
+	m := accessLines()[0]
+	for k, want := range map[string]any{"app": "web", "method": "GET", "path": "/on", "status": 200.0, "client": "127.0.0.1"} {
+		if m[k] != want {
+			t.Errorf("access line %s = %v, want %v (%v)", k, m[k], want, m)
+		}
+	}
+	if w, _ := m["worker"].(string); !strings.HasPrefix(w, "web-") {
+		t.Errorf("access line worker = %v", m["worker"])
+	}
+	if id, _ := m["request_id"].(string); id == "" {
+		t.Errorf("access line without a request id: %v", m)
 	}
 }
