@@ -191,6 +191,12 @@ type Server struct {
 	mu      sync.Mutex
 	closed  bool
 	running sync.WaitGroup
+
+	// hist is the dashboard's ring of samples (history.go), filled by a
+	// sampler that the first Serve starts and Shutdown stops.
+	hist        history
+	historyOnce sync.Once
+	historyDone sync.WaitGroup
 }
 
 // errShuttingDown refuses rolling restarts asked for during Shutdown.
@@ -203,7 +209,7 @@ func New(opts Options) *Server {
 		log = hclog.NewNullLogger()
 	}
 	log = log.Named("admin")
-	s := &Server{opts: opts, log: log}
+	s := &Server{opts: opts, log: log, hist: history{size: historySize, every: historyInterval}}
 	s.work, s.cancelWork = context.WithCancel(context.Background())
 	s.registry, s.reloads = newRegistry(opts.Metrics, opts.Version)
 	s.handler = s.routes()
@@ -222,6 +228,7 @@ func (s *Server) routes() http.Handler {
 	r.Use(s.traceRequests, middleware.GetHead, sameOrigin)
 	r.Get("/", s.dashboard)
 	r.Get("/status", s.status)
+	r.Get("/history", s.historyHandler)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
 		ErrorLog:      s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 		ErrorHandling: promhttp.ContinueOnError,
@@ -242,6 +249,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // closes ln (as when a reload moves admin.listen); both return nil. It may
 // run on several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
+	s.startHistory()
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
@@ -265,6 +273,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.running.Wait()
+		s.historyDone.Wait()
 		close(done)
 	}()
 	select {
