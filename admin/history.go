@@ -202,16 +202,20 @@ func (h *history) snapshot(apps []string) History {
 		}
 		if n := len(samples); n >= 2 {
 			last := samples[n-1]
-			first := samples[max(0, n-1-workerRateSamples)]
-			secs := last.at.Sub(first.at).Seconds()
 			for id, w := range last.apps[name].workers {
-				old, ok := first.apps[name].workers[id]
-				if !ok || secs <= 0 {
-					continue
-				}
-				ah.Workers[id] = WorkerRate{
-					Requests: float64(sub(w.requests, old.requests)) / secs,
-					CPU:      math.Max(0, w.cpu-old.cpu) / secs,
+				// From the oldest sample of the window that has the slot:
+				// a slot started since has a shorter window.
+				for _, first := range samples[max(0, n-1-workerRateSamples) : n-1] {
+					old, ok := first.apps[name].workers[id]
+					secs := last.at.Sub(first.at).Seconds()
+					if !ok || secs <= 0 {
+						continue
+					}
+					ah.Workers[id] = WorkerRate{
+						Requests: float64(sub(w.requests, old.requests)) / secs,
+						CPU:      math.Max(0, w.cpu-old.cpu) / secs,
+					}
+					break
 				}
 			}
 		}

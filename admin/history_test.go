@@ -116,3 +116,32 @@ func TestHistorySamplerRunsWhileServed(t *testing.T) {
 		return len(srv.hist.samples) > 0
 	})
 }
+
+// TestHistoryWorkerStartedLate: a slot that appears after the window's
+// first sample gets its rate from the first sample that has it.
+func TestHistoryWorkerStartedLate(t *testing.T) {
+	st := sampleStatus()
+	ws := map[string]*pool.WorkerStats{"web-1": {}}
+	src := metricsFunc(func() []AppMetrics {
+		return []AppMetrics{{Name: "web", Stats: &pool.AppStats{}, Workers: ws, Status: st.Apps[0]}}
+	})
+	srv := New(Options{Runtime: &fakeRuntime{status: st}, Metrics: src})
+	now := testStart
+	srv.hist.now = func() time.Time { return now }
+	srv.SampleHistory()
+	ws["web-2"] = &pool.WorkerStats{}
+	now = now.Add(2 * time.Second)
+	srv.SampleHistory()
+	for i := 0; i < 8; i++ {
+		ws["web-2"].Observe(200, time.Millisecond)
+	}
+	now = now.Add(2 * time.Second)
+	srv.SampleHistory()
+	h := srv.hist.snapshot([]string{"web"})
+	if got := h.Apps[0].Workers["web-2"].Requests; got != 4 {
+		t.Errorf("web-2 rps = %v, want 4 (8 requests in the 2 s it was there)", got)
+	}
+	if _, ok := h.Apps[0].Workers["web-1"]; !ok {
+		t.Error("web-1 has no rate")
+	}
+}
