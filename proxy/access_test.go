@@ -45,7 +45,7 @@ func (b *lockedBuffer) lines() []string {
 // worker, method, path, status, bytes, request id and client; then that
 // turning it off (as a reload does) stops the lines.
 func TestAccessLogLine(t *testing.T) {
-	big := strings.Repeat("x", 200<<10) // streamed, and buffered: counted by the spool
+	big := strings.Repeat("x", 200<<10) // streamed, or buffered: counted by the spool
 	w := backend(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/big":
@@ -60,58 +60,64 @@ func TestAccessLogLine(t *testing.T) {
 		}
 	})
 	for _, engine := range []string{"fasthttp", "net/http"} {
-		for _, format := range []string{"text", "json"} {
-			t.Run(engine+"/"+format, func(t *testing.T) {
-				out := &lockedBuffer{}
-				// warn: the lines must show even when info is filtered.
-				log := hclog.New(&hclog.LoggerOptions{Name: "corral", Level: hclog.Warn, Output: out, JSONFormat: format == "json"})
-				p := New(testSettings(), log)
-				f := newFixture(p, testApp("web"), addrOf(w))
-				empty := testApp("empty")
-				empty.PathPrefix = "/empty"
-				setApps(p, f, newFixture(p, empty))
-				p.SetAccessLog(true)
-				base := startProxy(t, p)
-				if engine == "net/http" {
-					srv := httptest.NewServer(p.Handler())
-					t.Cleanup(srv.Close)
-					base = srv.URL
-				}
-				c := client(t)
-				for _, path := range []string{"/hello", "/big", "/chunked", "/empty/x"} {
-					get(t, c, base+path, "X-Request-Id", "rid"+path)
-				}
-				lines := out.lines()
-				if len(lines) != 4 {
-					t.Fatalf("%d access lines, want 4:\n%s", len(lines), strings.Join(lines, "\n"))
-				}
-				want := []map[string]string{
-					{"app": "web", "worker": "web-1", "method": "GET", "path": "/hello", "status": "200", "bytes": "5", "request_id": "rid/hello", "client": "127.0.0.1"},
-					{"app": "web", "worker": "web-1", "method": "GET", "path": "/big", "status": "200", "bytes": strconv.Itoa(len(big)), "request_id": "rid/big", "client": "127.0.0.1"},
-					{"app": "web", "worker": "web-1", "method": "GET", "path": "/chunked", "status": "200", "bytes": "7", "request_id": "rid/chunked", "client": "127.0.0.1"},
-					{"app": "empty", "worker": "", "method": "GET", "path": "/empty/x", "status": "503", "bytes": strconv.Itoa(len(ErrNoBackend.Body)), "request_id": "rid/empty/x", "client": "127.0.0.1"},
-				}
-				for i, line := range lines {
-					got := parseAccessLine(t, line, format)
-					if got["@message"] != "request" {
-						t.Errorf("line %d message %q", i, got["@message"])
+		for _, mode := range []string{"buffered", "unbuffered"} {
+			for _, format := range []string{"text", "json"} {
+				t.Run(engine+"/"+mode+"/"+format, func(t *testing.T) {
+					out := &lockedBuffer{}
+					// warn: the lines must show even when info is filtered.
+					log := hclog.New(&hclog.LoggerOptions{Name: "corral", Level: hclog.Warn, Output: out, JSONFormat: format == "json"})
+					s := testSettings()
+					if mode == "unbuffered" {
+						unbuffered(&s.Buffering)
 					}
-					if _, err := strconv.ParseFloat(got["duration_ms"], 64); err != nil {
-						t.Errorf("line %d duration_ms %q: %v", i, got["duration_ms"], err)
+					p := New(s, log)
+					f := newFixture(p, testApp("web"), addrOf(w))
+					empty := testApp("empty")
+					empty.PathPrefix = "/empty"
+					setApps(p, f, newFixture(p, empty))
+					p.SetAccessLog(true)
+					base := startProxy(t, p)
+					if engine == "net/http" {
+						srv := httptest.NewServer(p.Handler())
+						t.Cleanup(srv.Close)
+						base = srv.URL
 					}
-					for k, v := range want[i] {
-						if got[k] != v {
-							t.Errorf("line %d: %s = %q, want %q\n%s", i, k, got[k], v, line)
+					c := client(t)
+					for _, path := range []string{"/hello", "/big", "/chunked", "/empty/x"} {
+						get(t, c, base+path, "X-Request-Id", "rid"+path)
+					}
+					lines := out.lines()
+					if len(lines) != 4 {
+						t.Fatalf("%d access lines, want 4:\n%s", len(lines), strings.Join(lines, "\n"))
+					}
+					want := []map[string]string{
+						{"app": "web", "worker": "web-1", "method": "GET", "path": "/hello", "status": "200", "bytes": "5", "request_id": "rid/hello", "client": "127.0.0.1"},
+						{"app": "web", "worker": "web-1", "method": "GET", "path": "/big", "status": "200", "bytes": strconv.Itoa(len(big)), "request_id": "rid/big", "client": "127.0.0.1"},
+						{"app": "web", "worker": "web-1", "method": "GET", "path": "/chunked", "status": "200", "bytes": "7", "request_id": "rid/chunked", "client": "127.0.0.1"},
+						{"app": "empty", "worker": "", "method": "GET", "path": "/empty/x", "status": "503", "bytes": strconv.Itoa(len(ErrNoBackend.Body)), "request_id": "rid/empty/x", "client": "127.0.0.1"},
+					}
+					for i, line := range lines {
+						got := parseAccessLine(t, line, format)
+						if got["@message"] != "request" {
+							t.Errorf("line %d message %q", i, got["@message"])
+						}
+						if _, err := strconv.ParseFloat(got["duration_ms"], 64); err != nil {
+							t.Errorf("line %d duration_ms %q: %v", i, got["duration_ms"], err)
+						}
+						for k, v := range want[i] {
+							if got[k] != v {
+								t.Errorf("line %d: %s = %q, want %q\n%s", i, k, got[k], v, line)
+							}
 						}
 					}
-				}
 
-				p.SetAccessLog(false)
-				get(t, c, base+"/hello")
-				if n := len(out.lines()); n != 4 {
-					t.Errorf("%d access lines after turning it off, want still 4", n)
-				}
-			})
+					p.SetAccessLog(false)
+					get(t, c, base+"/hello")
+					if n := len(out.lines()); n != 4 {
+						t.Errorf("%d access lines after turning it off, want still 4", n)
+					}
+				})
+			}
 		}
 	}
 }
