@@ -11,19 +11,25 @@ import (
 	"github.com/corral-dev/corral/pool"
 )
 
+// historyOptions are a server's options over sampleStatus with web's
+// counters as its metrics.
+func historyOptions(stats *pool.AppStats, ws map[string]*pool.WorkerStats) Options {
+	st := sampleStatus()
+	src := metricsFunc(func() []AppMetrics {
+		return []AppMetrics{{Name: "web", Stats: stats, Workers: ws, Status: st.Apps[0]}}
+	})
+	return Options{Runtime: &fakeRuntime{status: st}, Metrics: src}
+}
+
 // TestHistoryRatesAndQuantiles samples counters, moves them on by a known
 // amount over a known time, and checks what GET /history computes from
 // the two samples: requests/s, errors/s, p50 and p99 from the latency
 // histogram's growth, queue depth, and the workers' requests/s and CPU.
 func TestHistoryRatesAndQuantiles(t *testing.T) {
-	st := sampleStatus()
 	stats := &pool.AppStats{}
 	ws := map[string]*pool.WorkerStats{"web-1": {}, "web-2": {}}
-	src := metricsFunc(func() []AppMetrics {
-		return []AppMetrics{{Name: "web", Stats: stats, Workers: ws, Status: st.Apps[0]}}
-	})
 	// Not served: the sampler would add samples of its own.
-	srv := New(Options{Runtime: &fakeRuntime{status: st}, Metrics: src})
+	srv := New(historyOptions(stats, ws))
 	now := testStart
 	srv.hist.now = func() time.Time { return now }
 	// What was served before the first sample is not in the rates.
@@ -81,12 +87,8 @@ func TestHistoryRatesAndQuantiles(t *testing.T) {
 
 // TestHistoryRingIsBounded: the ring keeps historySize samples.
 func TestHistoryRingIsBounded(t *testing.T) {
-	st := sampleStatus()
 	ws := map[string]*pool.WorkerStats{"web-1": {}}
-	src := metricsFunc(func() []AppMetrics {
-		return []AppMetrics{{Name: "web", Stats: &pool.AppStats{}, Workers: ws, Status: st.Apps[0]}}
-	})
-	srv := New(Options{Runtime: &fakeRuntime{status: st}, Metrics: src})
+	srv := New(historyOptions(&pool.AppStats{}, ws))
 	now := testStart
 	srv.hist.now = func() time.Time { now = now.Add(time.Second); return now }
 	for i := 0; i < historySize+20; i++ {
@@ -105,11 +107,7 @@ func TestHistoryRingIsBounded(t *testing.T) {
 // TestHistorySamplerRunsWhileServed: serving starts the sampler, which
 // samples at once, and Shutdown stops it (goleak checks the goroutine).
 func TestHistorySamplerRunsWhileServed(t *testing.T) {
-	st := sampleStatus()
-	src := metricsFunc(func() []AppMetrics {
-		return []AppMetrics{{Name: "web", Stats: &pool.AppStats{}, Workers: map[string]*pool.WorkerStats{}, Status: st.Apps[0]}}
-	})
-	srv, _ := startServer(t, Options{Runtime: &fakeRuntime{status: st}, Metrics: src})
+	srv, _ := startServer(t, historyOptions(&pool.AppStats{}, map[string]*pool.WorkerStats{}))
 	waitFor(t, "a first sample", func() bool {
 		srv.hist.mu.Lock()
 		defer srv.hist.mu.Unlock()
@@ -120,12 +118,8 @@ func TestHistorySamplerRunsWhileServed(t *testing.T) {
 // TestHistoryWorkerStartedLate: a slot that appears after the window's
 // first sample gets its rate from the first sample that has it.
 func TestHistoryWorkerStartedLate(t *testing.T) {
-	st := sampleStatus()
 	ws := map[string]*pool.WorkerStats{"web-1": {}}
-	src := metricsFunc(func() []AppMetrics {
-		return []AppMetrics{{Name: "web", Stats: &pool.AppStats{}, Workers: ws, Status: st.Apps[0]}}
-	})
-	srv := New(Options{Runtime: &fakeRuntime{status: st}, Metrics: src})
+	srv := New(historyOptions(&pool.AppStats{}, ws))
 	now := testStart
 	srv.hist.now = func() time.Time { return now }
 	srv.SampleHistory()

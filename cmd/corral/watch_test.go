@@ -35,28 +35,16 @@ func workerGet(t *testing.T, port int, path string) string {
 	return getText(t, fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
 }
 
-// processApp is an app whose worker is a child of `sh -c`, so the
-// worker's process group has two processes and its leader is the shell.
+// processApp is webApp with two workers, each the child of `sh -c`, so
+// the worker's process group has two processes and its leader is the
+// shell; extra is added to the app block.
 func processApp(extra string) string {
-	return `
-listen       = "{public}"
-worker_ports = "{ports}"
-admin { listen = "{admin}" }
-shutdown { timeout = "10s" }
-app "web" {
-  command       = ["sh", "-c", "{testapp}; exit $?"]
-  instances     = 2
-  stop_timeout  = "5s"
-  start_timeout = "5s"
-` + extra + `
-  health {
-    path                = "/healthz"
-    interval            = "300ms"
-    timeout             = "300ms"
-    healthy_threshold   = 1
-  }
-}
-`
+	const command = `  command       = ["{testapp}"]`
+	app := webApp(2, "one", "")
+	if !strings.Contains(app, command) {
+		panic("webApp has no " + command)
+	}
+	return strings.Replace(app, command, `  command       = ["sh", "-c", "{testapp}; exit $?"]`+"\n"+extra, 1)
 }
 
 // TestWorkerProcessMetrics: a worker (the child of `sh -c`) that allocates
@@ -199,7 +187,7 @@ func TestQueueWaitHistogram(t *testing.T) {
 // JSON when log.format = "json".
 func TestAccessLogToggledByReload(t *testing.T) {
 	cfg := func(access string) string {
-		return strings.Replace(processApp(""), "shutdown {", "log {\n  format = \"json\"\n"+access+"}\nshutdown {", 1)
+		return strings.Replace(processApp(""), `log { level = "debug" }`, "log {\n  format = \"json\"\n"+access+"}", 1)
 	}
 	c := newCorral(t, cfg(""))
 	c.waitReady(30 * time.Second)

@@ -34,8 +34,17 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-// grown keeps what /grow allocated resident.
+// grown keeps what /grow and /alloc allocated resident.
 var grown [][]byte
+
+// grow allocates mib MiB with every page touched, and keeps it.
+func grow(mib int) {
+	b := make([]byte, mib<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	grown = append(grown, b)
+}
 
 func main() {
 	switch os.Getenv("TESTAPP_MODE") {
@@ -69,21 +78,12 @@ func main() {
 		fmt.Fprintln(w, most.Load())
 	})
 	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
-		// 64 MiB with every page touched, kept: a leak for max_memory.
-		b := make([]byte, 64<<20)
-		for i := 0; i < len(b); i += 4096 {
-			b[i] = 1
-		}
-		grown = append(grown, b)
+		grow(64) // a leak for max_memory
 		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
 	})
 	mux.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
 		mib, _ := strconv.Atoi(r.URL.Query().Get("mib"))
-		b := make([]byte, mib<<20)
-		for i := 0; i < len(b); i += 4096 {
-			b[i] = 1
-		}
-		grown = append(grown, b)
+		grow(mib)
 		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
 	})
 	mux.HandleFunc("/spin", func(w http.ResponseWriter, r *http.Request) {
