@@ -76,6 +76,12 @@ func TestWorkerProcessMetrics(t *testing.T) {
 	if total != n {
 		t.Errorf("corral_requests_total 2xx over both workers = %v after %d requests", total, n)
 	}
+	// The client's keep-alive connection is still open.
+	active, _ := metric(m, "corral_client_connections", `state="active"`)
+	idle, _ := metric(m, "corral_client_connections", `state="idle"`)
+	if active+idle < 1 {
+		t.Errorf("corral_client_connections active %v idle %v with a keep-alive client connected", active, idle)
+	}
 
 	// 100 MiB in web-1, straight to its port.
 	if got := strings.TrimSpace(workerGet(t, ports["web-1"], "/alloc?mib=100")); got != "web-1" {
