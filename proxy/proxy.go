@@ -26,22 +26,23 @@ import (
 // Proxy is the public reverse proxy. Its routing and settings are swapped
 // atomically, so requests never take a lock unless they must queue.
 type Proxy struct {
-	log       hclog.Logger
-	settings  atomic.Pointer[config.Proxy]
-	router    atomic.Pointer[router]
-	ids       *requestIDs
-	std       http.Handler
-	cert      atomic.Pointer[loadedCert]    // reset by SetSettings so a reload rereads the files
-	relisten  atomic.Pointer[chan struct{}] // closed when listener-level settings change
-	buffers   buffers                       // what is held for slow clients
-	stalls    stallWatch                    // fasthttp responses whose client may have left
-	gate      *connGate                     // proxy.max_connections
-	parked    atomic.Int64                  // idle connections waiting outside the engine
-	done      chan struct{}                 // closed when Shutdown begins
-	pollOnce  sync.Once
-	poll      atomic.Pointer[poller] // waits for parked connections (Linux); set once by pollerOf
-	access    atomic.Bool            // log.access: one line per request
-	accessLog hclog.Logger           // "proxy.access"
+	log      hclog.Logger
+	settings atomic.Pointer[config.Proxy]
+	router   atomic.Pointer[router]
+	ids      *requestIDs
+	std      http.Handler
+	cert     atomic.Pointer[loadedCert]    // reset by SetSettings so a reload rereads the files
+	relisten atomic.Pointer[chan struct{}] // closed when listener-level settings change
+	buffers  buffers                       // what is held for slow clients
+	stalls   stallWatch                    // fasthttp responses whose client may have left
+	gate     *connGate                     // proxy.max_connections
+	parked   atomic.Int64                  // idle connections waiting outside the engine
+	done     chan struct{}                 // closed when Shutdown begins
+	pollOnce sync.Once
+	poll     atomic.Pointer[poller] // waits for parked connections (Linux); set once by pollerOf
+
+	access    atomic.Bool  // log.access: one line per request (access.go)
+	accessLog hclog.Logger // "proxy.access"
 
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
@@ -58,15 +59,15 @@ type Proxy struct {
 // answers 404 until SetApps).
 func New(settings config.Proxy, log hclog.Logger) *Proxy {
 	p := &Proxy{
-		log:       log.Named("proxy"),
-		accessLog: log.Named("proxy").Named("access"),
-		ids:       newRequestIDs(),
-		queues:    map[string]*queue{},
-		conns:     map[net.Conn]struct{}{},
-		tunnels:   map[*tunnel]struct{}{},
-		gate:      newConnGate(maxConnectionsOf(settings.MaxConnections)),
-		done:      make(chan struct{}),
+		log:     log.Named("proxy"),
+		ids:     newRequestIDs(),
+		queues:  map[string]*queue{},
+		conns:   map[net.Conn]struct{}{},
+		tunnels: map[*tunnel]struct{}{},
+		gate:    newConnGate(maxConnectionsOf(settings.MaxConnections)),
+		done:    make(chan struct{}),
 	}
+	p.accessLog = p.log.Named("access")
 	p.settings.Store(&settings)
 	p.noteListenerSettings(nil, &settings)
 	p.router.Store(newRouter(nil))
