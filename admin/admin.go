@@ -198,6 +198,12 @@ type Server struct {
 	mu      sync.Mutex
 	closed  bool
 	running sync.WaitGroup
+
+	// hist is the dashboard's ring of samples (history.go), filled by a
+	// sampler that the first Serve starts and Shutdown stops.
+	hist        history
+	historyOnce sync.Once
+	historyDone sync.WaitGroup
 }
 
 // errShuttingDown refuses rolling restarts asked for during Shutdown.
@@ -210,7 +216,7 @@ func New(opts Options) *Server {
 		log = hclog.NewNullLogger()
 	}
 	log = log.Named("admin")
-	s := &Server{opts: opts, log: log}
+	s := &Server{opts: opts, log: log, hist: history{size: historySize, every: historyInterval}}
 	s.SetAccess(opts.Access)
 	s.work, s.cancelWork = context.WithCancel(context.Background())
 	s.registry, s.reloads = newRegistry(opts.Metrics, opts.Version)
@@ -232,6 +238,7 @@ func (s *Server) routes() http.Handler {
 	r.Use(s.traceRequests, middleware.GetHead, s.checkHost, sameOrigin, s.authorize)
 	r.Get("/", s.dashboard)
 	r.Get("/status", s.status)
+	r.Get("/history", s.historyHandler)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
 		ErrorLog:      s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 		ErrorHandling: promhttp.ContinueOnError,
@@ -253,6 +260,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // closes ln (as when a reload moves admin.listen); both return nil. It may
 // run on several listeners at once.
 func (s *Server) Serve(ln net.Listener) error {
+	s.startHistory()
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
@@ -276,6 +284,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.running.Wait()
+		s.historyDone.Wait()
 		close(done)
 	}()
 	select {

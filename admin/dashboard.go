@@ -24,7 +24,25 @@ var dashboardTemplate = template.Must(template.New("dashboard").Funcs(template.F
 	"listenOn":   listenOn,
 	"reloadLine": reloadLine,
 	"latency":    probeLatency,
+	"memory":     memory,
 }).Parse(dashboardSource))
+
+// memory renders a byte count as the page's script does ("48.2 MiB").
+func memory(n int64) string {
+	if n <= 0 {
+		return "-"
+	}
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	v, i := float64(n), 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
 
 // probeLatency renders the last probe's latency as the page's script does.
 func probeLatency(w pool.WorkerStatus) string {

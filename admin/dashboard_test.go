@@ -4,11 +4,15 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/corral-dev/corral/pool"
 )
 
 func TestDashboard(t *testing.T) {
 	st := sampleStatus()
 	st.LastReload = &ReloadResult{Trigger: TriggerFile, Problems: []string{"config.hcl:4:2: app.web.instances: must be at least 1"}}
+	st.Apps[0].Workers[0].MemoryBytes = 50 << 20
+	st.Apps[0].Autoscale = &pool.AutoscaleStatus{Min: 1, Max: 6, Current: 3}
 	_, addr := startServer(t, Options{Runtime: &fakeRuntime{status: st}})
 
 	code, ctype, body := do(t, "GET", addr, "/")
@@ -22,6 +26,10 @@ func TestDashboard(t *testing.T) {
 		"Reload config", "Rolling restart", `data-app="web"`,
 		"app.web.instances: must be at least 1",
 		"setInterval(refresh, 2000)",
+		// Per worker: memory, a restart button; per app: autoscale bounds.
+		"50.0 MiB", `class="secondary small restart-worker" type="button" data-worker="web-2"`, "autoscale 1..6",
+		// The script asks for history and sends the kept token on changes.
+		`getJSON("history")`, `"Bearer " + tk`, "sessionStorage",
 	)
 	// Self-contained: nothing loads from elsewhere.
 	for _, bad := range []string{"<link", "src=\"http", "src='http", "@import"} {

@@ -102,7 +102,8 @@ type poolCollector struct {
 	inflight, ejected, healthLatency          *prometheus.Desc
 	workers, desired, queueDepth              *prometheus.Desc
 	queueRejected, noBackend, retries         *prometheus.Desc
-	clientCancelled                           *prometheus.Desc
+	clientCancelled, queueWait                *prometheus.Desc
+	memory, cpu                               *prometheus.Desc
 	autoMin, autoMax, autoDecisions, autoLast *prometheus.Desc
 }
 
@@ -129,6 +130,9 @@ func newPoolCollector(m Metrics) *poolCollector {
 		noBackend:       d("no_backend_total", "Requests answered 503 because no worker was in rotation.", app),
 		retries:         d("retries_total", "Tries after the first one.", app),
 		clientCancelled: d("client_cancelled_total", "Requests the client gave up on (499).", app),
+		queueWait:       d("queue_wait_seconds", "Time requests waited in the queue for a free worker (every request that was queued, whatever its outcome).", app),
+		memory:          d("worker_memory_bytes", "Resident memory of the worker's whole process group, at the last sampling round.", worker),
+		cpu:             d("worker_cpu_seconds_total", "CPU time (user and system) of every process of the slot's workers, over all its workers.", worker),
 		autoMin:         d("autoscale_min", "Autoscale lower bound on an app's workers.", app),
 		autoMax:         d("autoscale_max", "Autoscale upper bound on an app's workers.", app),
 		autoDecisions:   d("autoscale_decisions_total", "Autoscale decisions, by direction (up, down).", []string{"app", "direction"}),
@@ -141,7 +145,7 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.duration, c.proxyErrors, c.restarts, c.replacements, c.inflight, c.ejected,
 		c.healthLatency, c.workers, c.desired, c.queueDepth, c.queueRejected,
-		c.noBackend, c.retries, c.clientCancelled,
+		c.noBackend, c.retries, c.clientCancelled, c.queueWait, c.memory, c.cpu,
 		c.autoMin, c.autoMax, c.autoDecisions, c.autoLast,
 	} {
 		ch <- d
@@ -174,13 +178,9 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		if other := ws.Status[0].Load(); other > 0 {
 			counter(c.requests, other, a.Name, id, statusClasses[0])
 		}
-		count, sum, buckets := ws.Histogram()
-		h, err := prometheus.NewConstHistogram(c.duration, count, sum, buckets, a.Name, id)
-		if err != nil {
-			h = prometheus.NewInvalidMetric(c.duration, err)
-		}
-		ch <- h
+		ch <- constHistogram(c.duration, &ws.Latency, a.Name, id)
 		counter(c.proxyErrors, ws.Errors.Load(), a.Name, id)
+		ch <- constMetric(c.cpu, prometheus.CounterValue, ws.CPUSeconds(), a.Name, id)
 		counter(c.restarts, ws.Restarts(), a.Name, id)
 		for _, cause := range pool.ReplacementCauses {
 			counter(c.replacements, ws.Replacements(cause), a.Name, id, cause)
@@ -194,6 +194,7 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		w := live[id]
 		gauge(c.inflight, float64(w.inflight), a.Name, id)
 		gauge(c.ejected, boolFloat(w.ejected), a.Name, id)
+		gauge(c.memory, float64(w.memory), a.Name, id)
 		if w.probed {
 			gauge(c.healthLatency, w.healthLatency, a.Name, id)
 		}
@@ -216,6 +217,7 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		counter(c.noBackend, a.Stats.NoBackend.Load(), a.Name)
 		counter(c.retries, a.Stats.Retries.Load(), a.Name)
 		counter(c.clientCancelled, a.Stats.ClientCancelled.Load(), a.Name)
+		ch <- constHistogram(c.queueWait, &a.Stats.QueueWait, a.Name)
 	}
 	gauge(c.queueDepth, float64(queued), a.Name)
 
@@ -245,9 +247,20 @@ func constMetric(d *prometheus.Desc, t prometheus.ValueType, v float64, labels .
 	return m
 }
 
+// constHistogram is h as a const metric, an invalid one if it cannot be.
+func constHistogram(d *prometheus.Desc, h *pool.Histogram, labels ...string) prometheus.Metric {
+	count, sum, buckets := h.Snapshot()
+	m, err := prometheus.NewConstHistogram(d, count, sum, buckets, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(d, err)
+	}
+	return m
+}
+
 // liveWorker is the per-slot gauge values of the processes in a status.
 type liveWorker struct {
 	inflight      int64
+	memory        int64 // bytes, summed over the slot's processes
 	ejected       bool
 	probed        bool
 	healthLatency float64 // seconds
@@ -262,6 +275,7 @@ func liveWorkers(ws []pool.WorkerStatus) map[string]*liveWorker {
 			out[w.ID] = lw
 		}
 		lw.inflight += w.Inflight
+		lw.memory += w.MemoryBytes
 		lw.ejected = lw.ejected || w.Ejected
 		if w.Health != nil && !w.Health.LastCheck.IsZero() {
 			lat := w.Health.LastLatencyMillis / 1000

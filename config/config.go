@@ -64,6 +64,8 @@ type Log struct {
 	Level string
 	// Format is "text" or "json".
 	Format string
+	// Access logs one line per proxied request (off by default).
+	Access bool
 }
 
 // Proxy holds settings of the public proxy listener and its forwarding.

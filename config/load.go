@@ -40,6 +40,7 @@ type rawAdmin struct {
 type rawLog struct {
 	Level  *string `hcl:"level,optional"`
 	Format *string `hcl:"format,optional"`
+	Access *bool   `hcl:"access,optional"`
 }
 
 type rawProxy struct {
@@ -231,6 +232,7 @@ func (c *checker) build(raw *rawFile, root node, base string) *Config {
 	l := deref(raw.Log)
 	cfg.Log.Level = c.oneOf(logNode, "level", l.Level, "info", "trace", "debug", "info", "warn", "error")
 	cfg.Log.Format = c.oneOf(logNode, "format", l.Format, "text", "text", "json")
+	cfg.Log.Access = valueOr(l.Access, false)
 
 	cfg.Proxy = c.proxy(root.child("proxy"), deref(raw.Proxy), base)
 

@@ -167,7 +167,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		WorkerPorts: PortRange{First: 21000, Last: 21999},
 		Admin: Admin{Listen: "127.0.0.1:9181", Token: "full-example-token-0123456789",
 			TokenFile: filepath.Join(dir, "admin.token"), Hosts: []string{"corral.internal"}},
-		Log: Log{Level: "debug", Format: "json"},
+		Log: Log{Level: "debug", Format: "json", Access: true},
 		Proxy: Proxy{
 			ReadHeaderTimeout:     5 * time.Second,
 			ReadTimeout:           30 * time.Second,

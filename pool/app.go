@@ -70,6 +70,10 @@ type Options struct {
 	// Sockets hands out the socket paths of apps with {socket} in their
 	// command, shared by all apps; without it such apps cannot start.
 	Sockets *Sockets
+
+	// SampleInterval is how often the workers' memory and CPU are read
+	// from /proc (see procstat.go); 0 means every 2 s.
+	SampleInterval time.Duration
 }
 
 // App supervises the workers of one configured app. One supervisor
@@ -111,11 +115,15 @@ type App struct {
 	// round reads memory off the supervisor.
 	recycleTimer *time.Timer
 	memReading   bool
-	auto         autoscaler
-	stopping     bool
-	giveUpTimer  *time.Timer
-	gaveUp       bool
-	stopWatch    context.CancelFunc
+	// sampleTimer is the next process sampling round; sampling is set
+	// while one reads /proc off the supervisor.
+	sampleTimer *time.Timer
+	sampling    bool
+	auto        autoscaler
+	stopping    bool
+	giveUpTimer *time.Timer
+	gaveUp      bool
+	stopWatch   context.CancelFunc
 }
 
 // New returns the supervisor of spec's app; nothing runs until Start.
@@ -163,6 +171,7 @@ func (a *App) Start() {
 			a.startWatcher()
 			a.armRecycle()
 			a.armAutoscale()
+			a.armSample()
 			a.publish()
 		})
 	})
@@ -296,6 +305,10 @@ func (a *App) shutdown() {
 	if a.recycleTimer != nil {
 		a.recycleTimer.Stop()
 		a.recycleTimer = nil
+	}
+	if a.sampleTimer != nil {
+		a.sampleTimer.Stop()
+		a.sampleTimer = nil
 	}
 	if a.auto.timer != nil {
 		a.auto.timer.Stop()

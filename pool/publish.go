@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/corral-dev/corral/health"
@@ -22,6 +23,7 @@ type liveRefs struct {
 	backend *Backend
 	stats   *WorkerStats
 	probe   *health.Probe
+	mem     *atomic.Int64 // the worker's sampled RSS; nil for a slot in backoff
 }
 
 // Status returns a snapshot of the app; it never waits for the supervisor.
@@ -40,6 +42,10 @@ func (a *App) Status() AppStatus {
 				ws.Replacements[c] = live.stats.Replacements(c)
 			}
 			ws.Requests = live.stats.Requests.Load()
+			ws.CPUSeconds = live.stats.CPUSeconds()
+		}
+		if live.mem != nil {
+			ws.MemoryBytes = live.mem.Load()
 		}
 		if b := live.backend; b != nil {
 			ws.Inflight = b.Inflight.Load()
@@ -119,7 +125,7 @@ func (a *App) publishStatus() {
 		add(WorkerStatus{
 			ID: w.slot.id, PID: w.proc.pid, Port: w.addr.port, Socket: w.addr.socket, State: w.state, Reason: w.reason,
 			StartedAt: w.startedAt, ReadyAt: w.readyAt, Generation: w.gen, LastExit: w.slot.lastExit,
-		}, liveRefs{backend: w.backend, stats: w.slot.stats, probe: w.probe})
+		}, liveRefs{backend: w.backend, stats: w.slot.stats, probe: w.probe, mem: &w.memBytes})
 	}
 	for _, s := range a.sortedSlots() {
 		if s.restartTimer != nil {

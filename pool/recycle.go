@@ -3,9 +3,6 @@ package pool
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -137,37 +134,4 @@ func (a *App) recycleRound() {
 func (a *App) recycle(w *worker, reason string) {
 	w.log.Info("recycling worker", "reason", reason)
 	a.ask(&rollAsk{reason: "recycle " + w.slot.id + ": " + reason, cause: CauseRecycle, only: map[string]bool{w.slot.id: true}})
-}
-
-// groupRSS sums the resident set size of every process in each of the
-// process groups pgids, from /proc/<pid>/stat.
-func groupRSS(pgids map[int]bool) map[int]int64 {
-	out := make(map[int]int64, len(pgids))
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return out
-	}
-	page := int64(os.Getpagesize())
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// The comm field may hold spaces; fields after the last ')' are
-		// fixed: [2] is the process group, [21] the RSS in pages.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) < 22 {
-			continue
-		}
-		pgrp, _ := strconv.Atoi(f[2])
-		if !pgids[pgrp] {
-			continue
-		}
-		pages, _ := strconv.ParseInt(f[21], 10, 64)
-		out[pgrp] += pages * page
-	}
-	return out
 }

@@ -58,9 +58,15 @@ type WorkerStatus struct {
 	ReadyAt      time.Time         `json:"ready_at,omitempty"`
 	Inflight     int64             `json:"inflight"`
 	Requests     uint64            `json:"requests"`
-	Ejected      bool              `json:"ejected"`
-	EjectReason  string            `json:"eject_reason,omitempty"`
-	Health       *health.Stats     `json:"health,omitempty"`
-	Generation   int               `json:"generation"` // grows with each rolling restart of the app
-	LastExit     string            `json:"last_exit,omitempty"`
+	// MemoryBytes is the RSS of the worker's whole process group at the
+	// last sampling round (0 before the first).
+	MemoryBytes int64 `json:"memory_bytes"`
+	// CPUSeconds is the slot's CPU time, user and system, of every process
+	// its workers ran: the counter corral_worker_cpu_seconds_total shows.
+	CPUSeconds  float64       `json:"cpu_seconds"`
+	Ejected     bool          `json:"ejected"`
+	EjectReason string        `json:"eject_reason,omitempty"`
+	Health      *health.Stats `json:"health,omitempty"`
+	Generation  int           `json:"generation"` // grows with each rolling restart of the app
+	LastExit    string        `json:"last_exit,omitempty"`
 }

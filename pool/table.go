@@ -102,10 +102,55 @@ type AppStats struct {
 	ClientCancelled atomic.Uint64 // 499s
 	ScaleUps        atomic.Uint64 // autoscale decisions up
 	ScaleDowns      atomic.Uint64 // autoscale decisions down
+	// QueueWait is how long requests waited in the queue: one observation
+	// per request that entered it, whether it then got a worker, timed out
+	// or its client left.
+	QueueWait Histogram
 }
 
 // LatencyBuckets are the upper bounds (seconds) of the request latency histogram.
 var LatencyBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Histogram is a latency histogram over LatencyBuckets kept in atomics, so
+// the request path records without a lock and a scrape reads it as is.
+type Histogram struct {
+	buckets   [14]atomic.Uint64 // len(LatencyBuckets) + the +Inf bucket
+	sumMicros atomic.Uint64
+}
+
+// Observe records one duration.
+func (h *Histogram) Observe(d time.Duration) {
+	sec := d.Seconds()
+	i := 0
+	for i < len(LatencyBuckets) && sec > LatencyBuckets[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.sumMicros.Add(uint64(max(d.Microseconds(), 0)))
+}
+
+// Snapshot returns the count, the sum in seconds and the cumulative count
+// per upper bound of LatencyBuckets, as Prometheus wants them.
+func (h *Histogram) Snapshot() (count uint64, sum float64, cumulative map[float64]uint64) {
+	cumulative = make(map[float64]uint64, len(LatencyBuckets))
+	for i, ub := range LatencyBuckets {
+		count += h.buckets[i].Load()
+		cumulative[ub] = count
+	}
+	count += h.buckets[len(LatencyBuckets)].Load()
+	sum = float64(h.sumMicros.Load()) / 1e6
+	return count, sum, cumulative
+}
+
+// Counts returns the count in each bucket, not cumulative, the last one
+// being +Inf: what a sampler keeps to compute quantiles over an interval.
+func (h *Histogram) Counts() []uint64 {
+	out := make([]uint64, len(h.buckets))
+	for i := range out {
+		out[i] = h.buckets[i].Load()
+	}
+	return out
+}
 
 // WorkerStats are one slot's monotonic request counters, written by the
 // proxy with atomics and read by metrics and status. Counters never go back,
@@ -114,10 +159,12 @@ type WorkerStats struct {
 	Requests   atomic.Uint64    // answered requests, any status
 	Status     [6]atomic.Uint64 // by class: [1]=1xx ... [5]=5xx, [0]=other
 	Errors     atomic.Uint64    // proxy-side failures (502/504 from corral)
-	buckets    [14]atomic.Uint64
-	sumMicros  atomic.Uint64
+	Latency    Histogram        // forwarding to the end of the worker's response
 	restartCnt atomic.Uint64
 	replaced   [len(ReplacementCauses)]atomic.Uint64
+	// cpuTicks is the CPU time (clock ticks) of every process the slot's
+	// workers ran, accumulated by the process sampler (see procstat.go).
+	cpuTicks atomic.Uint64
 }
 
 // Observe records one answered request with its status code and duration.
@@ -128,27 +175,12 @@ func (s *WorkerStats) Observe(status int, d time.Duration) {
 		class = 0
 	}
 	s.Status[class].Add(1)
-	sec := d.Seconds()
-	i := 0
-	for i < len(LatencyBuckets) && sec > LatencyBuckets[i] {
-		i++
-	}
-	s.buckets[i].Add(1)
-	s.sumMicros.Add(uint64(d.Microseconds()))
+	s.Latency.Observe(d)
 }
 
-// Histogram returns the latency histogram: the count, the sum in seconds and
-// the cumulative count per upper bound of LatencyBuckets.
-func (s *WorkerStats) Histogram() (count uint64, sum float64, cumulative map[float64]uint64) {
-	cumulative = make(map[float64]uint64, len(LatencyBuckets))
-	for i, ub := range LatencyBuckets {
-		count += s.buckets[i].Load()
-		cumulative[ub] = count
-	}
-	count += s.buckets[len(LatencyBuckets)].Load()
-	sum = float64(s.sumMicros.Load()) / 1e6
-	return count, sum, cumulative
-}
+// CPUSeconds returns the CPU time, user and system, that the processes of
+// the slot's workers used, over every worker the slot ever had.
+func (s *WorkerStats) CPUSeconds() float64 { return float64(s.cpuTicks.Load()) / clockTicks }
 
 // AddRestart counts one restart of the slot after a failure: its process
 // crashed, or was killed for its health. Replacements a roll makes

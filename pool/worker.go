@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,7 @@ type slot struct {
 	spec  *config.App // process settings its restarts use (changed by rolls)
 	gen   int
 	cur   *worker // the worker filling the slot; nil while in backoff
+	cpu   cpuAccount
 
 	removed      bool // scaled down
 	delay        time.Duration
@@ -102,6 +104,10 @@ type worker struct {
 	requestsBase uint64
 	maxRequests  int64
 	maxAge       time.Duration
+
+	// memBytes is the RSS of the worker's process group at the last
+	// sampling round; status reads it.
+	memBytes atomic.Int64
 
 	candidate  bool // started by a roll, not yet promoted
 	stopping   bool // on its way out; its exit is not a crash

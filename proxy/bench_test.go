@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -18,6 +19,25 @@ import (
 // numbers include the client and the worker running in the same process;
 // compare against nginx with the bench/ scripts for the real target.
 func BenchmarkFastProxy(b *testing.B) {
+	benchFastProxy(b, New(testSettings(), hclog.NewNullLogger()))
+}
+
+// BenchmarkAccessLog is BenchmarkFastProxy with the access log off (its
+// allocs/op must be BenchmarkFastProxy's) and on, writing text lines to
+// io.Discard: the price of turning it on.
+func BenchmarkAccessLog(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			p := New(testSettings(), hclog.New(&hclog.LoggerOptions{Output: io.Discard}))
+			p.SetAccessLog(on)
+			benchFastProxy(b, p)
+		})
+	}
+}
+
+// benchFastProxy measures small GETs through p's fasthttp engine to a
+// fasthttp worker, from 16 parallel clients.
+func benchFastProxy(b *testing.B, p *Proxy) {
 	wln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -26,7 +46,6 @@ func BenchmarkFastProxy(b *testing.B) {
 	go func() { _ = worker.Serve(wln) }()
 	defer func() { _ = worker.Shutdown() }()
 
-	p := New(testSettings(), hclog.NewNullLogger())
 	app := testApp("web")
 	app.Passive.Failures = 5
 	app.Passive.Count5xx = true

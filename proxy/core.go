@@ -53,7 +53,11 @@ func acquire(rt *route, t *pool.Table, r *Request, cw clientWatch) (*pool.Backen
 		return nil, ErrQueueFull
 	}
 	t.Stats.Queued.Add(1)
-	defer t.Stats.Queued.Add(-1)
+	queuedAt := time.Now()
+	defer func() {
+		t.Stats.Queued.Add(-1)
+		t.Stats.QueueWait.Observe(time.Since(queuedAt))
+	}()
 	q.handoff()
 
 	timeout := t.App.Queue.Timeout

@@ -450,7 +450,8 @@ func (c *fastCall) relay(fin finish) {
 	out.Header.ResetConnectionClose()
 	stream := resp.BodyStream()
 	if c.small != nil {
-		out.SetBody(c.small.buf[:resp.Header.ContentLength()])
+		fin.bytes = int64(resp.Header.ContentLength())
+		out.SetBody(c.small.buf[:fin.bytes])
 		smallBodies.Put(c.small)
 		c.small = nil
 		stream = nil
@@ -775,6 +776,7 @@ func (r *relay) fill() {
 	}
 	_ = r.resp.CloseBodyStream()
 	fasthttp.ReleaseResponse(r.resp)
+	r.fin.bytes = r.sp.filled
 	r.fin.workerDone(err)
 	r.unref()
 }
@@ -808,6 +810,7 @@ func (r *relay) Read(p []byte) (int, error) {
 		return n, err
 	}
 	n, err := r.body.Read(p)
+	r.fin.bytes += int64(n)
 	if err != nil && err != io.EOF && !r.abandoned.Load() {
 		r.readErr = err
 	}

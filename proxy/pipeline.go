@@ -73,18 +73,19 @@ var errBadUpgrade = errors.New("worker answered 101 for another protocol")
 // say stop, then relay or tunnel, then accounting. Both engines run it.
 func (p *Proxy) serve(x exchange, in *inbound) {
 	st := p.settings.Load()
+	acc := p.startAccess(in)
 	if st.MaxBodyBytes > 0 && in.contentLength > st.MaxBodyBytes {
-		x.fail(ErrBodyTooLarge)
+		acc.fail(x, ErrBodyTooLarge, "", "")
 		return
 	}
 	rt := p.router.Load().match(b2s(in.host), b2s(in.path))
 	if rt == nil {
-		x.fail(ErrNoRoute)
+		acc.fail(x, ErrNoRoute, "", "")
 		return
 	}
 	t := rt.src.Table()
 	if t == nil {
-		x.fail(ErrNoBackend)
+		acc.fail(x, ErrNoBackend, rt.name, "")
 		return
 	}
 
@@ -104,6 +105,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 	buf := x.scratch()
 	upgrade, reqID, out := rewriteRequest(x.reqHeaders(), &fw, *buf)
 	*buf = out // before setTarget, which appends to it
+	acc.setRequestID(reqID)
 	if rt.strip && rt.prefix != "" && hasPathPrefix(b2s(in.path), rt.prefix) {
 		x.setTarget([]byte(rt.strippedPath(b2s(in.path))))
 	} else {
@@ -112,7 +114,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 
 	body := x.openBody(st)
 	if body.held && body.clientErr != nil {
-		p.clientFailed(rt, t, nil, x, body, in.start)
+		p.clientFailed(rt, t, nil, x, body, in.start, acc)
 		return
 	}
 
@@ -139,7 +141,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 			if err == ErrClientGone {
 				p.log.Debug("client left while queued", "app", rt.name)
 			}
-			x.fail(err.(*Error))
+			acc.fail(x, err.(*Error), rt.name, "")
 			return
 		}
 		err = x.send(b, st, body, upgrade)
@@ -149,7 +151,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 				x.drop()
 				err = errBadUpgrade
 			} else {
-				p.answer(x, st, rt, t, b, req, in.start, status, reqID)
+				p.answer(x, st, rt, t, b, req, in.start, status, reqID, acc)
 				return
 			}
 		}
@@ -157,7 +159,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		now := time.Now()
 		who := blameFor(err, body, x.clientGone())
 		if who == blameClient {
-			p.clientFailed(rt, t, b, x, body, in.start)
+			p.clientFailed(rt, t, b, x, body, in.start, acc)
 			return
 		}
 		if err != errStaleConn {
@@ -176,13 +178,13 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		b.Stats.Observe(e.Status, now.Sub(in.start))
 		b.Stats.Errors.Add(1)
 		p.log.Debug("request failed", "app", rt.name, "worker", b.ID, "status", e.Status, "error", err)
-		x.fail(e)
+		acc.fail(x, e, rt.name, b.ID)
 		return
 	}
 }
 
 // answer relays a worker's response head (and then its body or tunnel).
-func (p *Proxy) answer(x exchange, st *config.Proxy, rt *route, t *pool.Table, b *pool.Backend, req *Request, start time.Time, status int, reqID []byte) {
+func (p *Proxy) answer(x exchange, st *config.Proxy, rt *route, t *pool.Table, b *pool.Backend, req *Request, start time.Time, status int, reqID []byte, acc *accessEntry) {
 	if status >= 500 && t.App.Passive.Count5xx {
 		passiveFailure(p.log, t, b, time.Now(), "status "+strconv.Itoa(status))
 	} else {
@@ -198,7 +200,7 @@ func (p *Proxy) answer(x exchange, st *config.Proxy, rt *route, t *pool.Table, b
 	if rt.cookieName != "" && string(req.Sticky) != b.ID {
 		h.Add("Set-Cookie", []byte(rt.cookieName+"="+b.ID+"; Path=/; HttpOnly; SameSite=Lax"))
 	}
-	fin := finish{rt: rt, t: t, b: b, start: start, status: status, log: p.log, buf: &st.Buffering, acct: &p.buffers}
+	fin := finish{rt: rt, t: t, b: b, start: start, status: status, log: p.log, buf: &st.Buffering, acct: &p.buffers, access: acc}
 	if status == 101 {
 		x.tunnel(fin)
 		return
@@ -209,16 +211,18 @@ func (p *Proxy) answer(x exchange, st *config.Proxy, rt *route, t *pool.Table, b
 // clientFailed answers a request whose client left, stalled or sent a
 // broken body. It is never the worker's failure: nothing feeds passive
 // health. b is the backend of the attempt, nil if none was made.
-func (p *Proxy) clientFailed(rt *route, t *pool.Table, b *pool.Backend, x exchange, body *reqBody, start time.Time) {
+func (p *Proxy) clientFailed(rt *route, t *pool.Table, b *pool.Backend, x exchange, body *reqBody, start time.Time, acc *accessEntry) {
 	e := statusFor(nil, blameClient, body)
 	if e == ErrClientGone {
 		t.Stats.ClientCancelled.Add(1)
 	}
+	worker := ""
 	if b != nil {
 		b.Stats.Observe(e.Status, time.Since(start))
+		worker = b.ID
 	}
 	p.log.Debug("client failed", "app", rt.name, "status", e.Status, "error", body.clientErr)
-	x.fail(e)
+	acc.fail(x, e, rt.name, worker)
 }
 
 // finish is the accounting of one relayed response, run once when the
@@ -233,6 +237,11 @@ type finish struct {
 	log    hclog.Logger
 	buf    *config.Buffering
 	acct   *buffers
+	// bytes counts the response body read from the worker, kept by the
+	// engine adapter; access is the request's access log entry, nil when
+	// the log is off.
+	bytes  int64
+	access *accessEntry
 }
 
 // spoolFor returns a spool for a response body of size bytes (-1 unknown)
@@ -268,6 +277,7 @@ func (f *finish) workerDone(readErr error) {
 	}
 	f.b.Stats.Observe(f.status, time.Since(f.start))
 	release(f.rt, f.b)
+	f.access.end(f.rt.name, f.b.ID, f.status, f.bytes)
 }
 
 // clientDone is the client's part: writeErr is why it did not get the

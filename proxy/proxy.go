@@ -41,6 +41,9 @@ type Proxy struct {
 	pollOnce sync.Once
 	poll     atomic.Pointer[poller] // waits for parked connections (Linux); set once by pollerOf
 
+	access    atomic.Bool  // log.access: one line per request (access.go)
+	accessLog hclog.Logger // "proxy.access"
+
 	mu        sync.Mutex // guards everything below
 	queues    map[string]*queue
 	fast      []*fasthttp.Server
@@ -64,6 +67,7 @@ func New(settings config.Proxy, log hclog.Logger) *Proxy {
 		gate:    newConnGate(maxConnectionsOf(settings.MaxConnections)),
 		done:    make(chan struct{}),
 	}
+	p.accessLog = p.log.Named("access")
 	p.settings.Store(&settings)
 	p.noteListenerSettings(nil, &settings)
 	p.router.Store(newRouter(nil))

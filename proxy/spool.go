@@ -107,6 +107,9 @@ type spoolLimits struct {
 type spool struct {
 	acct *buffers
 	lim  spoolLimits
+	// filled counts the bytes read from the worker; only the filler
+	// touches it, and reads it once fill has returned.
+	filled int64
 
 	mu     sync.Mutex
 	cond   sync.Cond
@@ -286,6 +289,7 @@ func (s *spool) fill(src io.Reader) error {
 		}
 		s.mu.Lock()
 		s.filling = false
+		s.filled += int64(n)
 		switch {
 		case n > 0 && werr != nil:
 			s.keepStaged(n)

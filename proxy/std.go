@@ -277,7 +277,7 @@ func (c *stdCall) relay(fin finish) {
 		body = sp
 		go c.fill(sp, resp, fin)
 	}
-	readErr, writeErr := copyFlushing(w, body, resp.ContentLength)
+	sent, readErr, writeErr := copyFlushing(w, body, resp.ContentLength)
 	if sp != nil {
 		sp.close()
 	} else {
@@ -297,6 +297,7 @@ func (c *stdCall) relay(fin finish) {
 			fin.clientDone(writeErr)
 		}
 	} else {
+		fin.bytes = sent
 		fin.done(readErr, writeErr)
 	}
 	if readErr != nil {
@@ -318,6 +319,7 @@ func (c *stdCall) fill(sp *spool, resp *http.Response, fin finish) {
 	}
 	sp.finish(err)
 	_ = resp.Body.Close()
+	fin.bytes = sp.filled
 	fin.workerDone(err)
 }
 
@@ -326,30 +328,29 @@ func (c *stdCall) fill(sp *spool, resp *http.Response, fin finish) {
 // completes the declared length (size, -1 when unknown) is not flushed:
 // the handler's return sends it with the end of the stream, one DATA frame
 // instead of two on HTTP/2. It tells a failure reading the worker's body
-// apart from one writing to the client.
-func copyFlushing(w http.ResponseWriter, body io.Reader, size int64) (readErr, writeErr error) {
+// apart from one writing to the client, and says how many bytes it sent.
+func copyFlushing(w http.ResponseWriter, body io.Reader, size int64) (sent int64, readErr, writeErr error) {
 	rc := http.NewResponseController(w)
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
-	var sent int64
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return nil, werr
+				return sent, nil, werr
 			}
 			if sent += int64(n); sent != size {
 				if werr := rc.Flush(); werr != nil {
-					return nil, werr
+					return sent, nil, werr
 				}
 			}
 		}
 		if err == io.EOF {
-			return nil, nil
+			return sent, nil, nil
 		}
 		if err != nil {
-			return err, nil
+			return sent, err, nil
 		}
 	}
 }

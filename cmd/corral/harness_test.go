@@ -299,6 +299,9 @@ type wireWorker struct {
 	ByCause   map[string]int `json:"replacements"`
 	Inflight  int            `json:"inflight"`
 	StartedAt time.Time      `json:"started_at"`
+	// MemoryBytes and CPUSeconds are the sampled process-group figures.
+	MemoryBytes int64   `json:"memory_bytes"`
+	CPUSeconds  float64 `json:"cpu_seconds"`
 }
 
 // inflight returns the in-flight count /status shows for worker id.

@@ -101,6 +101,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 		giveUp:   make(chan error, 1),
 		removing: map[*pool.App]time.Duration{},
 	}
+	in.proxy.SetAccessLog(cfg.Log.Access)
 	public, err := proxy.Listen(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
@@ -351,6 +352,7 @@ func (in *instance) reload(ctx context.Context, trigger string) admin.ReloadResu
 	}
 	if diff.LogChanged {
 		in.log.SetLevel(hclog.LevelFromString(cfg.Log.Level))
+		in.proxy.SetAccessLog(cfg.Log.Access)
 		if cfg.Log.Format != old.cfg.Log.Format {
 			in.log.Warn("log format changes take effect when corral restarts", "format", cfg.Log.Format)
 		}

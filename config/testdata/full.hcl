@@ -17,6 +17,7 @@ admin {
 log {
   level  = "debug"                  # [info] trace, debug, info, warn or error
   format = "json"                   # [text] text or json
+  access = true                     # [false] one line per request
 }
 
 proxy {

@@ -5,7 +5,9 @@
 // $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
 // "/concurrency" answers the most requests it ever had at once;
 // "/say?msg=M" prints M on its standard output; "/env?name=N" answers
-// the value of its environment variable N.
+// the value of its environment variable N; "/alloc?mib=N" allocates N MiB,
+// touches every page and keeps it; "/spin?ms=N" keeps a CPU busy until the
+// process used N ms more CPU time.
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
 // answer 503, and hang-$CORRAL_WORKER makes every request wait until the
 // file is gone (a hung worker that recovers).
@@ -34,8 +36,17 @@ import (
 	"golang.org/x/net/websocket"
 )
 
-// grown keeps what /grow allocated resident.
+// grown keeps what /grow and /alloc allocated resident.
 var grown [][]byte
+
+// grow allocates mib MiB with every page touched, and keeps it.
+func grow(mib int) {
+	b := make([]byte, mib<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	grown = append(grown, b)
+}
 
 func main() {
 	switch os.Getenv("TESTAPP_MODE") {
@@ -69,13 +80,27 @@ func main() {
 		fmt.Fprintln(w, most.Load())
 	})
 	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
-		// 64 MiB with every page touched, kept: a leak for max_memory.
-		b := make([]byte, 64<<20)
-		for i := 0; i < len(b); i += 4096 {
-			b[i] = 1
-		}
-		grown = append(grown, b)
+		grow(64) // a leak for max_memory
 		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
+	})
+	mux.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
+		mib, _ := strconv.Atoi(r.URL.Query().Get("mib"))
+		grow(mib)
+		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
+	})
+	mux.HandleFunc("/spin", func(w http.ResponseWriter, r *http.Request) {
+		// CPU time, not wall time: on a busy machine the loop gets less.
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		cpu := func() time.Duration {
+			var ru syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+			return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+		n, end := 0, cpu()+time.Duration(ms)*time.Millisecond
+		for deadline := time.Now().Add(30 * time.Second); cpu() < end && time.Now().Before(deadline); {
+			n++
+		}
+		fmt.Fprintln(w, n)
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
