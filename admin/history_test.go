@@ -48,7 +48,7 @@ func TestHistoryRatesAndQuantiles(t *testing.T) {
 	srv.SampleHistory()
 
 	rec := httptest.NewRecorder()
-	srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/history", nil))
+	srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/history", nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("GET /history = %d", rec.Code)
 	}
