@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -118,6 +119,17 @@ func TestEveryMutatingEndpointNeedsTheToken(t *testing.T) {
 		for _, good := range []string{"Bearer " + testToken, "bearer " + testToken} {
 			if resp, ref := request(t, addr, e, "", "Authorization", good); resp.StatusCode != e.ok {
 				t.Errorf("%s %s with %q = %d %q, want %d", e.method, e.path, good, resp.StatusCode, ref.Error, e.ok)
+			}
+		}
+		if strings.Contains(e.path, "wait=false") {
+			// An accepted restart runs in the background: both must land
+			// before the next endpoint takes its count.
+			deadline := time.Now().Add(5 * time.Second)
+			for changes.Load() != before+2 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if got := changes.Load(); got != before+2 {
+				t.Fatalf("%s %s: %d changes after two accepted requests, want 2", e.method, e.path, got-before)
 			}
 		}
 	}
