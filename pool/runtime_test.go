@@ -15,24 +15,8 @@ func TestRestartWorkerReplacesOnlyThatWorker(t *testing.T) {
 	before := waitReady(t, a, 2)
 	// Sample the table while the restart runs: web-2 must never be missing
 	// from it except while its successor has already joined.
-	minReady := make(chan int, 1)
 	stopWatch := make(chan struct{})
-	go func() {
-		low := 2
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			if n := len(a.Table().Backends); n < low {
-				low = n
-			}
-			select {
-			case <-stopWatch:
-				minReady <- low
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	minReady := watchCapacity(a, stopWatch)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := a.RestartWorker(ctx, "web-2"); err != nil {

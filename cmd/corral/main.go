@@ -334,18 +334,22 @@ func restartCommand(args []string, stdout, stderr io.Writer) int {
 	app := rest[0]
 	ctx, cancel := context.WithTimeout(context.Background(), rollTimeout)
 	defer cancel()
-	if len(rest) == 1 {
-		res, err := c.Restart(ctx, app)
-		if err != nil {
+	// outcome reports one restart's answer.
+	outcome := func(what, result, failure string, err error, done string) int {
+		switch {
+		case err != nil:
 			fmt.Fprintf(stderr, "corral: restart via %s: %v\n", c.Addr, err)
 			return 1
-		}
-		if res.Result != "done" {
-			fmt.Fprintf(stderr, "corral: restart %s: %s\n", app, res.Error)
+		case result != "done":
+			fmt.Fprintf(stderr, "corral: restart %s: %s\n", what, failure)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: rolling restart done\n", app)
+		fmt.Fprintf(stdout, "%s: %s\n", what, done)
 		return 0
+	}
+	if len(rest) == 1 {
+		res, err := c.Restart(ctx, app)
+		return outcome(app, res.Result, res.Error, err, "rolling restart done")
 	}
 	id := rest[1]
 	if _, err := strconv.Atoi(id); err == nil {
@@ -356,16 +360,7 @@ func restartCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	res, err := c.RestartWorker(ctx, id)
-	if err != nil {
-		fmt.Fprintf(stderr, "corral: restart via %s: %v\n", c.Addr, err)
-		return 1
-	}
-	if res.Result != "done" {
-		fmt.Fprintf(stderr, "corral: restart %s: %s\n", id, res.Error)
-		return 1
-	}
-	fmt.Fprintf(stdout, "%s: replaced\n", id)
-	return 0
+	return outcome(id, res.Result, res.Error, err, "replaced")
 }
 
 func statusCommand(args []string, stdout, stderr io.Writer) int {
