@@ -226,6 +226,12 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		c.in.host = h.Host()
 	}
 	clientClose := h.ConnectionClose()
+	if clientClose {
+		// The client's connection closes after its answer (set below);
+		// the worker's pooled one stays open. HTTP/1.0 sets the flag
+		// without a Connection line, which the rewrite would remove.
+		h.ResetConnectionClose()
+	}
 	c.noHost = len(c.in.host) == 0 // HTTP/1.0 may omit it; send names the worker
 	if c.noHost {
 		c.in.host = nil
@@ -566,7 +572,9 @@ type fastRequestHeaders struct{ h *fasthttp.RequestHeader }
 
 func (f fastRequestHeaders) Values(name string) [][]byte { return f.h.PeekAll(name) }
 
-func (f fastRequestHeaders) Has(name string) bool { return f.h.Peek(name) != nil }
+// Has asks PeekAll: the engine's Peek can answer nil for a line whose
+// value is empty.
+func (f fastRequestHeaders) Has(name string) bool { return len(f.h.PeekAll(name)) > 0 }
 
 // Present scans the head as it arrived. The engine's iterator over its
 // parsed lines (All) would collect the Cookie lines and forward them
@@ -623,7 +631,7 @@ func (f fastResponseHeaders) Values(name string) [][]byte {
 }
 
 func (f fastResponseHeaders) Has(name string) bool {
-	return f.h.Peek(name) != nil || f.otherCase(name) != nil
+	return len(f.h.PeekAll(name)) > 0 || f.otherCase(name) != nil
 }
 
 // otherCase returns the name of a line named name in another case, nil

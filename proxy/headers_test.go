@@ -281,3 +281,27 @@ func TestCookieValue(t *testing.T) {
 		}
 	}
 }
+
+// TestFastHeadersHasEmptyLine: a line with an empty value exists. The
+// engine's Peek answers nil for it, so Has must not use Peek alone (an
+// empty Expect or Keep-Alive line was forwarded: FuzzRewriteRequest).
+func TestFastHeadersHasEmptyLine(t *testing.T) {
+	var h fasthttp.RequestHeader
+	// The head FuzzRewriteRequest found (its seed 60545dac91398a3e).
+	if err := h.Read(bufio.NewReader(strings.NewReader("0 / HTTP/0.0\n0000:0\nConneCtion:0000000000\n0000000:\nEXpeCt:\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	f := fastRequestHeaders{&h}
+	for _, name := range []string{"Expect", "0000000"} {
+		if !f.Has(name) {
+			t.Errorf("Has(%q) false for an empty line", name)
+		}
+	}
+	var r fasthttp.ResponseHeader
+	if err := r.Read(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nKeep-Alive:\r\nContent-Length: 0\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	if !(fastResponseHeaders{&r}).Has("Keep-Alive") {
+		t.Error("response Has(Keep-Alive) false for an empty line")
+	}
+}
