@@ -5,7 +5,6 @@ package proxy
 import (
 	"errors"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -67,12 +66,8 @@ func (p *Proxy) pollPark(c *clientConn, s *fasthttp.Server) bool {
 	if pl == nil {
 		return false
 	}
-	sc, ok := c.Conn.(syscall.Conn)
+	rc, ok := rawConnOf(c.Conn)
 	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
 		return false
 	}
 	added := false

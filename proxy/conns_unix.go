@@ -21,16 +21,12 @@ const canPark = true
 // wait began raise no new readiness event, so waiting first would miss a
 // request the client sent at once.
 func waitReadable(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := rawConnOf(c)
 	if !ok {
 		return false
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	readable := false
-	err = rc.Read(func(fd uintptr) bool {
+	err := rc.Read(func(fd uintptr) bool {
 		var b [1]byte
 		for {
 			n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
@@ -55,4 +51,14 @@ func fileLimit() (uint64, bool) {
 		return 0, false
 	}
 	return r.Cur, true
+}
+
+// rawConnOf returns the socket under c, when c has one.
+func rawConnOf(c net.Conn) (syscall.RawConn, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	return rc, err == nil
 }
