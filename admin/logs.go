@@ -19,7 +19,7 @@ const (
 	ringLines       = 1000      // lines kept per app, and for corral's own lines
 	ringBytes       = 256 << 10 // bytes kept per app, and for corral's own lines
 	ringApps        = 32        // apps with a ring of their own; more share corral's
-	maxRingLine     = 2048      // longer lines are cut (worker output is already cut at 64 KiB)
+	maxRingLine     = 2048      // longer lines are cut (worker output is already cut at 16 KiB)
 	followBuffer    = 512       // lines a follower may lag behind before lines are dropped for it
 	maxFollowers    = 32        // GET /logs?follow=1 at once
 	defaultBackFill = 100       // lines sent before following, unless ?lines= says otherwise

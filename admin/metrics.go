@@ -103,7 +103,7 @@ type poolCollector struct {
 	workers, desired, queueDepth              *prometheus.Desc
 	queueRejected, noBackend, retries         *prometheus.Desc
 	clientCancelled, queueWait                *prometheus.Desc
-	memory, cpu                               *prometheus.Desc
+	memory, cpu, logDropped                   *prometheus.Desc
 	autoMin, autoMax, autoDecisions, autoLast *prometheus.Desc
 }
 
@@ -133,6 +133,7 @@ func newPoolCollector(m Metrics) *poolCollector {
 		queueWait:       d("queue_wait_seconds", "Time requests waited in the queue for a free worker (every request that was queued, whatever its outcome).", app),
 		memory:          d("worker_memory_bytes", "Resident memory of the worker's whole process group, at the last sampling round.", worker),
 		cpu:             d("worker_cpu_seconds_total", "CPU time (user and system) of every process of the slot's workers, over all its workers.", worker),
+		logDropped:      d("worker_log_lines_dropped_total", "Lines of the worker's output not logged whole, by reason: rate (over the lines-per-second bound, not logged), truncated (logged cut at the line-length bound).", []string{"app", "worker", "reason"}),
 		autoMin:         d("autoscale_min", "Autoscale lower bound on an app's workers.", app),
 		autoMax:         d("autoscale_max", "Autoscale upper bound on an app's workers.", app),
 		autoDecisions:   d("autoscale_decisions_total", "Autoscale decisions, by direction (up, down).", []string{"app", "direction"}),
@@ -145,7 +146,7 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.requests, c.duration, c.proxyErrors, c.restarts, c.replacements, c.inflight, c.ejected,
 		c.healthLatency, c.workers, c.desired, c.queueDepth, c.queueRejected,
-		c.noBackend, c.retries, c.clientCancelled, c.queueWait, c.memory, c.cpu,
+		c.noBackend, c.retries, c.clientCancelled, c.queueWait, c.memory, c.cpu, c.logDropped,
 		c.autoMin, c.autoMax, c.autoDecisions, c.autoLast,
 	} {
 		ch <- d
@@ -184,6 +185,9 @@ func (c *poolCollector) collectApp(ch chan<- prometheus.Metric, a AppMetrics) {
 		counter(c.restarts, ws.Restarts(), a.Name, id)
 		for _, cause := range pool.ReplacementCauses {
 			counter(c.replacements, ws.Replacements(cause), a.Name, id, cause)
+		}
+		for _, reason := range pool.LogDropReasons {
+			counter(c.logDropped, ws.LogLinesDropped(reason), a.Name, id, reason)
 		}
 	}
 

@@ -44,6 +44,10 @@ func TestMetricsValues(t *testing.T) {
 		workers["web-3"].AddReplacement(cause)
 	}
 	workers["web-3"].AddReplacement(pool.CauseRecycle)
+	for range 3 {
+		workers["web-2"].AddLogDropped(pool.DropRate)
+	}
+	workers["web-2"].AddLogDropped(pool.DropTruncated)
 	stats.Queued.Store(5)
 	stats.QueueRejected.Add(7)
 	stats.QueueTimeouts.Add(2)
@@ -123,6 +127,18 @@ corral_worker_replacements_total{app="web",cause="health",worker="web-4"} 0
 corral_worker_replacements_total{app="web",cause="manual",worker="web-4"} 0
 corral_worker_replacements_total{app="web",cause="recycle",worker="web-4"} 0
 corral_worker_replacements_total{app="web",cause="reload",worker="web-4"} 0
+# HELP corral_worker_log_lines_dropped_total Lines of the worker's output not logged whole, by reason: rate (over the lines-per-second bound, not logged), truncated (logged cut at the line-length bound).
+# TYPE corral_worker_log_lines_dropped_total counter
+corral_worker_log_lines_dropped_total{app="api",reason="rate",worker="api-1"} 0
+corral_worker_log_lines_dropped_total{app="api",reason="truncated",worker="api-1"} 0
+corral_worker_log_lines_dropped_total{app="web",reason="rate",worker="web-1"} 0
+corral_worker_log_lines_dropped_total{app="web",reason="truncated",worker="web-1"} 0
+corral_worker_log_lines_dropped_total{app="web",reason="rate",worker="web-2"} 3
+corral_worker_log_lines_dropped_total{app="web",reason="truncated",worker="web-2"} 1
+corral_worker_log_lines_dropped_total{app="web",reason="rate",worker="web-3"} 0
+corral_worker_log_lines_dropped_total{app="web",reason="truncated",worker="web-3"} 0
+corral_worker_log_lines_dropped_total{app="web",reason="rate",worker="web-4"} 0
+corral_worker_log_lines_dropped_total{app="web",reason="truncated",worker="web-4"} 0
 # HELP corral_inflight_requests Requests being forwarded to a live worker now.
 # TYPE corral_inflight_requests gauge
 corral_inflight_requests{app="api",worker="api-1"} 0
@@ -184,7 +200,7 @@ corral_build_info{version="1.2.3"} 1
 `
 	names := []string{
 		"corral_requests_total", "corral_proxy_errors_total", "corral_worker_restarts_total", "corral_worker_replacements_total",
-		"corral_inflight_requests", "corral_worker_ejected", "corral_health_check_latency_seconds",
+		"corral_worker_log_lines_dropped_total", "corral_inflight_requests", "corral_worker_ejected", "corral_health_check_latency_seconds",
 		"corral_workers", "corral_instances_desired", "corral_queue_depth", "corral_queue_rejected_total",
 		"corral_no_backend_total", "corral_retries_total", "corral_client_cancelled_total", "corral_build_info",
 	}

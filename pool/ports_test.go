@@ -1,13 +1,9 @@
 package pool
 
 import (
-	"bytes"
 	"errors"
 	"net"
-	"strings"
 	"testing"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/corral-dev/corral/config"
 )
@@ -60,27 +56,6 @@ func TestPortsSkipBound(t *testing.T) {
 	}
 	if _, err := p.Take(); !errors.Is(err, ErrNoPort) {
 		t.Fatalf("Take = %v, want ErrNoPort", err)
-	}
-}
-
-func TestCopyLinesSplitsLongLines(t *testing.T) {
-	var buf bytes.Buffer
-	log := hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Info, JSONFormat: true})
-	long := strings.Repeat("x", maxLogLine+100)
-	copyLines(strings.NewReader("first\n"+long+"\nlast"), log)
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("logged %d lines, want 4 (first, long in two pieces, last)", len(lines))
-	}
-	total := 0
-	for _, l := range lines[1:3] {
-		total += strings.Count(l, "x")
-	}
-	if total != len(long) {
-		t.Errorf("long line logged with %d of %d bytes", total, len(long))
-	}
-	if !strings.Contains(lines[3], `"last"`) {
-		t.Errorf("last line without newline lost: %s", lines[3])
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -19,10 +18,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 )
-
-// maxLogLine is the longest line a worker's output is logged as; longer
-// lines are split into several log lines, never dropped.
-const maxLogLine = 64 << 10
 
 // process is one started worker process, the shim above it and its output
 // pipes.
@@ -144,9 +139,9 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 }
 
 // startProcess starts cmd below a shim, through the reaper, with its stdout
-// and stderr piped into log line by line. The readers run on wg and end at
-// EOF or when closeLogs closes the read ends.
-func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup) (*process, error) {
+// and stderr piped into log line by line within stats' output bounds. The
+// readers run on wg and end at EOF or when closeLogs closes the read ends.
+func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, stats *WorkerStats, wg *sync.WaitGroup) (*process, error) {
 	if cmd.Err != nil {
 		return nil, cmd.Err // not found in corral's PATH
 	}
@@ -175,7 +170,7 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup
 		br := bufio.NewReader(stR)
 		var pid int
 		if pid, err = readShimStart(br, stR); err == nil {
-			return startLogs(r, pid, br, stR, shimExited, []*os.File{outR, errR}, log, wg), nil
+			return startLogs(r, pid, br, stR, shimExited, []*os.File{outR, errR}, log, stats, wg), nil
 		}
 		if !strings.HasPrefix(err.Error(), "starting worker shim") {
 			err = fmt.Errorf("starting %s: %w", cmd.Path, err)
@@ -191,7 +186,7 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, wg *sync.WaitGroup
 // startLogs starts the goroutines that follow a started worker: its exit
 // from the shim's status pipe, the shim's own end, and its output.
 func startLogs(r *Reaper, pid int, br *bufio.Reader, st *os.File, shimExited <-chan syscall.WaitStatus,
-	readers []*os.File, log hclog.Logger, wg *sync.WaitGroup) *process {
+	readers []*os.File, log hclog.Logger, stats *WorkerStats, wg *sync.WaitGroup) *process {
 	exited := make(chan syscall.WaitStatus, 1)
 	p := &process{pid: pid, exited: exited, shimDone: make(chan struct{}), readers: readers, logsDone: make(chan struct{})}
 	wg.Add(1)
@@ -216,12 +211,14 @@ func startLogs(r *Reaper, pid int, br *bufio.Reader, st *os.File, shimExited <-c
 	}()
 	outR, errR := readers[0], readers[1]
 	log = log.With("pid", pid)
+	lim := newOutputLimit(stats, log)
 	var left atomic.Int32
 	left.Store(2)
 	read := func(f *os.File, log hclog.Logger) {
 		defer wg.Done()
-		copyLines(f, log)
+		copyLines(f, log, lim)
 		if left.Add(-1) == 0 {
+			lim.flush()
 			close(p.logsDone)
 		}
 	}
@@ -240,23 +237,6 @@ func (p *process) closeLogs() {
 			f.Close()
 		}
 	})
-}
-
-// copyLines logs every line of r; lines longer than maxLogLine are logged
-// in pieces. Worker output is the app's own log, so corral's verbosity must
-// not drop it: a line is written at info, or at the logger's level when
-// that is higher (only "off" silences it).
-func copyLines(r io.Reader, log hclog.Logger) {
-	br := bufio.NewReaderSize(r, maxLogLine)
-	for {
-		line, _, err := br.ReadLine()
-		if level := max(hclog.Info, log.GetLevel()); len(line) > 0 && level != hclog.Off {
-			log.Log(level, string(line))
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // signalGroup sends sig to every process of the group led by pgid. ESRCH

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -165,6 +166,25 @@ type WorkerStats struct {
 	// cpuTicks is the CPU time (clock ticks) of every process the slot's
 	// workers ran, accumulated by the process sampler (see procstat.go).
 	cpuTicks atomic.Uint64
+	// logDropped counts output lines over the bounds, by LogDropReasons.
+	logDropped [len(LogDropReasons)]atomic.Uint64
+}
+
+// AddLogDropped counts one line of the slot's output not logged whole
+// for reason (one of LogDropReasons; anything else is not counted).
+func (s *WorkerStats) AddLogDropped(reason string) {
+	if i := slices.Index(LogDropReasons[:], reason); i >= 0 {
+		s.logDropped[i].Add(1)
+	}
+}
+
+// LogLinesDropped returns how many lines of the slot's output were not
+// logged whole for reason (DropRate, DropTruncated).
+func (s *WorkerStats) LogLinesDropped(reason string) uint64 {
+	if i := slices.Index(LogDropReasons[:], reason); i >= 0 {
+		return s.logDropped[i].Load()
+	}
+	return 0
 }
 
 // Observe records one answered request with its status code and duration.

@@ -1,0 +1,165 @@
+package pool
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Bounds on a worker's output as corral logs it. The pipes are always read
+// at once, whatever the bounds: a worker never blocks on a full pipe
+// because its lines are over them, and what is over them is discarded as
+// it is read, never held.
+const (
+	// maxLogLine is the longest line a worker's output is logged as; the
+	// rest of a longer line is read and discarded.
+	maxLogLine = 16 << 10
+	// logBurst and logRate bound the lines one worker process logs,
+	// stdout and stderr together: a burst of logBurst, then logRate a
+	// second. Lines beyond are dropped and counted.
+	logBurst = 10000
+	logRate  = 2000
+	// dropReportEvery is how often a worker whose lines are dropped gets
+	// one log line saying how many.
+	dropReportEvery = 5 * time.Second
+)
+
+// Why a line of worker output was not logged whole, as the reason label
+// of corral_worker_log_lines_dropped_total.
+const (
+	// DropRate: the line was not logged, the worker was over its rate.
+	DropRate = "rate"
+	// DropTruncated: the line was logged cut at its first maxLogLine bytes.
+	DropTruncated = "truncated"
+)
+
+// LogDropReasons lists every drop reason, in WorkerStats' order.
+var LogDropReasons = [...]string{DropRate, DropTruncated}
+
+// outputLimit is the rate bound that one worker process's stdout and
+// stderr share, and the count of what it dropped.
+type outputLimit struct {
+	stats       *WorkerStats
+	log         hclog.Logger // where the drop summaries go
+	rate, burst float64
+	reportEvery time.Duration
+
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
+	pending [len(LogDropReasons)]uint64 // since the last summary
+	timer   *time.Timer                 // set while a summary is due
+}
+
+// newOutputLimit returns a full bucket of the default bounds.
+func newOutputLimit(stats *WorkerStats, log hclog.Logger) *outputLimit {
+	return &outputLimit{stats: stats, log: log, rate: logRate, burst: logBurst,
+		reportEvery: dropReportEvery, tokens: logBurst, last: time.Now()}
+}
+
+// take reports whether one more line may be logged now, and counts it
+// dropped when not.
+func (l *outputLimit) take() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	l.last = now
+	if l.tokens >= 1 {
+		l.tokens--
+		return true
+	}
+	l.countLocked(0)
+	return false
+}
+
+// truncated counts a line that was logged cut.
+func (l *outputLimit) truncated() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.countLocked(1)
+}
+
+func (l *outputLimit) countLocked(reason int) {
+	l.stats.AddLogDropped(LogDropReasons[reason])
+	l.pending[reason]++
+	if l.timer == nil {
+		l.timer = time.AfterFunc(l.reportEvery, l.report)
+	}
+}
+
+// report logs what was dropped since the last summary, if anything. It
+// logs under the lock so that once flush returns, no summary of this
+// process is still being written.
+func (l *outputLimit) report() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.timer = nil
+	rate, cut := l.pending[0], l.pending[1]
+	l.pending = [len(LogDropReasons)]uint64{}
+	if rate > 0 || cut > 0 {
+		l.log.Warn("worker output over its bounds", "dropped_lines", rate, "truncated_lines", cut,
+			"max_line_bytes", maxLogLine, "lines_per_second", l.rate, "burst", l.burst)
+	}
+}
+
+// flush reports what is pending now, at the end of the output.
+func (l *outputLimit) flush() {
+	l.mu.Lock()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.mu.Unlock()
+	l.report()
+}
+
+// copyLines logs every line of r within lim's bounds: a line longer than
+// maxLogLine is logged cut (with truncated=true) and the rest of it is
+// read and thrown away; a line over the rate is read and thrown away.
+// Worker output is the app's own log, so corral's verbosity must not drop
+// it: a line is written at info, or at the logger's level when that is
+// higher (only "off" silences it).
+func copyLines(r io.Reader, log hclog.Logger, lim *outputLimit) {
+	br := bufio.NewReaderSize(r, maxLogLine)
+	for {
+		line, err := br.ReadSlice('\n')
+		long := errors.Is(err, bufio.ErrBufferFull)
+		if !long {
+			line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		}
+		level := max(hclog.Info, log.GetLevel())
+		if len(line) > 0 && level != hclog.Off && lim.take() {
+			if long {
+				lim.truncated()
+				log.Log(level, string(cutRunes(line)), "truncated", true)
+			} else {
+				log.Log(level, string(line))
+			}
+		}
+		for errors.Is(err, bufio.ErrBufferFull) {
+			_, err = br.ReadSlice('\n')
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// cutRunes drops a UTF-8 sequence that the cut at maxLogLine split.
+func cutRunes(b []byte) []byte {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				return b[:i]
+			}
+			break
+		}
+	}
+	return b
+}
