@@ -68,6 +68,14 @@ type exchange interface {
 // errBadUpgrade is a 101 that does not switch to the protocol asked for.
 var errBadUpgrade = errors.New("worker answered 101 for another protocol")
 
+// errBadStatus is a response status outside 100..599, which RFC 9110
+// section 15 calls invalid: relayed, a client could take "999" for anything.
+var errBadStatus = errors.New("worker answered a status outside 100..599")
+
+// refusedHead reports whether err is a response head that arrived and was
+// refused; like any answer that arrived, it is never retried.
+func refusedHead(err error) bool { return err == errBadUpgrade || err == errBadStatus }
+
 // serve is the one request pipeline: route, rewrite once, admit (slot or
 // queue), then attempts until one gets a response head or the retry rules
 // say stop, then relay or tunnel, then accounting. Both engines run it.
@@ -146,11 +154,14 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		}
 		err = x.send(b, st, body, upgrade)
 		if err == nil {
-			status := x.respStatus()
-			if status == 101 && !upgradeAccepted(upgrade, x.respHeaders()) {
+			switch status := x.respStatus(); {
+			case status < 100 || status > 599:
+				x.drop()
+				err = errBadStatus
+			case status == 101 && !upgradeAccepted(upgrade, x.respHeaders()):
 				x.drop()
 				err = errBadUpgrade
-			} else {
+			default:
 				p.answer(x, st, rt, t, b, req, in.start, status, reqID, acc)
 				return
 			}
@@ -165,7 +176,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		if err != errStaleConn {
 			passiveFailure(p.log, t, b, now, failureReason(err))
 		}
-		if err != errBadUpgrade && policy.mayRetry(err, body, now) {
+		if !refusedHead(err) && policy.mayRetry(err, body, now) {
 			t.Stats.Retries.Add(1)
 			p.log.Debug("retrying request", "app", rt.name, "worker", b.ID, "error", err)
 			req.avoid = b

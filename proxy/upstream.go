@@ -37,6 +37,13 @@ type upstream struct {
 	std  atomic.Pointer[stdTransport]
 }
 
+// maxResponseHead bounds a worker's response head (status line and
+// headers), the same on both engines: fasthttp's read buffer for a worker
+// connection is its limit, and net/http's transport is given the same one
+// (its own default, 10 MB, would relay on HTTP/2 what is a 502 on
+// HTTP/1.1). 8 KiB is nginx's default proxy_buffer_size on most systems.
+const maxResponseHead = 8 << 10
+
 // hostClient is a HostClient and the settings it was made with.
 type hostClient struct {
 	hc      *fasthttp.HostClient
@@ -87,7 +94,7 @@ func (u *upstream) client() *fasthttp.HostClient {
 		DisablePathNormalizing:        true,
 		NoDefaultUserAgentHeader:      true,
 		StreamResponseBody:            true,
-		ReadBufferSize:                8192,
+		ReadBufferSize:                maxResponseHead,
 	}}
 	if !u.hc.CompareAndSwap(cur, next) {
 		return u.hc.Load().hc
@@ -150,12 +157,13 @@ func (u *upstream) transport() *http.Transport {
 			}
 			return c, nil
 		},
-		MaxIdleConns:          maxWorkerConns,
-		MaxIdleConnsPerHost:   maxWorkerConns,
-		IdleConnTimeout:       st.WorkerIdleTimeout,
-		ResponseHeaderTimeout: st.ResponseHeaderTimeout,
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
+		MaxIdleConns:           maxWorkerConns,
+		MaxIdleConnsPerHost:    maxWorkerConns,
+		IdleConnTimeout:        st.WorkerIdleTimeout,
+		ResponseHeaderTimeout:  st.ResponseHeaderTimeout,
+		MaxResponseHeaderBytes: maxResponseHead,
+		DisableCompression:     true,
+		ForceAttemptHTTP2:      false,
 	}}
 	if !u.std.CompareAndSwap(cur, next) {
 		return u.std.Load().t
