@@ -17,9 +17,9 @@ import (
 
 // proc is one process as /proc shows it from the host's PID namespace.
 type proc struct {
-	pid, ppid int
-	state     byte
-	comm      string
+	pid, ppid, pgid int
+	state           byte
+	comm            string
 }
 
 func readProcs() map[int]proc {
@@ -41,11 +41,12 @@ func readProcs() map[int]proc {
 			continue
 		}
 		fields := strings.Fields(s[end+2:])
-		if len(fields) < 2 {
+		if len(fields) < 3 {
 			continue
 		}
 		ppid, _ := strconv.Atoi(fields[1])
-		out[pid] = proc{pid: pid, ppid: ppid, state: fields[0][0], comm: s[open+1 : end]}
+		pgid, _ := strconv.Atoi(fields[2])
+		out[pid] = proc{pid: pid, ppid: ppid, pgid: pgid, state: fields[0][0], comm: s[open+1 : end]}
 	}
 	return out
 }

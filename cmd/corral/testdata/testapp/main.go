@@ -7,7 +7,12 @@
 // "/say?msg=M" prints M on its standard output; "/env?name=N" answers
 // the value of its environment variable N; "/alloc?mib=N" allocates N MiB,
 // touches every page and keeps it; "/spin?ms=N" keeps a CPU busy until the
-// process used N ms more CPU time.
+// process used N ms more CPU time; "/garbage?kind=K" answers bytes that are
+// no HTTP response (see garbage); "/cut?chunked=1" declares a 1 MiB body
+// (Content-Length, or chunked) and closes after half of it;
+// "/flood?ms=N" writes lines to its standard output as fast as it can for
+// N ms, then answers how many bytes ("&endless=1": one endless line, to
+// its standard error).
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
 // answer 503, and hang-$CORRAL_WORKER makes every request wait until the
 // file is gone (a hung worker that recovers).
@@ -35,6 +40,30 @@ import (
 
 	"golang.org/x/net/websocket"
 )
+
+// garbage are answers that are not HTTP, by the kind /garbage names.
+var garbage = map[string]string{
+	"binary":     "\x00\x01\x02\xff\xfe garbage \x7f\x80\r\n\r\n",
+	"status999":  "HTTP/1.1 999 xx\r\nContent-Length: 2\r\n\r\nok",
+	"statusword": "HTTP/1.1 OK fine\r\nContent-Length: 2\r\n\r\nok",
+	"nocolon":    "HTTP/1.1 200 OK\r\nX-Broken header line\r\nContent-Length: 2\r\n\r\nok",
+	"badlength":  "HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok",
+	"twolengths": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+	"hugeheader": "HTTP/1.1 200 OK\r\nX-Huge: " + strings.Repeat("h", 1<<20) + "\r\nContent-Length: 2\r\n\r\nok",
+	"nothing":    "",
+	"headonly":   "HTTP/1.1 200 OK\r\nContent-Len",
+}
+
+// writeRaw hijacks the connection, writes raw and closes it.
+func writeRaw(w http.ResponseWriter, raw string) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	conn.Write([]byte(raw))
+	conn.Close()
+}
 
 // grown keeps what /grow and /alloc allocated resident.
 var grown [][]byte
@@ -114,6 +143,35 @@ func main() {
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
 		fmt.Fprintf(w, "%v %s\n", ok, v)
+	})
+	mux.HandleFunc("/garbage", func(w http.ResponseWriter, r *http.Request) {
+		raw, ok := garbage[r.URL.Query().Get("kind")]
+		if !ok {
+			http.Error(w, "unknown kind", http.StatusNotFound)
+			return
+		}
+		writeRaw(w, raw)
+	})
+	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
+		half := strings.Repeat("c", 512<<10)
+		if r.URL.Query().Get("chunked") == "1" {
+			writeRaw(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+fmt.Sprintf("%x\r\n%s\r\n", len(half), half))
+			return
+		}
+		writeRaw(w, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", 2*len(half), half))
+	})
+	mux.HandleFunc("/flood", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		out, chunk := os.Stdout, []byte(strings.Repeat("flooding the log with one line after another\n", 100))
+		if r.URL.Query().Get("endless") == "1" {
+			out, chunk = os.Stderr, []byte(strings.Repeat("x", len(chunk)))
+		}
+		n := 0
+		for end := time.Now().Add(time.Duration(ms) * time.Millisecond); time.Now().Before(end); {
+			k, _ := out.Write(chunk)
+			n += k
+		}
+		fmt.Fprintln(w, n)
 	})
 	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
