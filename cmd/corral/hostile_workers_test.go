@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -497,5 +500,80 @@ app "jobs" {
 		if restarts < len(times)-2 {
 			t.Errorf("%s: /status counts %d restarts for %d starts", app, restarts, len(times))
 		}
+	}
+}
+
+// TestHostileBlockedLogOutput: corral's own stderr is a pipe nobody reads
+// (a stuck log collector). Once the pipe is full, requests that each log
+// an access line and make the worker print a line are still answered;
+// when the pipe is read again, corral says how many log lines it dropped.
+func TestHostileBlockedLogOutput(t *testing.T) {
+	c := prepareCorral(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c.logFile = w
+	c.writeConfig(hostileConfig("") + "log { access = true }\n")
+	c.start()
+	w.Close() // corral has its copy
+	c.waitReady(30 * time.Second)
+
+	// 2000 requests, each an access line and a worker line of 1 KiB: a few
+	// MiB of log, far past the pipe's 64 KiB and corral's buffer.
+	msg := strings.Repeat("m", 1024)
+	start := time.Now()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			client := &http.Client{Timeout: 5 * time.Second}
+			defer client.CloseIdleConnections()
+			for range 500 {
+				code, _, err := getBody(client, "http://"+c.public+"/say?msg="+msg)
+				if err == nil && code != 200 {
+					err = fmt.Errorf("status %d", code)
+				}
+				var ue *url.Error
+				if errors.As(err, &ue) {
+					err = ue.Err // without the long URL
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("request while corral's log output is blocked: %v", err)
+		}
+	}
+	t.Logf("2000 logging requests with the log output blocked: %v", time.Since(start))
+
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "log lines dropped") {
+				found <- sc.Text()
+				return
+			}
+		}
+		found <- ""
+	}()
+	// A line more, so that the notice is due even if every drop came before the pipe was read.
+	getBody(&http.Client{Timeout: 5 * time.Second}, "http://"+c.public+"/")
+	select {
+	case line := <-found:
+		t.Logf("notice: %s", line)
+		if line == "" {
+			t.Error("no notice of the dropped log lines")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no notice of the dropped log lines within 10 s of reading the log again")
 	}
 }

@@ -58,7 +58,8 @@ func runCommand(args []string, stderr io.Writer) int {
 	if !ok {
 		return exitFailure
 	}
-	log, logs := newLogger(cfg.Log, stderr)
+	log, logs, logOut := newLogger(cfg.Log, stderr)
+	defer logOut.Close(logCloseGrace)
 	// Before any worker is spawned: the notify variables leave corral's
 	// environment here.
 	notify, watchdog := newNotifier(log)
@@ -168,22 +169,35 @@ wait:
 	return code
 }
 
+// logCloseGrace bounds the wait at exit for the last log lines to reach
+// an output that does not take them.
+const logCloseGrace = 2 * time.Second
+
 // exitGrace is how long corral waits past shutdown.timeout (or past a
 // second signal) for the kills and reaps that end its shutdown.
 const exitGrace = 5 * time.Second
 
 // newLogger makes the one root logger; subsystems derive Named loggers
 // from it. Every line it writes (corral's own, and the workers' output)
-// is also kept in the returned ring, for GET /logs and `corral logs`.
-func newLogger(c config.Log, out io.Writer) (hclog.Logger, *admin.LogRing) {
-	log := hclog.NewInterceptLogger(&hclog.LoggerOptions{
-		Name:       "corral",
-		Level:      hclog.LevelFromString(c.Level),
-		JSONFormat: c.Format == "json",
-		Output:     out,
-		Color:      hclog.ColorOff,
+// is also kept in the returned ring, for GET /logs and `corral logs`. It
+// writes to stderr through a logOutput, so a blocked stderr never stalls
+// a log call; Close it last.
+func newLogger(c config.Log, stderr io.Writer) (hclog.Logger, *admin.LogRing, *logOutput) {
+	opts := func(out io.Writer) *hclog.LoggerOptions {
+		return &hclog.LoggerOptions{
+			Name:       "corral",
+			Level:      hclog.LevelFromString(c.Level),
+			JSONFormat: c.Format == "json",
+			Output:     out,
+			Color:      hclog.ColorOff,
+		}
+	}
+	notice := hclog.New(opts(stderr)) // used by the copying goroutine alone
+	out := newLogOutput(stderr, func(n int) {
+		notice.Warn("log lines dropped: the log output was blocked", "lines", n, "buffer_bytes", logBuffer)
 	})
+	log := hclog.NewInterceptLogger(opts(out))
 	logs := admin.NewLogRing(log.GetLevel)
 	log.RegisterSink(logs)
-	return log, logs
+	return log, logs, out
 }
