@@ -365,6 +365,10 @@ app "loud" {
 	if len(data) > 8<<20 {
 		t.Errorf("corral logged %d MiB for the flood, want < 8 MiB", len(data)>>20)
 	}
+	// The /logs ring keeps 256 KiB of lines an app, each cut at 2 KiB.
+	if ring := getText(t, "http://"+c.admin+"/logs?app=loud&lines=1000"); len(ring) > 300<<10 {
+		t.Errorf("GET /logs?app=loud answered %d KiB, want the ring's bound (256 KiB)", len(ring)>>10)
+	}
 	if rssMax-rssBefore > 64<<20 {
 		t.Errorf("corral's RSS grew by %d MiB during the flood, want < 64 MiB", (rssMax-rssBefore)>>20)
 	}
@@ -417,7 +421,10 @@ app "deaf" {
 		t.Fatal(err)
 	}
 	t.Logf("restart took %v; the old worker's stop %v (stop_timeout 2s)", took, stopTook)
-	if stopTook < 2*time.Second || stopTook > 3500*time.Millisecond {
+	// Upper bound: stop_timeout, the kill and its reaping, with room for a
+	// race-built corral on a busy machine (a kill that never came is
+	// caught above: the processes are left).
+	if stopTook < 2*time.Second || stopTook > 5*time.Second {
 		t.Errorf("the stop of the worker ignoring SIGTERM took %v, want stop_timeout (2s) and a little", stopTook)
 	}
 	checkLoad(t, "while deaf was replaced", stop())
