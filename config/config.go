@@ -157,12 +157,14 @@ type App struct {
 	SettleTime time.Duration
 
 	// Pool settings.
-	Instances     int
-	StopSignal    syscall.Signal
-	DrainTimeout  time.Duration // bound on waiting for in-flight requests before the stop signal
-	StopTimeout   time.Duration // stop signal -> SIGKILL
-	StartTimeout  time.Duration // spawn -> ready bound
-	Backoff       Backoff
+	Instances    int
+	StopSignal   syscall.Signal
+	DrainTimeout time.Duration // bound on waiting for in-flight requests before the stop signal
+	StopTimeout  time.Duration // stop signal -> SIGKILL
+	StartTimeout time.Duration // spawn -> ready bound
+	Backoff      Backoff
+	// Output bounds what of the worker's output reaches the log.
+	Output        Output
 	Surge         int           // extra workers started at once during a rolling restart
 	ExitOnFailure time.Duration // 0 = off; else exit corral non-zero when the app has no ready worker for this long
 	Watch         []string      // absolute paths; a change under them rolls the app (dev mode)
@@ -237,6 +239,15 @@ type Backoff struct {
 	// QuickRestarts bounds the restarts at once per slot per minute; past
 	// it the delay applies again. 0 = never restart at once.
 	QuickRestarts int
+}
+
+// Output bounds the lines of a worker's stdout and stderr that corral
+// logs: each worker process may log a burst of Burst lines, then
+// LinesPerSecond a second (both streams together); lines beyond are
+// dropped and counted. A line longer than 16 KiB is logged cut.
+type Output struct {
+	LinesPerSecond int // 0 = no bound
+	Burst          int
 }
 
 // Queue bounds requests waiting for a free worker.

@@ -101,6 +101,7 @@ type rawApp struct {
 	StopTimeout   *string       `hcl:"stop_timeout,optional"`
 	StartTimeout  *string       `hcl:"start_timeout,optional"`
 	Backoff       *rawBackoff   `hcl:"backoff,block"`
+	Output        *rawOutput    `hcl:"output,block"`
 	Surge         *int          `hcl:"surge,optional"`
 	ExitOnFailure *string       `hcl:"exit_on_failure,optional"`
 	Watch         []string      `hcl:"watch,optional"`
@@ -128,6 +129,11 @@ type rawBackoff struct {
 	ResetAfter    *string `hcl:"reset_after,optional"`
 	MinUptime     *string `hcl:"min_uptime,optional"`
 	QuickRestarts *int    `hcl:"quick_restarts,optional"`
+}
+
+type rawOutput struct {
+	LinesPerSecond *int `hcl:"lines_per_second,optional"`
+	Burst          *int `hcl:"burst,optional"`
 }
 
 type rawRecycle struct {
@@ -383,6 +389,16 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 	c.positive(backoff, "min", a.Backoff.Min)
 	if c.fine(backoff.sub("min"), backoff.sub("max")) && a.Backoff.Min > a.Backoff.Max {
 		c.bad(backoff, "max", "must not be less than min (%s), got %s", a.Backoff.Min, a.Backoff.Max)
+	}
+
+	output := n.child("output")
+	o := deref(r.Output)
+	a.Output = Output{
+		// 2000 lines a second is some 0.5% of a core per worker (logging a
+		// line costs about 1-2 µs); a burst of 10000 lets a start-up banner
+		// or a stack trace through whole.
+		LinesPerSecond: c.intIn(output, "lines_per_second", o.LinesPerSecond, 2000, 0, 1_000_000),
+		Burst:          c.intIn(output, "burst", o.Burst, 10000, 1, 10_000_000),
 	}
 
 	if a.Background {

@@ -51,6 +51,7 @@ func defaultApp(name, dir string, command ...string) *App {
 		StopTimeout:   30 * time.Second,
 		StartTimeout:  60 * time.Second,
 		Backoff:       Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, ResetAfter: 30 * time.Second, MinUptime: time.Second, QuickRestarts: 10},
+		Output:        Output{LinesPerSecond: 2000, Burst: 10000},
 		Surge:         1,
 		WatchDebounce: 500 * time.Millisecond,
 		Recycle:       Recycle{Interval: 5 * time.Second},
@@ -133,6 +134,7 @@ func TestLoadFullExampleSetsEveryKey(t *testing.T) {
 		StopTimeout:   20 * time.Second,
 		StartTimeout:  30 * time.Second,
 		Backoff:       Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second, ResetAfter: time.Minute, MinUptime: 2 * time.Second, QuickRestarts: 5},
+		Output:        Output{LinesPerSecond: 5000, Burst: 20000},
 		Surge:         2,
 		ExitOnFailure: 5 * time.Minute,
 		Watch:         []string{filepath.Join(dir, "src")},
@@ -236,6 +238,8 @@ func TestLoadValues(t *testing.T) {
 		{"zero reset_after", "backoff {\nreset_after = \"0s\"\n}", func(a *App) bool { return a.Backoff.ResetAfter == 0 }},
 		{"zero min_uptime", "backoff {\nmin_uptime = \"0s\"\n}", func(a *App) bool { return a.Backoff.MinUptime == 0 }},
 		{"zero quick_restarts", "backoff {\nquick_restarts = 0\n}", func(a *App) bool { return a.Backoff.QuickRestarts == 0 }},
+		{"output unbounded", "output {\nlines_per_second = 0\n}", func(a *App) bool { return a.Output == Output{LinesPerSecond: 0, Burst: 10000} }},
+		{"output bounds", "output {\nlines_per_second = 50\nburst = 1\n}", func(a *App) bool { return a.Output == Output{LinesPerSecond: 50, Burst: 1} }},
 		{"timeout longer than interval", "health {\ninterval = \"500ms\"\ntimeout = \"1s\"\n}", func(a *App) bool {
 			return a.Health.Interval == 500*time.Millisecond && a.Health.Timeout == time.Second
 		}},
@@ -399,6 +403,8 @@ func TestLoadProblems(t *testing.T) {
 		{"bad health type", "app \"web\" {\n  command = [\"x\"]\n  health {\n    type = \"grpc\"\n  }\n}\n", 4, "app.web.health.type", "must be one of http, tcp"},
 		{"bad health path", "app \"web\" {\n  command = [\"x\"]\n  health {\n    path = \"healthz\"\n  }\n}\n", 4, "app.web.health.path", `must start with "/"`},
 		{"bad expect_status", "app \"web\" {\n  command = [\"x\"]\n  health {\n    expect_status = [\n      200,\n      99,\n    ]\n  }\n}\n", 6, "app.web.health.expect_status", "got 99"},
+		{"output negative rate", "app \"web\" {\n  command = [\"x\"]\n  output {\n    lines_per_second = -1\n  }\n}\n", 4, "app.web.output.lines_per_second", "0"},
+		{"output zero burst", "app \"web\" {\n  command = [\"x\"]\n  output {\n    burst = 0\n  }\n}\n", 4, "app.web.output.burst", "1"},
 		{"backoff min over max", "app \"web\" {\n  command = [\"x\"]\n  backoff {\n    min = \"1m\"\n    max = \"1s\"\n  }\n}\n", 5, "app.web.backoff.max", "must not be less than min"},
 		{"ejected percent", "app \"web\" {\n  command = [\"x\"]\n  passive {\n    max_ejected_percent = 101\n  }\n}\n", 4, "app.web.passive.max_ejected_percent", "between 0 and 100"},
 		{"retries 11", "app \"web\" {\n  command = [\"x\"]\n  retries = 11\n}\n", 3, "app.web.retries", "between 0 and 10"},

@@ -468,6 +468,11 @@ func (a *App) update(spec *config.App) {
 	if !autoscaleEqual(old.Autoscale, spec.Autoscale) {
 		a.armAutoscale()
 	}
+	if old.Output != spec.Output {
+		for w := range a.workers {
+			w.proc.output.setBounds(spec.Output)
+		}
+	}
 	if !processEqual(old, spec) {
 		a.startRoll("config changed", CauseReload)
 	}

@@ -119,6 +119,12 @@ func runWorker(mode string) {
 		}
 		grown = append(grown, b)
 	})
+	mux.HandleFunc("/say", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		for i := range n {
+			fmt.Println(r.URL.Query().Get("msg"), i)
+		}
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		// The app's sick file, or the one of this worker alone (FILE.web-2).
 		sick := os.Getenv(envSickFile)

@@ -10,21 +10,18 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/corral-dev/corral/config"
 )
 
-// Bounds on a worker's output as corral logs it. The pipes are always read
-// at once, whatever the bounds: a worker never blocks on a full pipe
-// because its lines are over them, and what is over them is discarded as
-// it is read, never held.
+// Bounds on a worker's output as corral logs it (the rate is the app's
+// output block). The pipes are always read at once, whatever the bounds:
+// a worker never blocks on a full pipe because its lines are over them,
+// and what is over them is discarded as it is read, never held.
 const (
 	// maxLogLine is the longest line a worker's output is logged as; the
 	// rest of a longer line is read and discarded.
 	maxLogLine = 16 << 10
-	// logBurst and logRate bound the lines one worker process logs,
-	// stdout and stderr together: a burst of logBurst, then logRate a
-	// second. Lines beyond are dropped and counted.
-	logBurst = 10000
-	logRate  = 2000
 	// dropReportEvery is how often a worker whose lines are dropped gets
 	// one log line saying how many.
 	dropReportEvery = 5 * time.Second
@@ -43,24 +40,35 @@ const (
 var LogDropReasons = [...]string{DropRate, DropTruncated}
 
 // outputLimit is the rate bound that one worker process's stdout and
-// stderr share, and the count of what it dropped.
+// stderr share (a token bucket), and the count of what it dropped.
 type outputLimit struct {
 	stats       *WorkerStats
-	log         hclog.Logger // where the drop summaries go
-	rate, burst float64
+	log         hclog.Logger // where the drop summaries go; set before the readers start
 	reportEvery time.Duration
 
-	mu      sync.Mutex
-	tokens  float64
-	last    time.Time
-	pending [len(LogDropReasons)]uint64 // since the last summary
-	timer   *time.Timer                 // set while a summary is due
+	mu          sync.Mutex
+	rate, burst float64 // rate 0: no bound
+	tokens      float64
+	last        time.Time
+	pending     [len(LogDropReasons)]uint64 // since the last summary
+	timer       *time.Timer                 // set while a summary is due
 }
 
-// newOutputLimit returns a full bucket of the default bounds.
-func newOutputLimit(stats *WorkerStats, log hclog.Logger) *outputLimit {
-	return &outputLimit{stats: stats, log: log, rate: logRate, burst: logBurst,
-		reportEvery: dropReportEvery, tokens: logBurst, last: time.Now()}
+// newOutputLimit returns a full bucket of bounds o.
+func newOutputLimit(stats *WorkerStats, o config.Output) *outputLimit {
+	l := &outputLimit{stats: stats, reportEvery: dropReportEvery, last: time.Now()}
+	l.setBounds(o)
+	l.tokens = l.burst
+	return l
+}
+
+// setBounds applies new bounds at once (a reload); the bucket keeps what
+// it holds, up to the new burst.
+func (l *outputLimit) setBounds(o config.Output) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate, l.burst = float64(o.LinesPerSecond), float64(o.Burst)
+	l.tokens = min(l.tokens, l.burst)
 }
 
 // take reports whether one more line may be logged now, and counts it
@@ -68,6 +76,9 @@ func newOutputLimit(stats *WorkerStats, log hclog.Logger) *outputLimit {
 func (l *outputLimit) take() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.rate == 0 {
+		return true
+	}
 	now := time.Now()
 	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
 	l.last = now

@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/corral-dev/corral/config"
 )
 
 // jsonLines parses what a JSON hclog logger wrote.
@@ -33,11 +36,21 @@ func newJSONLog(out io.Writer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Output: out, Level: hclog.Info, JSONFormat: true})
 }
 
+// defaultOutput is the output block's defaults.
+var defaultOutput = config.Output{LinesPerSecond: 2000, Burst: 10000}
+
+// newTestLimit is a bucket of bounds o that reports to log.
+func newTestLimit(stats *WorkerStats, log hclog.Logger, o config.Output) *outputLimit {
+	lim := newOutputLimit(stats, o)
+	lim.log = log
+	return lim
+}
+
 func TestCopyLinesCutsLongLines(t *testing.T) {
 	var out syncBuffer
 	log := newJSONLog(&out)
 	stats := &WorkerStats{}
-	lim := newOutputLimit(stats, log)
+	lim := newTestLimit(stats, log, defaultOutput)
 	long := strings.Repeat("x", maxLogLine-1) + "é" + strings.Repeat("y", 3*maxLogLine) // the cut falls inside é
 	copyLines(strings.NewReader("first\r\n"+long+"\nafter\nlast"), log, lim)
 	lim.flush()
@@ -94,7 +107,7 @@ func TestCopyLinesEndlessLineNotHeld(t *testing.T) {
 	var out syncBuffer
 	log := newJSONLog(&out)
 	stats := &WorkerStats{}
-	lim := newOutputLimit(stats, log)
+	lim := newTestLimit(stats, log, defaultOutput)
 	src := &endless{left: 256 << 20}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -120,8 +133,8 @@ func TestCopyLinesRateBound(t *testing.T) {
 	var out syncBuffer
 	log := newJSONLog(&out)
 	stats := &WorkerStats{}
-	lim := newOutputLimit(stats, log)
-	lim.rate, lim.burst, lim.tokens, lim.reportEvery = 50, 100, 100, 50*time.Millisecond
+	lim := newTestLimit(stats, log, config.Output{LinesPerSecond: 50, Burst: 100})
+	lim.reportEvery = 50 * time.Millisecond
 	flood := strings.Repeat("a line of output\n", 20000)
 	start := time.Now()
 	copyLines(strings.NewReader(flood), log, lim)
@@ -153,4 +166,41 @@ func TestCopyLinesRateBound(t *testing.T) {
 	if most := int(took/lim.reportEvery) + 2; summaries < 1 || summaries > most {
 		t.Errorf("%d summary lines over %s, want 1..%d (one per interval)", summaries, took, most)
 	}
+}
+
+// TestWorkerOutputBoundsApplyInPlace: a worker's lines are bounded by the
+// app's output block, and a reload's new bounds reach the running worker.
+func TestWorkerOutputBoundsApplyInPlace(t *testing.T) {
+	var out syncBuffer
+	log := hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Info})
+	spec := testSpec(t, "ok", 1)
+	spec.Output = config.Output{LinesPerSecond: 1, Burst: 5}
+	a := startApp(t, spec, func(o *Options) { o.Logger = log })
+	waitReady(t, a, 1)
+	addr := a.Table().Backends[0].Addr
+	said := func(msg string) func() int {
+		return func() int { return strings.Count(out.String(), "pool: "+msg+" ") }
+	}
+	getText := func(path string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	_, stats := a.Stats()
+	getText("/say?n=100&msg=bounded")
+	eventually(t, 5*time.Second, "100 lines read", func() bool {
+		return int(stats["web-1"].LogLinesDropped(DropRate))+said("bounded")() >= 100
+	})
+	// The burst of 5, less the "listening" line, and what 1 line/s adds.
+	if n := said("bounded")(); n < 4 || n > 6 {
+		t.Errorf("%d of 100 lines logged with a burst of 5 at 1 line/s, want 4..6", n)
+	}
+
+	next := *spec
+	next.Output = config.Output{LinesPerSecond: 0, Burst: 5}
+	a.Update(&next) // returns once the supervisor applied it
+	getText("/say?n=100&msg=unbounded")
+	eventually(t, 5*time.Second, "all 100 lines logged without a bound", func() bool { return said("unbounded")() == 100 })
 }

@@ -33,6 +33,8 @@ type process struct {
 	closeOnce sync.Once
 	// logsDone is closed when both readers reached EOF.
 	logsDone chan struct{}
+	// output bounds what of the output is logged.
+	output *outputLimit
 }
 
 // buildCommand turns spec into the command for one worker listening on
@@ -139,9 +141,9 @@ func credential(userName, groupName string) (*syscall.Credential, error) {
 }
 
 // startProcess starts cmd below a shim, through the reaper, with its stdout
-// and stderr piped into log line by line within stats' output bounds. The
-// readers run on wg and end at EOF or when closeLogs closes the read ends.
-func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, stats *WorkerStats, wg *sync.WaitGroup) (*process, error) {
+// and stderr piped into log line by line within lim's bounds. The readers
+// run on wg and end at EOF or when closeLogs closes the read ends.
+func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, lim *outputLimit, wg *sync.WaitGroup) (*process, error) {
 	if cmd.Err != nil {
 		return nil, cmd.Err // not found in corral's PATH
 	}
@@ -170,7 +172,7 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, stats *WorkerStats
 		br := bufio.NewReader(stR)
 		var pid int
 		if pid, err = readShimStart(br, stR); err == nil {
-			return startLogs(r, pid, br, stR, shimExited, []*os.File{outR, errR}, log, stats, wg), nil
+			return startLogs(r, pid, br, stR, shimExited, []*os.File{outR, errR}, log, lim, wg), nil
 		}
 		if !strings.HasPrefix(err.Error(), "starting worker shim") {
 			err = fmt.Errorf("starting %s: %w", cmd.Path, err)
@@ -186,9 +188,10 @@ func startProcess(r *Reaper, cmd *exec.Cmd, log hclog.Logger, stats *WorkerStats
 // startLogs starts the goroutines that follow a started worker: its exit
 // from the shim's status pipe, the shim's own end, and its output.
 func startLogs(r *Reaper, pid int, br *bufio.Reader, st *os.File, shimExited <-chan syscall.WaitStatus,
-	readers []*os.File, log hclog.Logger, stats *WorkerStats, wg *sync.WaitGroup) *process {
+	readers []*os.File, log hclog.Logger, lim *outputLimit, wg *sync.WaitGroup) *process {
 	exited := make(chan syscall.WaitStatus, 1)
-	p := &process{pid: pid, exited: exited, shimDone: make(chan struct{}), readers: readers, logsDone: make(chan struct{})}
+	p := &process{pid: pid, exited: exited, shimDone: make(chan struct{}), readers: readers,
+		logsDone: make(chan struct{}), output: lim}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -211,7 +214,7 @@ func startLogs(r *Reaper, pid int, br *bufio.Reader, st *os.File, shimExited <-c
 	}()
 	outR, errR := readers[0], readers[1]
 	log = log.With("pid", pid)
-	lim := newOutputLimit(stats, log)
+	lim.log = log
 	var left atomic.Int32
 	left.Store(2)
 	read := func(f *os.File, log hclog.Logger) {

@@ -204,7 +204,7 @@ func (a *App) spawn(s *slot, spec *config.App, gen int, candidate bool) (*worker
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)
 	}
 	log := a.log.With("worker", s.id)
-	proc, err := startProcess(a.opts.Reaper, cmd, log, s.stats, &a.wg)
+	proc, err := startProcess(a.opts.Reaper, cmd, log, newOutputLimit(s.stats, a.spec.Output), &a.wg)
 	if err != nil {
 		a.releaseAddr(addr)
 		return nil, fmt.Errorf("starting worker %s: %w", s.id, err)

@@ -98,6 +98,11 @@ app "web" {
     quick_restarts = 5              # [10] restarts at once per worker per minute; 0 = never
   }
 
+  output {                          # what of each worker's stdout/stderr reaches the log
+    lines_per_second = 5000         # [2000] lines a second per worker process; 0 = no bound
+    burst            = 20000        # [10000] lines at once before the rate applies
+  }
+
   health {                          # [none: ready when the port accepts connections]
     type                = "http"    # [http] http or tcp
     path                = "/healthz" # [/] http only
