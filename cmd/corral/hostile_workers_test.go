@@ -345,6 +345,11 @@ app "loud" {
 	t.Logf("corral RSS %d MiB before, %d MiB at most during, %d MiB after; log %d KiB, %d flood lines logged, %v dropped, %v truncated",
 		rssBefore>>20, rssMax>>20, rssAfter>>20, len(data)>>10, logged, dropped, truncated)
 	t.Logf("GET / median %v before, %v during (slowest %v)", median(before), median(during), during[len(during)-1])
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "worker output over its bounds") {
+			t.Logf("summary: %s", l)
+		}
+	}
 
 	if !summed {
 		t.Error("no summary of the dropped lines in the log")
