@@ -165,6 +165,9 @@ type Options struct {
 	Access Access
 	// Logs is optional; without it GET /logs answers 501.
 	Logs *LogRing
+	// LogLinesDropped is optional: how many of corral's log lines its
+	// output (stderr) did not take, for corral_log_lines_dropped_total.
+	LogLinesDropped func() uint64
 }
 
 // Timeouts of the admin listener. There is no write timeout: a restart
@@ -220,6 +223,12 @@ func New(opts Options) *Server {
 	s.SetAccess(opts.Access)
 	s.work, s.cancelWork = context.WithCancel(context.Background())
 	s.registry, s.reloads = newRegistry(opts.Metrics, opts.Version)
+	if opts.LogLinesDropped != nil {
+		s.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "corral_log_lines_dropped_total",
+			Help: "Lines of corral's log (its own and its workers' output) dropped because its output (stderr) did not take them.",
+		}, func() float64 { return float64(opts.LogLinesDropped()) }))
+	}
 	s.handler = s.routes()
 	s.http = &http.Server{
 		Handler:           s.handler,

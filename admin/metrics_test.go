@@ -411,6 +411,22 @@ func TestMetricsProxyBuffers(t *testing.T) {
 	)
 }
 
+func TestMetricsLogLinesDropped(t *testing.T) {
+	var dropped uint64 = 7
+	srv := New(Options{Runtime: &fakeRuntime{}, LogLinesDropped: func() uint64 { return dropped }})
+	exp := `
+# HELP corral_log_lines_dropped_total Lines of corral's log (its own and its workers' output) dropped because its output (stderr) did not take them.
+# TYPE corral_log_lines_dropped_total counter
+corral_log_lines_dropped_total 7
+`
+	if err := testutil.GatherAndCompare(srv.registry, strings.NewReader(exp), "corral_log_lines_dropped_total"); err != nil {
+		t.Error(err)
+	}
+	if n, err := testutil.GatherAndCount(New(Options{Runtime: &fakeRuntime{}}).registry, "corral_log_lines_dropped_total"); err != nil || n != 0 {
+		t.Errorf("%d series without a source (%v)", n, err)
+	}
+}
+
 func TestMetricsClientConnections(t *testing.T) {
 	src := &withProxy{metricsFunc: func() []AppMetrics { return nil }}
 	src.stats.Connections = ClientConnections{Open: 7, Parked: 5, Limit: 100, LimitWaits: 3}

@@ -525,7 +525,8 @@ app "jobs" {
 // TestHostileBlockedLogOutput: corral's own stderr is a pipe nobody reads
 // (a stuck log collector). Once the pipe is full, requests that each log
 // an access line and make the worker print a line are still answered;
-// when the pipe is read again, corral says how many log lines it dropped.
+// /metrics counts the lines dropped, and when the pipe is read again,
+// corral says how many in its log.
 func TestHostileBlockedLogOutput(t *testing.T) {
 	c := prepareCorral(t)
 	r, w, err := os.Pipe()
@@ -571,6 +572,11 @@ func TestHostileBlockedLogOutput(t *testing.T) {
 		}
 	}
 	t.Logf("2000 logging requests with the log output blocked: %v", time.Since(start))
+	if v, ok := metric(getText(t, "http://"+c.admin+"/metrics"), "corral_log_lines_dropped_total", ""); !ok || v == 0 {
+		t.Errorf("corral_log_lines_dropped_total = %v (present %v) with the log output blocked, want > 0", v, ok)
+	} else {
+		t.Logf("corral_log_lines_dropped_total %v", v)
+	}
 
 	found := make(chan string, 1)
 	go func() {

@@ -78,7 +78,7 @@ type reloadRequest struct {
 // watcher (may be nil) is told which certificate files to watch.
 // logs (may be nil) is the ring of recent log lines GET /logs serves, and
 // notify (may be nil) is told about reloads.
-func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *config.Watcher, logs *admin.LogRing, notify *notifier) (*instance, error) {
+func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *config.Watcher, logs *admin.LogRing, logOut *logOutput, notify *notifier) (*instance, error) {
 	access, err := adminAccess(cfg)
 	if err != nil {
 		return nil, err
@@ -109,7 +109,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger, watcher *c
 	// The admin server exists even when admin.listen is "", so a reload that
 	// turns it on only has to bind a listener.
 	in.admin = admin.New(admin.Options{Runtime: in, Restarter: in, Scaler: in, WorkerRestarter: in, Metrics: in, Liveness: in,
-		Logger: log, Version: version, Access: access, Logs: logs})
+		Logger: log, Version: version, Access: access, Logs: logs, LogLinesDropped: logOut.Dropped})
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,7 @@ type logOutput struct {
 	closed  bool
 	wake    chan struct{}
 	done    chan struct{}
+	total   atomic.Uint64 // lines dropped since the start
 }
 
 // newLogOutput starts the goroutine that copies to out; Close ends it.
@@ -41,6 +43,7 @@ func (l *logOutput) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	if len(l.pending)+len(p) > logBuffer {
 		l.lost++
+		l.total.Add(1)
 	} else {
 		l.pending = append(l.pending, p...)
 	}
@@ -51,6 +54,9 @@ func (l *logOutput) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Dropped returns how many lines were dropped since the start.
+func (l *logOutput) Dropped() uint64 { return l.total.Load() }
 
 // copy writes what is pending to the output, two buffers swapping, so a
 // steady log allocates nothing.

@@ -84,7 +84,7 @@ func runCommand(args []string, stderr io.Writer) int {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	in, err := start(ctx, cfg, log, watcher, logs, notify)
+	in, err := start(ctx, cfg, log, watcher, logs, logOut, notify)
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return exitFailure
