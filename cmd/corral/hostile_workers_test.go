@@ -237,6 +237,19 @@ func (c *corralProc) restartWorker(id string, timeout time.Duration) int {
 	return resp.StatusCode
 }
 
+// cpuTicks returns the user and system CPU time of pid, in clock ticks.
+func cpuTicks(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return utime + stime
+}
+
 // rss returns the resident memory of pid, in bytes.
 func rss(t *testing.T, pid int) int64 {
 	t.Helper()
@@ -303,6 +316,7 @@ app "loud" {
 	corralPID := c.cmd.Process.Pid
 	before := c.latencies(50)
 	rssBefore := rss(t, corralPID)
+	cpuBefore := cpuTicks(t, corralPID)
 
 	const floodMS = 3000
 	flooded := make(chan string, 2)
@@ -335,6 +349,7 @@ app "loud" {
 			t.Fatal("the floods did not end")
 		}
 	}
+	cpuFlood := cpuTicks(t, corralPID) - cpuBefore
 	// The summary comes dropReportEvery (5 s) after the first drop.
 	summed := poll(10*time.Second, func() bool {
 		b, _ := os.ReadFile(logFile.Name())
@@ -349,7 +364,8 @@ app "loud" {
 	median := func(d []time.Duration) time.Duration { return d[len(d)/2] }
 	t.Logf("corral RSS %d MiB before, %d MiB at most during, %d MiB after; log %d KiB, %d flood lines logged, %v dropped, %v truncated",
 		rssBefore>>20, rssMax>>20, rssAfter>>20, len(data)>>10, logged, dropped, truncated)
-	t.Logf("GET / median %v before, %v during (slowest %v)", median(before), median(during), during[len(during)-1])
+	t.Logf("GET / median %v before, %v during (slowest %v); corral used %d clock ticks of CPU over the flood",
+		median(before), median(during), during[len(during)-1], cpuFlood)
 	for _, l := range strings.Split(string(data), "\n") {
 		if strings.Contains(l, "worker output over its bounds") {
 			t.Logf("summary: %s", l)
