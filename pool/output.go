@@ -79,27 +79,50 @@ func (l *outputLimit) take() bool {
 	if l.rate == 0 {
 		return true
 	}
-	now := time.Now()
-	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-	l.last = now
+	l.refillLocked()
 	if l.tokens >= 1 {
 		l.tokens--
 		return true
 	}
-	l.countLocked(0)
+	l.countLocked(0, 1)
 	return false
+}
+
+// starved reports whether no line may be logged now (and so every line
+// read now is dropped).
+func (l *outputLimit) starved() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rate == 0 {
+		return false
+	}
+	l.refillLocked()
+	return l.tokens < 1
+}
+
+// drop counts n lines dropped over the rate.
+func (l *outputLimit) drop(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.countLocked(0, uint64(n))
+}
+
+func (l *outputLimit) refillLocked() {
+	now := time.Now()
+	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	l.last = now
 }
 
 // truncated counts a line that was logged cut.
 func (l *outputLimit) truncated() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.countLocked(1)
+	l.countLocked(1, 1)
 }
 
-func (l *outputLimit) countLocked(reason int) {
-	l.stats.AddLogDropped(LogDropReasons[reason])
-	l.pending[reason]++
+func (l *outputLimit) countLocked(reason int, n uint64) {
+	l.stats.addLogDropped(reason, n)
+	l.pending[reason] += n
 	if l.timer == nil {
 		l.timer = time.AfterFunc(l.reportEvery, l.report)
 	}
@@ -139,6 +162,17 @@ func (l *outputLimit) flush() {
 func copyLines(r io.Reader, log hclog.Logger, lim *outputLimit) {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
+		// A flood past the rate: drop the whole lines read so far at
+		// once, counted, instead of one by one. Asked again once data is
+		// there: the wait for it may have outlasted the starving.
+		if lim.starved() {
+			if _, err := br.Peek(1); err == nil && lim.starved() {
+				if n := dropWholeLines(br); n > 0 {
+					lim.drop(n)
+					continue
+				}
+			}
+		}
 		line, err := br.ReadSlice('\n')
 		long := errors.Is(err, bufio.ErrBufferFull)
 		if !long {
@@ -160,6 +194,16 @@ func copyLines(r io.Reader, log hclog.Logger, lim *outputLimit) {
 			return
 		}
 	}
+}
+
+// dropWholeLines discards the whole lines br holds and returns how many
+// (empty ones included); a line not yet ended stays.
+func dropWholeLines(br *bufio.Reader) int {
+	b, _ := br.Peek(br.Buffered())
+	end := bytes.LastIndexByte(b, '\n') + 1
+	n := bytes.Count(b[:end], []byte("\n"))
+	_, _ = br.Discard(end)
+	return n
 }
 
 // cutRunes drops a UTF-8 sequence that the cut at maxLogLine split.

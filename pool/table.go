@@ -174,9 +174,11 @@ type WorkerStats struct {
 // for reason (one of LogDropReasons; anything else is not counted).
 func (s *WorkerStats) AddLogDropped(reason string) {
 	if i := slices.Index(LogDropReasons[:], reason); i >= 0 {
-		s.logDropped[i].Add(1)
+		s.addLogDropped(i, 1)
 	}
 }
+
+func (s *WorkerStats) addLogDropped(reason int, n uint64) { s.logDropped[reason].Add(n) }
 
 // LogLinesDropped returns how many lines of the slot's output were not
 // logged whole for reason (DropRate, DropTruncated).
