@@ -76,16 +76,14 @@ func (l *outputLimit) setBounds(o config.Output) {
 func (l *outputLimit) take() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.rate == 0 {
-		return true
+	if l.starvedLocked() {
+		l.countLocked(0, 1)
+		return false
 	}
-	l.refillLocked()
-	if l.tokens >= 1 {
+	if l.rate > 0 {
 		l.tokens--
-		return true
 	}
-	l.countLocked(0, 1)
-	return false
+	return true
 }
 
 // starved reports whether no line may be logged now (and so every line
@@ -93,10 +91,16 @@ func (l *outputLimit) take() bool {
 func (l *outputLimit) starved() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.starvedLocked()
+}
+
+func (l *outputLimit) starvedLocked() bool {
 	if l.rate == 0 {
 		return false
 	}
-	l.refillLocked()
+	now := time.Now()
+	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	l.last = now
 	return l.tokens < 1
 }
 
@@ -105,12 +109,6 @@ func (l *outputLimit) drop(n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.countLocked(0, uint64(n))
-}
-
-func (l *outputLimit) refillLocked() {
-	now := time.Now()
-	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-	l.last = now
 }
 
 // truncated counts a line that was logged cut.
