@@ -396,7 +396,7 @@ func (c *checker) app(n node, r *rawApp, base string) *App {
 	a.Output = Output{
 		// 2000 lines a second is about 1.2% of a core per worker (a line
 		// logged through the root logger and the /logs ring costs some
-		// 6 µs, a dropped one 0.15 µs); a burst of 10000 lets a start-up
+		// 6 µs, a dropped one 11 ns); a burst of 10000 lets a start-up
 		// banner or a stack trace through whole.
 		LinesPerSecond: c.intIn(output, "lines_per_second", o.LinesPerSecond, 2000, 0, 1_000_000),
 		Burst:          c.intIn(output, "burst", o.Burst, 10000, 1, 10_000_000),
