@@ -33,6 +33,7 @@ type recorded struct {
 	bodyLen  int
 	bodySum  string // hex sha256 of the body bytes received
 	complete bool   // the body ended as its framing said
+	readErr  error  // why reading it stopped early (nil when complete)
 }
 
 // header returns every value of name (any case), in order.
@@ -144,6 +145,7 @@ func (rec *recorder) serve(c net.Conn) {
 		_ = c.SetReadDeadline(time.Time{})
 		r, err := readRecorded(br)
 		if r != nil {
+			r.readErr = err
 			rec.mu.Lock()
 			rec.got = append(rec.got, r)
 			rec.mu.Unlock()

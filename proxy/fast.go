@@ -204,6 +204,13 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		writeFastError(ctx, ErrBadRequest)
 		return
 	}
+	if nameWithSpace(h.RawHeaders()) {
+		// The engine keeps "Transfer Encoding: chunked" as a field of
+		// that name; a worker could read it as anything. A name is a
+		// token (RFC 9110 5.1): refuse, as HAProxy and net/http do.
+		writeFastError(ctx, ErrBadRequest)
+		return
+	}
 	if cl == -2 {
 		cl = 0 // no framing header on a request: no body (RFC 9112 6.3)
 	}
@@ -903,6 +910,24 @@ func hasRawHeader(raw []byte, name string) bool {
 			break
 		}
 		raw = raw[end+1:]
+	}
+	return false
+}
+
+// nameWithSpace reports whether a raw header line has a space or tab in
+// its name (before its colon). The engine refuses one before the colon;
+// one inside the name it keeps.
+func nameWithSpace(raw []byte) bool {
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if name, _, ok := bytes.Cut(line, strColon); ok && bytes.ContainsAny(name, " \t") {
+			return true
+		}
 	}
 	return false
 }

@@ -155,3 +155,24 @@ func TestSlowHeaderClosesConnection(t *testing.T) {
 		t.Fatal("slow request reached the worker")
 	}
 }
+
+// TestHeaderNameWithSpaceNeverForwarded: a field name is a token (RFC 9110
+// 5.1); the engine accepts a name with a space inside ("Transfer
+// Encoding: chunked") and would forward it as is, for a worker to read
+// however it likes. corral answers 400 and the worker receives nothing.
+// (Found by FuzzServeFraming.)
+func TestHeaderNameWithSpaceNeverForwarded(t *testing.T) {
+	rec := newRecorder(t, nil)
+	f := startFront(t, engines[0], testSettings(), oneApp(nil, rec.addr))
+	for _, raw := range []string{
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+		"GET / HTTP/1.1\r\nHost: a\r\nX Y: 1\r\n\r\n",
+	} {
+		if out := f.rawExchange(t, raw); !strings.HasPrefix(out, "HTTP/1.1 400 ") {
+			t.Errorf("%q answered %q, want 400", raw, out)
+		}
+	}
+	if got := rec.requests(); len(got) > 0 {
+		t.Fatalf("worker received %q %q", got[0].line, got[0].headers)
+	}
+}
