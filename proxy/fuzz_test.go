@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -238,4 +239,124 @@ func frontOnSocket(t *testing.T, addr string) *net.UnixConn {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c.(*net.UnixConn)
+}
+
+// FuzzWorkerAnswer has the worker answer a GET with any bytes, then close.
+// Whatever it sent, the client receives one well-formed response (502
+// for an answer that does not parse) framed one way, with no hop-by-hop
+// line of the worker's and nothing after its body; or, when the worker's
+// body broke off, a response cut short (the abort), never one that reads
+// as complete with bytes missing.
+func FuzzWorkerAnswer(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+		"HTTP/1.1 200 OK\r\n\r\nuntil close",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"garbage\r\n\r\n",
+		"HTTP/1.1 999 Odd\r\nX Y: z\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nbody",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		rec := startRecorder(t, &recorder{socket: true, answer: func(_ *recorded, c net.Conn, w *bufio.Writer) bool {
+			_, _ = w.Write(answer)
+			return false
+		}})
+		c := frontOnSocket(t, rec.addr)
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		_ = c.CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		out, _ := io.ReadAll(c)
+		if bad := checkAnswer(out); bad != "" {
+			t.Fatalf("the worker answered %q; the client got %s:\n%q", answer, bad, out)
+		}
+	})
+}
+
+// checkAnswer says what is wrong with out, one response as a client read
+// it to the connection's close, or "".
+func checkAnswer(out []byte) string {
+	br := bufio.NewReader(bytes.NewReader(out))
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return "no status line"
+		}
+		parts := strings.SplitN(strings.TrimRight(line, "\r\n"), " ", 3)
+		if len(parts) < 2 || parts[0] != "HTTP/1.1" || len(parts[1]) != 3 || strings.Trim(parts[1], "0123456789") != "" {
+			return "a malformed status line"
+		}
+		status, _ := strconv.Atoi(parts[1])
+		r := &recorded{line: line}
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return "a head cut short"
+			}
+			if l = strings.TrimRight(l, "\r\n"); l == "" {
+				break
+			}
+			r.headers = append(r.headers, l)
+		}
+		for _, l := range r.headers {
+			name, _, ok := strings.Cut(l, ":")
+			if !ok || !isToken(name) {
+				return "a malformed header line"
+			}
+			switch strings.ToLower(name) {
+			case "keep-alive", "proxy-connection", "x-secret", "upgrade", "trailer":
+				return "a hop-by-hop line of the worker's"
+			}
+		}
+		if status >= 100 && status < 200 {
+			continue // an interim answer; the final one follows
+		}
+		cl, te := r.header("Content-Length"), r.header("Transfer-Encoding")
+		switch {
+		case len(cl) > 1:
+			return "more than one Content-Length"
+		case len(cl) == 1 && len(te) > 0:
+			return "both Content-Length and Transfer-Encoding"
+		case len(te) > 1 || len(te) == 1 && !strings.EqualFold(te[0], "chunked"):
+			return "a Transfer-Encoding other than chunked"
+		case (status == 204 || status == 304) && (len(te) > 0 || len(cl) == 1 && cl[0] != "0"):
+			return "a body framed on a " + parts[1]
+		}
+		var rest []byte
+		switch {
+		case status == 204 || status == 304:
+			rest, _ = io.ReadAll(br)
+		case len(te) == 1:
+			// A chunked body cut short is the abort; one that ends must end
+			// the connection's bytes too.
+			body := &recorded{headers: []string{"Transfer-Encoding: chunked"}}
+			if _, err := readBody(body, br); err != nil {
+				return ""
+			}
+			rest, _ = io.ReadAll(br)
+		case len(cl) == 1:
+			n, err := strconv.ParseInt(cl[0], 10, 64)
+			if err != nil {
+				return "a Content-Length that is not a number"
+			}
+			if m, _ := io.CopyN(io.Discard, br, n); m < n {
+				return "" // cut short: the abort
+			}
+			rest, _ = io.ReadAll(br)
+		default:
+			return "" // ends at the close
+		}
+		if len(rest) > 0 {
+			return fmt.Sprintf("%d bytes after the body", len(rest))
+		}
+		return ""
+	}
 }
