@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"strconv"
@@ -35,40 +36,59 @@ func FuzzRewriteRequest(f *testing.F) {
 	}
 	ids := newRequestIDs()
 	f.Fuzz(func(t *testing.T, head []byte) {
-		var h fasthttp.RequestHeader
-		if h.Read(bufio.NewReader(bytes.NewReader(head))) != nil {
-			return // the engine answers 400
-		}
-		// serveFast keeps the client's close to itself before the rewrite
-		// (TestHTTP10ClientKeepsWorkerConnection; this input's seed came
-		// from here: an HTTP/1.0 head forwarded "Connection: close").
-		h.ResetConnectionClose()
 		fw := forwarding{peer: netip.MustParseAddr("192.0.2.1"), proto: strHTTP, host: []byte("a"), start: time.Unix(1, 0), ids: ids}
-		upgrade, _, _ := rewriteRequest(fastRequestHeaders{&h}, &fw, nil)
-		count := map[string]int{}
-		for k := range h.All() {
-			count[strings.ToLower(string(k))]++
-		}
-		for _, name := range []string{"keep-alive", "proxy-connection", "proxy-authorization", "trailer", "expect", "forwarded"} {
-			if count[name] > 0 {
-				t.Fatalf("%s forwarded: %q", name, h.Header())
+		var h fasthttp.RequestHeader
+		if h.Read(bufio.NewReader(bytes.NewReader(head))) == nil {
+			// serveFast keeps the client's close to itself before the
+			// rewrite (TestHTTP10ClientKeepsWorkerConnection; this input's
+			// seed came from here: an HTTP/1.0 head forwarded "Connection:
+			// close").
+			h.ResetConnectionClose()
+			upgrade, _, _ := rewriteRequest(fastRequestHeaders{&h}, &fw, nil)
+			lines := map[string][]string{}
+			for k, v := range h.All() {
+				name := strings.ToLower(string(k))
+				lines[name] = append(lines[name], string(v))
 			}
+			checkRewritten(t, "the HTTP/1.1 engine", lines, upgrade)
 		}
-		if upgrade == nil && (count["connection"] > 0 || count["upgrade"] > 0) {
-			t.Fatalf("Connection/Upgrade forwarded without an upgrade: %q", h.Header())
-		}
-		for _, name := range []string{"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-start", "x-request-id"} {
-			if count[name] != 1 {
-				t.Fatalf("%d %s lines: %q", count[name], name, h.Header())
+		// The same head as the net/http engine (HTTP/2, h2c) hands it over.
+		if req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head))); err == nil {
+			upgrade, _, _ := rewriteRequest(&stdHeaders{h: req.Header}, &fw, nil)
+			lines := map[string][]string{}
+			for k, vs := range req.Header {
+				lines[strings.ToLower(k)] = append(lines[strings.ToLower(k)], vs...)
 			}
-		}
-		if v := h.Peek("X-Forwarded-For"); string(v) != "192.0.2.1" {
-			t.Fatalf("X-Forwarded-For %q from an untrusted peer", v)
-		}
-		if te := h.PeekAll("Te"); len(te) > 1 || (len(te) == 1 && string(te[0]) != "trailers") {
-			t.Fatalf("Te %q", te)
+			checkRewritten(t, "net/http", lines, upgrade)
 		}
 	})
+}
+
+// checkRewritten checks a rewritten head, its values by lowercase name:
+// no hop-by-hop line but corral's own Connection/Upgrade pair for an
+// upgrade, and exactly one of each of corral's forwarding lines, its
+// X-Forwarded-For the untrusted peer's address alone.
+func checkRewritten(t *testing.T, engine string, lines map[string][]string, upgrade []byte) {
+	t.Helper()
+	for _, name := range []string{"keep-alive", "proxy-connection", "proxy-authorization", "trailer", "expect", "forwarded"} {
+		if len(lines[name]) > 0 {
+			t.Fatalf("%s: %s forwarded: %q", engine, name, lines)
+		}
+	}
+	if upgrade == nil && (len(lines["connection"]) > 0 || len(lines["upgrade"]) > 0) {
+		t.Fatalf("%s: Connection/Upgrade forwarded without an upgrade: %q", engine, lines)
+	}
+	for _, name := range []string{"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-start", "x-request-id"} {
+		if len(lines[name]) != 1 {
+			t.Fatalf("%s: %d %s lines: %q", engine, len(lines[name]), name, lines)
+		}
+	}
+	if v := lines["x-forwarded-for"][0]; v != "192.0.2.1" {
+		t.Fatalf("%s: X-Forwarded-For %q from an untrusted peer", engine, v)
+	}
+	if te := lines["te"]; len(te) > 1 || (len(te) == 1 && te[0] != "trailers") {
+		t.Fatalf("%s: Te %q", engine, te)
+	}
 }
 
 // TestHTTP10ClientKeepsWorkerConnection: an HTTP/1.0 client's request goes
