@@ -71,7 +71,7 @@ func buildCommand(spec *config.App, slotID string, addr listenAddr) (*exec.Cmd, 
 		cmd.Path, cmd.Err = found, nil
 	}
 	cmd.Dir = spec.Dir
-	env := os.Environ()
+	env := inheritedEnv(os.Environ())
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
@@ -93,6 +93,26 @@ func buildCommand(spec *config.App, slotID string, addr listenAddr) (*exec.Cmd, 
 	}
 	cmd.SysProcAttr = attr
 	return cmd, nil
+}
+
+// inheritedEnv is the part of corral's environment a worker inherits:
+// all but the variables meant for corral alone. Those are its own
+// (CORRAL_*: the admin token would let a worker drive the admin API, and
+// CORRAL_CONFIG would make a corral run as a worker read this one's file)
+// and systemd's, which name corral's pid and descriptors (NOTIFY_SOCKET,
+// WATCHDOG_*, LISTEN_*). An app's env may still set any of them.
+func inheritedEnv(environ []string) []string {
+	out := environ[:0:0]
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "CORRAL_"), strings.HasPrefix(name, "WATCHDOG_"),
+			strings.HasPrefix(name, "LISTEN_"), name == "NOTIFY_SOCKET":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // lookPath finds the executable file name in the directories of path, as

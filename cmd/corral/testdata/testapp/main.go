@@ -5,7 +5,9 @@
 // $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
 // "/concurrency" answers the most requests it ever had at once;
 // "/say?msg=M" prints M on its standard output; "/env?name=N" answers
-// the value of its environment variable N; "/alloc?mib=N" allocates N MiB,
+// the value of its environment variable N; "/environ" its whole
+// environment, one NAME=value a line; "/fds" the descriptors it was started
+// with (those not close-on-exec), one "N -> target" a line; "/alloc?mib=N" allocates N MiB,
 // touches every page and keeps it; "/spin?ms=N" keeps a CPU busy until the
 // process used N ms more CPU time.
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
@@ -46,6 +48,38 @@ func grow(mib int) {
 		b[i] = 1
 	}
 	grown = append(grown, b)
+}
+
+// inheritedFDs lists the process's descriptors that are not close-on-exec,
+// one "N -> target" a line. The Go runtime opens all of its own (epoll,
+// cgroup files, sockets) close-on-exec and exec keeps the flag as it was,
+// so these are exactly the descriptors the process was started with.
+func inheritedFDs() string {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return "error " + err.Error() + "\n"
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	var b strings.Builder
+	for _, n := range names {
+		info, err := os.ReadFile("/proc/self/fdinfo/" + n)
+		if err != nil {
+			continue // the directory's own descriptor, already closed
+		}
+		var flags uint64
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, _ = strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			}
+		}
+		if flags&syscall.O_CLOEXEC != 0 {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + n)
+		fmt.Fprintf(&b, "%s -> %s\n", n, target)
+	}
+	return b.String()
 }
 
 func main() {
@@ -114,6 +148,14 @@ func main() {
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
 		fmt.Fprintf(w, "%v %s\n", ok, v)
+	})
+	mux.HandleFunc("/environ", func(w http.ResponseWriter, r *http.Request) {
+		for _, kv := range os.Environ() {
+			fmt.Fprintln(w, kv)
+		}
+	})
+	mux.HandleFunc("/fds", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, inheritedFDs())
 	})
 	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
