@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fdLimit is the descriptor limit TestOutOfDescriptors runs corral with.
+const fdLimit = 128
+
+// openFDs counts the open descriptors of process pid.
+func openFDs(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// rawGet sends a GET for path on c and reads the status line, waiting at
+// most wait; "" when nothing came.
+func rawGet(t *testing.T, c net.Conn, r *bufio.Reader, path string, wait time.Duration) string {
+	t.Helper()
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", path); err != nil {
+		t.Fatalf("sending GET %s: %v", path, err)
+	}
+	return readResponse(t, c, r, wait)
+}
+
+// readResponse reads one response's status line and skips its head and
+// body (Content-Length only); "" when nothing came within wait.
+func readResponse(t *testing.T, c net.Conn, r *bufio.Reader, wait time.Duration) string {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	defer c.SetReadDeadline(time.Time{})
+	status, err := r.ReadString('\n')
+	if err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() && status == "" {
+			return ""
+		}
+		t.Fatalf("reading a response: %v (got %q)", err, status)
+	}
+	length := 0
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading a response head: %v", err)
+		}
+		if line == "\r\n" {
+			break
+		}
+		if v, ok := strings.CutPrefix(strings.ToLower(line), "content-length:"); ok {
+			fmt.Sscan(strings.TrimSpace(v), &length)
+		}
+	}
+	if _, err := r.Discard(length); err != nil {
+		t.Fatalf("reading a response body: %v", err)
+	}
+	return strings.TrimSpace(status)
+}
+
+// TestOutOfDescriptors runs corral with `ulimit -n 128` and a
+// max_connections above it, and opens client connections until accept
+// fails with EMFILE: a connection already open is still served (on a
+// pooled worker connection; a request that needs a new one gets 503, the
+// worker not blamed), a new one waits in the listen backlog (neither
+// refused nor reset), on the public port and the admin API alike, one log
+// line each says why, and once connections close the waiting ones are
+// accepted and answered.
+func TestOutOfDescriptors(t *testing.T) {
+	c := prepareCorral(t)
+	c.writeConfig(strings.Replace(webApp(1, "one", ""), `log { level = "debug" }`,
+		"log { level = \"info\" }\nproxy { max_connections = 100000 }", 1))
+	c.start("sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$@"`, fdLimit), "sh")
+	c.waitReady(30 * time.Second)
+	pid := c.cmd.Process.Pid
+
+	first, err := net.Dial("tcp", c.public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	firstR := bufio.NewReader(first)
+	if got := rawGet(t, first, firstR, "/", 5*time.Second); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("first request: %q", got)
+	}
+
+	// Fill corral's descriptor table with idle connections.
+	var idle []net.Conn
+	defer func() {
+		for _, ic := range idle {
+			ic.Close()
+		}
+	}()
+	dial := func() net.Conn {
+		t.Helper()
+		ic, err := net.Dial("tcp", c.public)
+		if err != nil {
+			t.Fatalf("connection %d: %v", len(idle), err)
+		}
+		idle = append(idle, ic)
+		return ic
+	}
+	for openFDs(t, pid) < fdLimit {
+		if len(idle) > 2*fdLimit {
+			t.Fatalf("%d connections open and corral has only %d descriptors", len(idle), openFDs(t, pid))
+		}
+		before := openFDs(t, pid)
+		dial()
+		waitFor(t, 2*time.Second, "corral to take the connection or run out", func() bool {
+			n := openFDs(t, pid)
+			return n > before || n >= fdLimit
+		})
+	}
+	// A few more wait in the backlog, so that any descriptor corral frees
+	// (a health check's, say) goes to one of them at once.
+	for range 4 {
+		dial()
+	}
+	waitFor(t, 5*time.Second, "the log line about descriptors", func() bool {
+		return strings.Contains(c.logText(), "out of file descriptors")
+	})
+
+	// A connection opened now waits: no answer, no reset.
+	late, err := net.Dial("tcp", c.public)
+	if err != nil {
+		t.Fatalf("a connection past the limit was refused: %v", err)
+	}
+	defer late.Close()
+	lateR := bufio.NewReader(late)
+	if got := rawGet(t, late, lateR, "/", time.Second); got != "" {
+		t.Fatalf("a connection past the descriptor limit was answered %q while corral had none to spare", got)
+	}
+	// The admin API waits the same way.
+	adminLate, err := net.Dial("tcp", c.admin)
+	if err != nil {
+		t.Fatalf("an admin connection past the limit was refused: %v", err)
+	}
+	defer adminLate.Close()
+	adminR := bufio.NewReader(adminLate)
+	if got := rawGet(t, adminLate, adminR, "/healthz", 500*time.Millisecond); got != "" {
+		t.Fatalf("an admin connection past the descriptor limit was answered %q while corral had none to spare", got)
+	}
+	// The connection served before still is.
+	for i := range 3 {
+		if got := rawGet(t, first, firstR, "/", 5*time.Second); got != "HTTP/1.1 200 OK" {
+			t.Fatalf("request %d on an open connection while out of descriptors: %q", i, got)
+		}
+	}
+
+	// A connection accepted before the limit is served on the pooled
+	// worker connection; while another request holds that one, a request
+	// that needs a new worker connection is corral's shortage, not the
+	// worker's: 503 with Retry-After, and the worker stays in rotation.
+	pooled := idle[0]
+	pooledR := bufio.NewReader(pooled)
+	if got := rawGet(t, pooled, pooledR, "/", 5*time.Second); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("a request on a connection accepted before the limit: %q", got)
+	}
+	if _, err := fmt.Fprint(first, "GET /slow?ms=500 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the slow request takes the pooled worker connection
+	if got := rawGet(t, pooled, pooledR, "/", 5*time.Second); got != "HTTP/1.1 503 Service Unavailable" {
+		t.Fatalf("a request needing a new worker connection while out of descriptors: %q, want 503", got)
+	}
+	if got := readResponse(t, first, firstR, 5*time.Second); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("the slow request: %q", got)
+	}
+
+	// Free descriptors: the waiting connection is accepted and answered.
+	for _, ic := range idle[:len(idle)/2] {
+		ic.Close()
+	}
+	idle = idle[len(idle)/2:]
+	if got := readResponse(t, late, lateR, 10*time.Second); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("the waiting connection, once descriptors were free: %q", got)
+	}
+	if got := readResponse(t, adminLate, adminR, 10*time.Second); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("the waiting admin connection, once descriptors were free: %q", got)
+	}
+	if w := c.app("web").Workers[0]; w.State != "ready" {
+		t.Fatalf("worker %s is %s after corral's own shortage, want ready", w.ID, w.State)
+	}
+	waitFor(t, 5*time.Second, "the log line that accepting resumed", func() bool {
+		return strings.Contains(c.logText(), "accepting connections again")
+	})
+	for _, ic := range idle {
+		ic.Close()
+	}
+	idle = nil
+	client := &http.Client{Timeout: 5 * time.Second}
+	if _, code, err := c.get(client, "/"); err != nil || code != 200 {
+		t.Fatalf("a new connection after recovery: %d %v", code, err)
+	}
+	if code, _ := c.adminCall("GET", "/healthz", "", ""); code != 200 {
+		t.Fatalf("/healthz after recovery: %d", code)
+	}
+	code, metrics := c.adminCall("GET", "/metrics", "", "")
+	var waits int
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, "corral_client_accept_descriptor_waits_total "); ok {
+			fmt.Sscan(v, &waits)
+		}
+	}
+	if code != 200 || waits < 1 {
+		t.Fatalf("/metrics (%d) counts %d accepts that waited for a descriptor, want at least 1", code, waits)
+	}
+	log := c.logText()
+	accepts, dials := strings.Count(log, "new connections wait in the listen backlog"), strings.Count(log, "need a new worker connection get 503")
+	if accepts != 2 || dials != 1 || strings.Contains(log, "Accept error") {
+		t.Fatalf("%d log lines about accepts waiting (want one of the proxy's and one of the admin API's) and %d about worker connections (want 1), or a line a retry:\n%s",
+			accepts, dials, log)
+	}
+}
