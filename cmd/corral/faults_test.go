@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -219,4 +221,81 @@ func TestOutOfDescriptors(t *testing.T) {
 		t.Fatalf("%d log lines about accepts waiting (want one of the proxy's and one of the admin API's) and %d about worker connections (want 1), or a line a retry:\n%s",
 			accepts, dials, log)
 	}
+}
+
+// TestConfigGoneWhileRunning deletes the config file of a running corral,
+// then puts a directory and then a dangling symlink in its place (the
+// tests run as root, where a file of mode 000 is still readable, so
+// those stand for an unreadable file): each time the running config keeps
+// serving, the watcher's check logs why once, and a reload (SIGHUP,
+// POST /reload, `corral reload`) is refused saying why. When the file
+// comes back it is applied.
+func TestConfigGoneWhileRunning(t *testing.T) {
+	c := startWeb(t, 1)
+	client := &http.Client{Timeout: 5 * time.Second}
+	serving := func(greeting string) {
+		t.Helper()
+		r, code, err := c.get(client, "/")
+		if err != nil || code != 200 || r.Greeting != greeting {
+			t.Fatalf("GET / = %d %+v %v, want 200 from the config with greeting %q", code, r, err, greeting)
+		}
+	}
+	for _, tc := range []struct {
+		name, why string
+		replace   func()
+	}{
+		{"deleted", "no such file or directory", func() {}},
+		{"a directory", "is a directory", func() {
+			if err := os.Mkdir(c.config, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a dangling symlink", "no such file or directory", func() {
+			if err := os.Symlink(c.config+".gone", c.config); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		before := strings.Count(c.logText(), "cannot read config file")
+		if err := os.RemoveAll(c.config); err != nil {
+			t.Fatal(err)
+		}
+		tc.replace()
+		waitFor(t, 10*time.Second, tc.name+": the watcher's line", func() bool {
+			return strings.Count(c.logText(), "cannot read config file") > before
+		})
+		serving("one")
+
+		code, body := c.adminCall("POST", "/reload", "", "")
+		if code != 422 || !strings.Contains(body, tc.why) || !strings.Contains(body, c.config) {
+			t.Fatalf("%s: POST /reload = %d %s, want 422 naming the file and %q", tc.name, code, body, tc.why)
+		}
+		out, err := exec.Command(corralBin, "reload", "-admin", c.admin).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "the running config is unchanged") || !strings.Contains(string(out), tc.why) {
+			t.Fatalf("%s: corral reload: %v\n%s", tc.name, err, out)
+		}
+		c.signal(syscall.SIGHUP)
+		waitFor(t, 10*time.Second, tc.name+": the SIGHUP reload refused", func() bool {
+			s := c.status()
+			return s.LastReload != nil && s.LastReload.Trigger == "signal" && !s.LastReload.Applied &&
+				strings.Contains(strings.Join(s.LastReload.Problems, " ")+s.LastReload.Error, tc.why)
+		})
+		serving("one")
+		if a := c.app("web"); a.Ready != 1 {
+			t.Fatalf("%s: %d ready workers, want 1", tc.name, a.Ready)
+		}
+	}
+	if n := strings.Count(c.logText(), "cannot read config file"); n != 3 {
+		t.Fatalf("%d lines about the unreadable file for 3 replacements, want 3:\n%s", n, c.logText())
+	}
+
+	// Back: the watcher applies it.
+	if err := os.Remove(c.config); err != nil {
+		t.Fatal(err)
+	}
+	c.writeConfig(webApp(1, "two", ""))
+	waitFor(t, 20*time.Second, "the config that came back", func() bool {
+		r, code, err := c.get(client, "/")
+		return err == nil && code == 200 && r.Greeting == "two"
+	})
 }
