@@ -299,3 +299,65 @@ func TestConfigGoneWhileRunning(t *testing.T) {
 		return err == nil && code == 200 && r.Greeting == "two"
 	})
 }
+
+// TestWorkerPortRangeExhausted runs two workers on a worker_ports range
+// of six ports (validation wants twice instances plus surge), five of them
+// held by another program: one worker starts and serves, the other waits
+// in backoff with a reason naming the range and what holds it, and once a
+// port is free it starts on it.
+func TestWorkerPortRangeExhausted(t *testing.T) {
+	c := prepareCorral(t)
+	var first int
+	fmt.Sscanf(c.ports, "%d-", &first)
+	c.ports = fmt.Sprintf("%d-%d", first, first+5)
+	held := map[int]net.Listener{}
+	for port := first + 1; port <= first+5; port++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		held[port] = ln
+	}
+	c.writeConfig(webApp(2, "one", ""))
+	c.start()
+	c.waitReady(30 * time.Second)
+
+	var waiting wireWorker
+	waitFor(t, 20*time.Second, "one ready worker and one waiting for a port", func() bool {
+		ready := 0
+		for _, w := range c.app("web").Workers {
+			switch w.State {
+			case "ready":
+				ready++
+			case "backoff":
+				waiting = w
+			}
+		}
+		return ready == 1 && waiting.ID != ""
+	})
+	if !strings.Contains(waiting.Reason, "worker_ports "+c.ports) || !strings.Contains(waiting.Reason, "no free worker port") ||
+		!strings.Contains(waiting.Reason, "5 bound by other programs") {
+		t.Fatalf("worker %s waits with reason %q, want one naming worker_ports %s, no free port and the 5 ports held elsewhere", waiting.ID, waiting.Reason, c.ports)
+	}
+	if !strings.Contains(c.logText(), "no free worker port") {
+		t.Fatalf("the log does not say that no port was free:\n%s", c.logText())
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	for range 4 {
+		if _, code, err := c.get(client, "/"); err != nil || code != 200 {
+			t.Fatalf("GET / with one of two workers: %d %v", code, err)
+		}
+	}
+
+	held[first+3].Close()
+	waitFor(t, 20*time.Second, "the second worker on the freed port", func() bool {
+		a := c.app("web")
+		for _, w := range a.Workers {
+			if w.ID == waiting.ID {
+				return w.State == "ready" && w.Port == first+3 && a.Ready == 2
+			}
+		}
+		return false
+	})
+}
