@@ -58,12 +58,12 @@ func (e *dialError) Unwrap() error { return e.err }
 // once a minute at most.
 func (p *Proxy) dialFailed(err error) error {
 	if outOfResources(err) {
-		p.starved.note(&p.starved.dialWarned, func() {
+		if p.starved.dialWarned.due() {
 			limit, _ := fileLimit()
 			p.log.Warn("out of file descriptors: requests that need a new worker connection get 503",
 				"error", err, "file_limit", limit,
 				"hint", "raise the file limit (ulimit -n, LimitNOFILE=) or lower proxy.max_connections")
-		})
+		}
 		err = fmt.Errorf("%w: %w", ErrNoDescriptors, err)
 	}
 	return &dialError{err: err}

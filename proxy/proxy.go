@@ -70,6 +70,7 @@ func New(settings config.Proxy, log hclog.Logger) *Proxy {
 		done:    make(chan struct{}),
 	}
 	p.accessLog = p.log.Named("access")
+	p.buffers.log = p.log.Named("buffering")
 	p.settings.Store(&settings)
 	p.noteListenerSettings(nil, &settings)
 	p.router.Store(newRouter(nil))

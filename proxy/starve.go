@@ -19,13 +19,9 @@ import (
 // listeners wait here instead: the connection is accepted once a
 // descriptor is free, and the log says so once a minute at most.
 
-const (
-	// acceptRetryMax bounds the wait between two accepts while out of
-	// descriptors: how late a freed descriptor is noticed.
-	acceptRetryMax = 100 * time.Millisecond
-	// starvedLogEvery is the least time between two log lines of a kind.
-	starvedLogEvery = time.Minute
-)
+// acceptRetryMax bounds the wait between two accepts while out of
+// descriptors: how late a freed descriptor is noticed.
+const acceptRetryMax = 100 * time.Millisecond
 
 // starvation is the state of the accepts of one or more listeners that
 // found corral out of file descriptors (or kernel memory).
@@ -33,9 +29,9 @@ type starvation struct {
 	log   hclog.Logger
 	waits atomic.Uint64 // accepts that had to wait
 
-	mu                sync.Mutex
-	warned, recovered time.Time // the last line of each kind
-	dialWarned        time.Time // the last "no descriptor for a worker connection"
+	// One line of each kind a minute at most: waiting, accepting again,
+	// no descriptor for a worker connection.
+	warned, recovered, dialWarned logLimit
 }
 
 func newStarvation(log hclog.Logger) *starvation { return &starvation{log: log} }
@@ -55,11 +51,9 @@ func (s *starvation) accept(ln net.Listener, stop, done <-chan struct{}) (net.Co
 	for wait := time.Duration(0); ; {
 		c, err := ln.Accept()
 		if err == nil {
-			if !since.IsZero() {
-				s.note(&s.recovered, func() {
-					s.log.Info("accepting connections again", "listener", ln.Addr().String(),
-						"waited", time.Since(since).Round(time.Millisecond).String())
-				})
+			if !since.IsZero() && s.recovered.due() {
+				s.log.Info("accepting connections again", "listener", ln.Addr().String(),
+					"waited", time.Since(since).Round(time.Millisecond).String())
 			}
 			return c, nil
 		}
@@ -69,12 +63,12 @@ func (s *starvation) accept(ln net.Listener, stop, done <-chan struct{}) (net.Co
 		if since.IsZero() {
 			since = time.Now()
 			s.waits.Add(1)
-			s.note(&s.warned, func() {
+			if s.warned.due() {
 				limit, _ := fileLimit()
 				s.log.Warn("out of file descriptors: new connections wait in the listen backlog",
 					"listener", ln.Addr().String(), "error", err, "file_limit", limit,
 					"hint", "raise the file limit (ulimit -n, LimitNOFILE=) or lower proxy.max_connections")
-			})
+			}
 		}
 		wait = min(max(2*wait, 5*time.Millisecond), acceptRetryMax)
 		t := time.NewTimer(wait)
@@ -90,18 +84,25 @@ func (s *starvation) accept(ln net.Listener, stop, done <-chan struct{}) (net.Co
 	}
 }
 
-// note runs logLine unless a line of its kind (last) was logged less than
-// starvedLogEvery ago: a limit that flaps at its edge logs once a minute.
-func (s *starvation) note(last *time.Time, logLine func()) {
-	s.mu.Lock()
-	due := last.IsZero() || time.Since(*last) >= starvedLogEvery
-	if due {
-		*last = time.Now()
+// logLimit lets a log line through once a logEvery at most, so a limit
+// that flaps at its edge (or a disk that stays full) logs once a minute.
+type logLimit struct {
+	mu   sync.Mutex
+	last time.Time
+}
+
+// logEvery is the least time between two log lines of a logLimit.
+const logEvery = time.Minute
+
+// due reports whether a line may be logged now, and if so counts it.
+func (l *logLimit) due() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && time.Since(l.last) < logEvery {
+		return false
 	}
-	s.mu.Unlock()
-	if due {
-		logLine()
-	}
+	l.last = time.Now()
+	return true
 }
 
 // PatientListener wraps ln so that its Accept waits while corral is out of

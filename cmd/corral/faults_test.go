@@ -2,11 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -360,4 +364,82 @@ func TestWorkerPortRangeExhausted(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// fullSpoolDir returns the wrapper that starts corral in a mount namespace
+// of its own with a 64 KiB tmpfs on dir: a real filesystem that fills up
+// (ENOSPC), gone with corral. It skips where namespaces or mounts are not
+// allowed.
+func fullSpoolDir(t *testing.T, dir string) []string {
+	t.Helper()
+	path := rootUnshare(t, "to mount a small tmpfs (unshare --mount)")
+	const script = `mount -t tmpfs -o size=64k corral-test "$0" && exec "$@"`
+	if out, err := exec.Command(path, "--mount", "sh", "-c", script, dir, "true").CombinedOutput(); err != nil {
+		t.Skipf("this sandbox cannot mount a tmpfs in a mount namespace: %v %s", err, out)
+	}
+	return []string{path, "--mount", "sh", "-c", script, dir}
+}
+
+// TestBufferDiskFullFallsBackToStreaming gives the buffering a directory
+// on a 64 KiB filesystem: a 1 MiB upload that would be held in a file and
+// a 4 MiB response to a slow client that would spill to one both fill it
+// up, and both go on streaming: the worker gets the whole body (its hash
+// checked there), the client the whole response (hash checked), and the
+// log says why once for each.
+func TestBufferDiskFullFallsBackToStreaming(t *testing.T) {
+	c := prepareCorral(t)
+	spool := filepath.Join(c.dir, "spool")
+	if err := os.Mkdir(spool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	wrap := fullSpoolDir(t, spool)
+	c.writeConfig(strings.Replace(webApp(1, "one", ""), `log { level = "debug" }`, `log { level = "info" }
+proxy {
+  buffering {
+    request_memory  = "16KiB"
+    request_disk    = "16MiB"
+    response_memory = "64KiB"
+    response_disk   = "16MiB"
+    dir             = "{dir}/spool"
+  }
+}`, 1))
+	c.start(wrap...)
+	c.waitReady(30 * time.Second)
+
+	body := make([]byte, 1<<20)
+	for i := range body {
+		body[i] = byte(i * 13)
+	}
+	resp, err := http.Post("http://"+c.public+"/upload", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d %x\n", len(body), sha256.Sum256(body)); resp.StatusCode != 200 || string(got) != want {
+		t.Fatalf("upload with the buffer disk full: %d %q, want 200 %q", resp.StatusCode, got, want)
+	}
+
+	const size = 4 << 20
+	resp, err = http.Get(fmt.Sprintf("http://%s/bytes?n=%d", c.public, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a slow client: the response spills past memory
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size || fmt.Sprintf("%x", h.Sum(nil)) != resp.Header.Get("X-Body-Sha256") {
+		t.Fatalf("response with the buffer disk full: %d of %d bytes (%v), hash %x, want %s", n, size, err, h.Sum(nil), resp.Header.Get("X-Body-Sha256"))
+	}
+	log := c.logText()
+	for _, what := range []string{"request body", "response"} {
+		line := "cannot write a buffer file; streaming the " + what + " instead"
+		if n := strings.Count(log, line); n != 1 || !strings.Contains(log, "no space left on device") {
+			t.Fatalf("%d lines %q naming the full disk, want 1:\n%s", n, line, log)
+		}
+	}
+	if w := c.app("web").Workers[0]; w.State != "ready" || w.Restarts != 0 {
+		t.Fatalf("worker %s after the full disk: %s, %d restarts", w.ID, w.State, w.Restarts)
+	}
 }

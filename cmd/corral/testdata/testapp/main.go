@@ -7,7 +7,10 @@
 // "/say?msg=M" prints M on its standard output; "/env?name=N" answers
 // the value of its environment variable N; "/environ" its whole
 // environment, one NAME=value a line; "/fds" the descriptors it was started
-// with (those not close-on-exec), one "N -> target" a line; "/alloc?mib=N" allocates N MiB,
+// with (those not close-on-exec), one "N -> target" a line; "/upload"
+// answers "N HASH", the length and SHA-256 of the body it read;
+// "/bytes?n=N" answers N bytes of a fixed pattern, their SHA-256 in
+// X-Body-Sha256; "/alloc?mib=N" allocates N MiB,
 // touches every page and keeps it; "/spin?ms=N" keeps a CPU busy until the
 // process used N ms more CPU time.
 // With $SWITCH_DIR set, the file fail-$CORRAL_WORKER there makes "/healthz"
@@ -21,6 +24,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -156,6 +161,27 @@ func main() {
 	})
 	mux.HandleFunc("/fds", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, inheritedFDs())
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x\n", n, h.Sum(nil))
+	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + i>>10)
+		}
+		sum := sha256.Sum256(b)
+		w.Header().Set("X-Body-Sha256", hex.EncodeToString(sum[:]))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(b)
 	})
 	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
