@@ -117,6 +117,13 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		p.clientFailed(rt, t, nil, x, body, in.start, acc)
 		return
 	}
+	// A held body (or what of it was read before a full disk made it
+	// stream) took as long as the client took to send it: the workers in
+	// rotation now are the ones to pick from, since a roll may have
+	// replaced every worker of the table the request arrived with.
+	if nt := rt.src.Table(); nt != nil {
+		t = nt
+	}
 
 	req := x.balanceRequest()
 	*req = Request{ClientIP: in.peer}

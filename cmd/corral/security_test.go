@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -83,9 +84,10 @@ func (c *corralProc) readyWorkers(n map[string]int) []wireWorker {
 // on /dev/null, its output on corral's pipes, and nothing else.
 var stdDescriptors = regexp.MustCompile(`^0 -> /dev/null\n1 -> pipe:\[\d+\]\n2 -> pipe:\[\d+\]\n$`)
 
-// TestWorkersGetOnlyTheirStandardDescriptors lists, in every worker (port
-// and socket, first ones and those a rolling restart starts while corral
-// has other workers' pipes, client and admin connections open), the
+// TestWorkersGetOnlyTheirStandardDescriptors lists, in every worker (port,
+// socket and, as root, one run as another user; first ones and those a
+// rolling restart starts while corral has other workers' pipes, client and
+// admin connections and a request body's temporary file open), the
 // descriptors it was started with: only 0, 1 and 2. corral itself is
 // started with three descriptors its parent forgot to close (a file, a
 // pipe, a listening socket); none may reach a worker.
@@ -113,7 +115,25 @@ func TestWorkersGetOnlyTheirStandardDescriptors(t *testing.T) {
 	}
 	defer lnFile.Close()
 	c.extraFiles = []*os.File{leakFile, pw, lnFile}
-	c.writeConfig(securityApp("not-a-secret-here"))
+	cfg := strings.Replace(securityApp("not-a-secret-here"), `log { level = "trace" }`,
+		"log { level = \"trace\" }\nproxy {\n  buffering { request_memory = \"1KiB\" }\n}", 1)
+	apps := map[string]int{"web": 2, "sock": 1}
+	if os.Geteuid() == 0 {
+		os.Chmod(filepath.Dir(testappBin), 0o755) // let "nobody" reach the test binaries
+		cfg += `
+app "nobody" {
+  command     = ["{testapp}"]
+  dir         = "/"
+  user        = "nobody"
+  instances   = 1
+  path_prefix = "/nobody"
+}
+`
+		apps["nobody"] = 1
+	} else {
+		t.Log("not root: no worker runs as another user")
+	}
+	c.writeConfig(cfg)
 	c.start()
 	c.waitReady(30 * time.Second)
 
@@ -125,10 +145,11 @@ func TestWorkersGetOnlyTheirStandardDescriptors(t *testing.T) {
 			}
 		}
 	}
-	first := c.readyWorkers(map[string]int{"web": 2, "sock": 1})
+	first := c.readyWorkers(apps)
 	check(first)
 
-	// Open client and admin connections while new workers start.
+	// While new workers start: a client connection that was served, an
+	// admin connection, and an upload whose body corral holds in a file.
 	client := &http.Client{Timeout: 10 * time.Second}
 	if _, code, err := c.get(client, "/"); err != nil || code != 200 {
 		t.Fatalf("GET /: %d %v", code, err)
@@ -138,12 +159,30 @@ func TestWorkersGetOnlyTheirStandardDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer adminConn.Close()
-	for _, app := range []string{"web", "sock"} {
+	upload, err := net.Dial("tcp", c.public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer upload.Close()
+	const bodySize = 64 << 10
+	fmt.Fprintf(upload, "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n", bodySize)
+	upload.Write(make([]byte, bodySize/2))
+	waitFor(t, 5*time.Second, "corral holding the upload in a file", func() bool {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", c.cmd.Process.Pid))
+		for _, e := range ents {
+			target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", c.cmd.Process.Pid, e.Name()))
+			if strings.Contains(target, "corral-body-") {
+				return true
+			}
+		}
+		return false
+	})
+	for app := range apps {
 		if code, body := c.adminCall("POST", "/apps/"+app+"/restart", "", ""); code != 200 {
 			t.Fatalf("restart %s: %d %s", app, code, body)
 		}
 	}
-	again := c.readyWorkers(map[string]int{"web": 2, "sock": 1})
+	again := c.readyWorkers(apps)
 	for _, w := range again {
 		for _, old := range first {
 			if w.PID == old.PID {
@@ -152,6 +191,10 @@ func TestWorkersGetOnlyTheirStandardDescriptors(t *testing.T) {
 		}
 	}
 	check(again)
+	upload.Write(make([]byte, bodySize/2))
+	if got := readResponse(t, upload, bufio.NewReader(upload), 10*time.Second); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("the upload held while workers started: %q", got)
+	}
 }
 
 // corralPrivateEnv is what corral's own environment holds for corral
