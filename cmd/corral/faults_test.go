@@ -87,6 +87,7 @@ func TestOutOfDescriptors(t *testing.T) {
 	c.start("sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$@"`, fdLimit), "sh")
 	c.waitReady(30 * time.Second)
 	pid := c.cmd.Process.Pid
+	baseline := openFDs(t, pid)
 
 	first, err := net.Dial("tcp", c.public)
 	if err != nil {
@@ -125,6 +126,7 @@ func TestOutOfDescriptors(t *testing.T) {
 			return n > before || n >= fdLimit
 		})
 	}
+	t.Logf("corral held %d descriptors with one worker; the limit of %d came at %d client connections", baseline, fdLimit, len(idle)+1)
 	// A few more wait in the backlog, so that any descriptor corral frees
 	// (a health check's, say) goes to one of them at once.
 	for range 4 {
