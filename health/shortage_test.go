@@ -2,53 +2,14 @@ package health
 
 import (
 	"errors"
-	"os"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/corral-dev/corral/config"
+	"github.com/corral-dev/corral/internal/fdtest"
 )
-
-// exhaustDescriptors lowers this process's descriptor limit to what it
-// has open and fills every free number below it, so the next socket fails
-// with EMFILE; the returned function undoes both.
-func exhaustDescriptors(t *testing.T) (restore func()) {
-	t.Helper()
-	var old syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	low := old
-	low.Cur = uint64(len(ents) + 8)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Fatal(err)
-	}
-	var fillers []*os.File
-	restore = func() {
-		for _, f := range fillers {
-			f.Close()
-		}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for {
-		f, err := os.Open(os.DevNull)
-		if errors.Is(err, syscall.EMFILE) {
-			return restore
-		}
-		if err != nil || len(fillers) > 1000 {
-			restore()
-			t.Fatalf("filling the descriptor table: %v (%d open)", err, len(fillers))
-		}
-		fillers = append(fillers, f)
-	}
-}
 
 // TestProbeOutOfDescriptorsCountsForNothing: a TCP probe (a new connection
 // every time) that cannot get a socket because corral is out of file
@@ -56,18 +17,24 @@ func exhaustDescriptors(t *testing.T) (restore func()) {
 // unhealthy threshold of 1 the worker stays healthy, the failure counters
 // do not move, and the next probe with descriptors passes.
 func TestProbeOutOfDescriptorsCountsForNothing(t *testing.T) {
-	srv := newFlipServer(t, 200)
+	// A listener that never accepts: a TCP probe connects through the
+	// backlog, and no server side opens or closes descriptors meanwhile.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	rec := newRecorder()
 	spec := &config.Health{Type: TypeTCP, Interval: httpSpec(1, 1).Interval, Timeout: httpSpec(1, 1).Timeout,
 		HealthyThreshold: 1, UnhealthyThreshold: 1}
-	p := newTestProbe(t, spec, srv.addr(), rec)
+	p := newTestProbe(t, spec, ln.Addr().String(), rec)
 	step(t, p, true)
 	if tr := rec.next(t); !tr.Healthy {
 		t.Fatalf("first pass: %+v", tr)
 	}
 
-	restore := exhaustDescriptors(t)
-	err := p.Step(t.Context())
+	restore := fdtest.Exhaust(t)
+	err = p.Step(t.Context())
 	restore()
 	if err == nil || !errors.Is(err, syscall.EMFILE) || !strings.Contains(err.Error(), "out of file descriptors") {
 		t.Fatalf("Step out of descriptors: %v, want an EMFILE error that says corral is out of file descriptors", err)

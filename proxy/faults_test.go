@@ -1,14 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/corral-dev/corral/config"
+	"github.com/corral-dev/corral/internal/fdtest"
 )
 
 // TestHeldUploadGoesToTheWorkersInRotationWhenItEnds (found by the
@@ -70,5 +73,45 @@ func TestHeldUploadGoesToTheWorkersInRotationWhenItEnds(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestWorkerDialOutOfDescriptorsIsCorralsOwn: a request whose worker
+// connection cannot get a descriptor is answered 503 with Retry-After, not
+// retried, and counts neither as a passive-health failure nor as a worker
+// error: the worker did nothing wrong.
+func TestWorkerDialOutOfDescriptorsIsCorralsOwn(t *testing.T) {
+	w := startSizedWorker(t)
+	var fx *appFixture
+	p := newTestProxy(t, testSettings())
+	fx = newFixture(p, func() *config.App {
+		a := testApp("web")
+		a.Passive.Failures = 1
+		return a
+	}(), w.addr)
+	setApps(p, fx)
+	addr := serveOn(t, p, p.Serve)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the connection accepted", 5*time.Second, func() bool { return p.ConnStats().Open == 1 })
+
+	restore := fdtest.Exhaust(t)
+	_, werr := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, rerr := http.ReadResponse(bufio.NewReader(c), nil)
+	restore()
+	if werr != nil || rerr != nil {
+		t.Fatalf("request out of descriptors: %v %v", werr, rerr)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || string(got) != ErrNoDescriptors.Body {
+		t.Fatalf("out of descriptors: %d Retry-After %q %q, want 503, 1, %q", resp.StatusCode, resp.Header.Get("Retry-After"), got, ErrNoDescriptors.Body)
+	}
+	b := fx.backends()[0]
+	if n, e := b.ConsecutiveFailures.Load(), b.Stats.Errors.Load(); n != 0 || e != 0 {
+		t.Fatalf("the worker was counted %d passive failure(s) and %d error(s) for corral's own shortage", n, e)
 	}
 }

@@ -169,7 +169,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 			p.clientFailed(rt, t, b, x, body, in.start, acc)
 			return
 		}
-		if err != errStaleConn {
+		if err != errStaleConn && who == blameWorker {
 			passiveFailure(p.log, t, b, now, failureReason(err))
 		}
 		if err != errBadUpgrade && policy.mayRetry(err, body, now) {
@@ -183,7 +183,9 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		}
 		e := statusFor(err, who, body)
 		b.Stats.Observe(e.Status, now.Sub(in.start))
-		b.Stats.Errors.Add(1)
+		if who == blameWorker {
+			b.Stats.Errors.Add(1)
+		}
 		p.log.Debug("request failed", "app", rt.name, "worker", b.ID, "status", e.Status, "error", err)
 		acc.fail(x, e, rt.name, b.ID)
 		return
