@@ -366,6 +366,27 @@ func TestWorkerPortRangeExhausted(t *testing.T) {
 		}
 		return false
 	})
+
+	// A runtime scale past what the range has free: the new slot waits
+	// the same way, the others serve on.
+	resp, err := http.Post("http://"+c.admin+"/apps/web/scale", "application/json", strings.NewReader(`{"instances": 3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("scale to 3: %d", resp.StatusCode)
+	}
+	waitFor(t, 20*time.Second, "the third worker waiting for a port", func() bool {
+		a := c.app("web")
+		for _, w := range a.Workers {
+			if w.ID == "web-3" {
+				return w.State == "backoff" && a.Ready == 2 &&
+					strings.Contains(w.Reason, "(2 held by workers, 4 bound by other programs): no free worker port")
+			}
+		}
+		return false
+	})
 }
 
 // fullSpoolDir returns the wrapper that starts corral in a mount namespace
