@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/valyala/fasthttp"
 )
 
 // shortListener fails its accepts with the errors in fails, in order, and
@@ -66,5 +68,23 @@ func TestAcceptWaitsOutADescriptorShortage(t *testing.T) {
 	ln.fails = []error{syscall.EMFILE}
 	if _, err := s.accept(ln, stop, nil); err != net.ErrClosed {
 		t.Errorf("accept out of descriptors with stop closed = %v, want net.ErrClosed", err)
+	}
+}
+
+// TestFastHTTPServeEndsOnEMFILE pins why starvation.accept exists: fasthttp's
+// Serve treats an accept error that is not a timeout as permanent and
+// returns it (logging "Permanent error when accepting new connections"),
+// so an EMFILE that reached it would end the public listener for good.
+// Should an upgrade make it retry by itself, this fails, and the wrapper
+// may go.
+func TestFastHTTPServeEndsOnEMFILE(t *testing.T) {
+	var out bytes.Buffer
+	s := &fasthttp.Server{Handler: func(*fasthttp.RequestCtx) {}, Logger: fastLogger{hclog.New(&hclog.LoggerOptions{Output: &out, Level: hclog.Debug})}}
+	ln := &shortListener{fails: []error{syscall.EMFILE}}
+	if err := s.Serve(ln); !errors.Is(err, syscall.EMFILE) {
+		t.Fatalf("fasthttp Serve on EMFILE = %v, want it to end with that error", err)
+	}
+	if !strings.Contains(out.String(), "Permanent error when accepting new connections") {
+		t.Fatalf("fasthttp logged %q", out.String())
 	}
 }
