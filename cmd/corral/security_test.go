@@ -224,12 +224,15 @@ var corralPrivateEnv = []string{
 
 // TestWorkerEnvironmentIsExactlyWhatItIsMeantToGet compares every worker's
 // whole environment with the rule: corral's environment without the
-// variables meant for corral (CORRAL_*, NOTIFY_SOCKET, WATCHDOG_*,
-// LISTEN_*), then the app's env (which may set any name, a CORRAL_ one
+// variables meant for corral (CORRAL_*, and systemd's NOTIFY_SOCKET,
+// WATCHDOG_USEC, WATCHDOG_PID, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES),
+// then the app's env (which may set any name, a CORRAL_ one
 // too), then PORT (and CORRAL_SOCKET), CORRAL_APP and CORRAL_WORKER.
 func TestWorkerEnvironmentIsExactlyWhatItIsMeantToGet(t *testing.T) {
 	c := prepareCorral(t)
-	c.env = append([]string{"PARENT_VAR=passed-on", "GREETING=from-corral", "DB_PASSWORD=from-corral"}, corralPrivateEnv...)
+	// LISTEN_ADDR and WATCHDOG_TIMEOUT are no systemd names: they pass.
+	c.env = append([]string{"PARENT_VAR=passed-on", "GREETING=from-corral", "DB_PASSWORD=from-corral",
+		"LISTEN_ADDR=passed-on", "WATCHDOG_TIMEOUT=passed-on"}, corralPrivateEnv...)
 	c.env = append(c.env, "CORRAL_CONFIG="+c.config)
 	c.writeConfig(securityApp("app-secret"))
 	c.start()
@@ -241,9 +244,13 @@ func TestWorkerEnvironmentIsExactlyWhatItIsMeantToGet(t *testing.T) {
 		inherited[k] = v
 	}
 	for k := range inherited {
-		switch {
-		case strings.HasPrefix(k, "CORRAL_"), strings.HasPrefix(k, "WATCHDOG_"), strings.HasPrefix(k, "LISTEN_"), k == "NOTIFY_SOCKET":
+		switch k {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
 			delete(inherited, k)
+		default:
+			if strings.HasPrefix(k, "CORRAL_") {
+				delete(inherited, k)
+			}
 		}
 	}
 	for _, w := range c.readyWorkers(map[string]int{"web": 2, "sock": 1}) {
