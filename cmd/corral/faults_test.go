@@ -88,6 +88,7 @@ func TestOutOfDescriptors(t *testing.T) {
 	c.waitReady(30 * time.Second)
 	pid := c.cmd.Process.Pid
 	baseline := openFDs(t, pid)
+	worker := c.app("web").Workers[0] // asked directly while corral has no descriptor to spare
 
 	first, err := net.Dial("tcp", c.public)
 	if err != nil {
@@ -175,7 +176,10 @@ func TestOutOfDescriptors(t *testing.T) {
 	if _, err := fmt.Fprint(first, "GET /slow?ms=500 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // the slow request takes the pooled worker connection
+	waitFor(t, 5*time.Second, "the slow request at the worker, on the pooled connection", func() bool {
+		n, err := tryWorker(worker, "/inflight")
+		return err == nil && strings.TrimSpace(n) == "1"
+	})
 	if got := rawGet(t, pooled, pooledR, "/", 5*time.Second); got != "HTTP/1.1 503 Service Unavailable" {
 		t.Fatalf("a request needing a new worker connection while out of descriptors: %q, want 503", got)
 	}

@@ -3,7 +3,8 @@
 // It serves on 127.0.0.1:$PORT (on the Unix socket $PORT when it is a
 // path, as for an app with {socket}): "/" answers JSON with its worker id, pid and
 // $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
-// "/concurrency" answers the most requests it ever had at once;
+// "/concurrency" answers the most requests it ever had at once, and
+// "/inflight" how many it has now (neither counts itself or /healthz);
 // "/say?msg=M" prints M on its standard output; "/env?name=N" answers
 // the value of its environment variable N; "/environ" its whole
 // environment, one NAME=value a line; "/fds" the descriptors it was started
@@ -118,6 +119,9 @@ func main() {
 	mux.HandleFunc("/concurrency", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, most.Load())
 	})
+	mux.HandleFunc("/inflight", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, inflight.Load())
+	})
 	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
 		grow(64) // a leak for max_memory
 		fmt.Fprintln(w, os.Getenv("CORRAL_WORKER"))
@@ -192,7 +196,7 @@ func main() {
 	})
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Health probes bypass max_inflight by design; only app requests count.
-		if r.URL.Path != "/concurrency" && r.URL.Path != "/healthz" {
+		if r.URL.Path != "/concurrency" && r.URL.Path != "/inflight" && r.URL.Path != "/healthz" {
 			n := inflight.Add(1)
 			defer inflight.Add(-1)
 			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
