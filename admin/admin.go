@@ -131,6 +131,8 @@ type ClientConnections struct {
 	Parked     int    // idle HTTP/1.1 connections waiting between requests
 	Limit      int    // the cap on open connections
 	LimitWaits uint64 // accepts that waited at the cap
+	// DescriptorWaits are accepts that waited for a free file descriptor.
+	DescriptorWaits uint64
 }
 
 // AppMetrics are one app's counters and status for a scrape.

@@ -309,6 +309,8 @@ var (
 		"Cap on open client connections (proxy.max_connections or its default).", nil, nil)
 	connWaitsDesc = prometheus.NewDesc("corral_client_connection_limit_waits_total",
 		"Accepts that waited because open client connections were at the cap.", nil, nil)
+	fdWaitsDesc = prometheus.NewDesc("corral_client_accept_descriptor_waits_total",
+		"Accepts that waited because corral was out of file descriptors (the connection waited in the listen backlog).", nil, nil)
 	bufferBytesDesc = prometheus.NewDesc("corral_buffer_bytes",
 		"Bytes held for slow clients: tier memory (response spools and request bodies), disk (temporary files, not yet sent), staging (blocks feeding the files).",
 		[]string{"tier"}, nil)
@@ -322,7 +324,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (proxyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{connsDesc, connLimitDesc, connWaitsDesc, bufferBytesDesc, bufferFilesDesc, bufferedDesc, spilledDesc} {
+	for _, d := range []*prometheus.Desc{connsDesc, connLimitDesc, connWaitsDesc, fdWaitsDesc, bufferBytesDesc, bufferFilesDesc, bufferedDesc, spilledDesc} {
 		ch <- d
 	}
 }
@@ -335,6 +337,7 @@ func (c proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- constMetric(connsDesc, prometheus.GaugeValue, float64(cs.Parked), "idle")
 	ch <- constMetric(connLimitDesc, prometheus.GaugeValue, float64(cs.Limit))
 	ch <- constMetric(connWaitsDesc, prometheus.CounterValue, float64(cs.LimitWaits))
+	ch <- constMetric(fdWaitsDesc, prometheus.CounterValue, float64(cs.DescriptorWaits))
 	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferMemoryBytes), "memory")
 	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferDiskBytes), "disk")
 	ch <- constMetric(bufferBytesDesc, prometheus.GaugeValue, float64(s.BufferStagingBytes), "staging")

@@ -3,9 +3,7 @@ package config
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -134,8 +132,10 @@ func (w *Watcher) watchedFiles() []string {
 // other watched files) changed since the last observation (NewWatcher,
 // AlsoWatch, Check or Run), and records the new state. A config file that
 // cannot be read is not a change: the running config stays, and the next
-// check after it is readable again decides. Unless it is only missing (a
-// moment in the middle of a swap), that is logged once, as a warning.
+// check after it is readable again decides. That is logged once, as a
+// warning, a missing file too: Run checks once events have settled, and
+// editors' and Kubernetes' swaps are atomic renames, so a file missing
+// then was deleted.
 func (w *Watcher) Check() bool {
 	w.mu.Lock()
 	also := w.also
@@ -146,11 +146,7 @@ func (w *Watcher) Check() bool {
 	if err != nil {
 		if msg := err.Error(); msg != w.readErr {
 			w.readErr = msg
-			if errors.Is(err, fs.ErrNotExist) {
-				w.log.Debug("config file missing; keeping the running config", "path", w.path, "error", err)
-			} else {
-				w.log.Warn("cannot read config file; keeping the running config", "path", w.path, "error", err)
-			}
+			w.log.Warn("cannot read config file; keeping the running config", "path", w.path, "error", err)
 		}
 		return false
 	}

@@ -354,6 +354,25 @@ func TestWatcherLogsAnUnreadableConfigOnceAndKeepsWatching(t *testing.T) {
 			readable:    func(t *testing.T, path string) { os.Remove(path) },
 			wantMessage: "is a directory",
 		},
+		{
+			// Past the debounce a missing file is no moment of a swap
+			// (renames are atomic): someone deleted it.
+			name:        "deleted",
+			unreadable:  func(t *testing.T, path string) { os.Remove(path) },
+			readable:    func(t *testing.T, path string) {},
+			wantMessage: "no such file or directory",
+		},
+		{
+			name: "a dangling symlink in its place",
+			unreadable: func(t *testing.T, path string) {
+				os.Remove(path)
+				if err := os.Symlink(path+".gone", path); err != nil {
+					t.Fatal(err)
+				}
+			},
+			readable:    func(t *testing.T, path string) { os.Remove(path) },
+			wantMessage: "no such file or directory",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.skipAsRoot && os.Geteuid() == 0 {

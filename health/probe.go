@@ -2,11 +2,13 @@ package health
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -65,7 +67,9 @@ type Probe struct {
 	mu     sync.Mutex // guards the fields below
 	spec   config.Health
 	passed bool // the worker has passed at least once (starting phase over)
-	stats  Stats
+	// shortageLogged is when a skipped probe was last logged.
+	shortageLogged time.Time
+	stats          Stats
 }
 
 // NewProbe returns a probe of the worker listening on addr ("127.0.0.1:20001",
@@ -191,6 +195,13 @@ func (p *Probe) Step(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("probing worker %s: %w", p.worker, ctx.Err())
 	}
+	if err != nil && outOfDescriptors(err) {
+		// corral's shortage says nothing of the worker: counting it would
+		// take every worker out of rotation at once, an outage made of a
+		// slowdown. The probe counts for nothing, like a cancelled one.
+		p.noteShortage(err)
+		return fmt.Errorf("probing worker %s: corral is out of file descriptors: %w", p.worker, err)
+	}
 	if err != nil {
 		err = classify(err, spec.Timeout)
 	}
@@ -214,6 +225,31 @@ func (p *Probe) Step(ctx context.Context) error {
 	}
 	p.log.Trace("probe passed", "status", status, "latency", end.Sub(start))
 	return nil
+}
+
+// outOfDescriptors reports whether err is corral's own lack of a file
+// descriptor (or of kernel memory) for the probe's connection.
+func outOfDescriptors(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}
+
+// shortageLogEvery is the least time between two of a probe's lines about
+// probes skipped for lack of descriptors.
+const shortageLogEvery = time.Minute
+
+// noteShortage logs a probe skipped for lack of descriptors, once a
+// shortageLogEvery at most.
+func (p *Probe) noteShortage(err error) {
+	p.mu.Lock()
+	due := p.shortageLogged.IsZero() || time.Since(p.shortageLogged) >= shortageLogEvery
+	if due {
+		p.shortageLogged = time.Now()
+	}
+	p.mu.Unlock()
+	if due {
+		p.log.Warn("probe skipped: corral is out of file descriptors; the worker's health stays as it was", "error", err)
+	}
 }
 
 // check runs the probe of spec's type with spec's timeout.

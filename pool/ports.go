@@ -44,19 +44,31 @@ func (p *Ports) Take() (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	size := p.last - p.first + 1
+	elsewhere := 0
 	for i := 0; i < size; i++ {
 		port := p.next
 		p.next++
 		if p.next > p.last {
 			p.next = p.first
 		}
-		if p.inUse[port] || !p.listen(port) {
+		if p.inUse[port] {
+			continue
+		}
+		if !p.listen(port) {
+			elsewhere++
 			continue
 		}
 		p.inUse[port] = true
 		return port, nil
 	}
-	return 0, fmt.Errorf("taking a port in %d-%d: %w", p.first, p.last, ErrNoPort)
+	// What holds the range tells the operator what to do: widen
+	// worker_ports, or find the program that binds ports in it.
+	others := "bound by other programs"
+	if elsewhere == 1 {
+		others = "bound by another program"
+	}
+	return 0, fmt.Errorf("taking a port in worker_ports %d-%d (%d held by workers, %d %s): %w",
+		p.first, p.last, len(p.inUse), elsewhere, others, ErrNoPort)
 }
 
 // Release gives port back to the range.

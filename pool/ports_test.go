@@ -54,8 +54,9 @@ func TestPortsSkipBound(t *testing.T) {
 	if err != nil || port != 31921 {
 		t.Fatalf("Take = %d, %v, want 31921 (31920 is bound)", port, err)
 	}
-	if _, err := p.Take(); !errors.Is(err, ErrNoPort) {
-		t.Fatalf("Take = %v, want ErrNoPort", err)
+	const want = "taking a port in worker_ports 31920-31921 (1 held by workers, 1 bound by another program): no free worker port"
+	if _, err := p.Take(); !errors.Is(err, ErrNoPort) || err.Error() != want {
+		t.Fatalf("Take = %v, want ErrNoPort saying %q", err, want)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,7 +69,7 @@ func buildCommand(spec *config.App, slotID string, addr listenAddr) (*exec.Cmd, 
 		cmd.Path, cmd.Err = found, nil
 	}
 	cmd.Dir = spec.Dir
-	env := os.Environ()
+	env := inheritedEnv(os.Environ())
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
@@ -91,6 +92,28 @@ func buildCommand(spec *config.App, slotID string, addr listenAddr) (*exec.Cmd, 
 	cmd.SysProcAttr = attr
 	return cmd, nil
 }
+
+// inheritedEnv is the part of corral's environment a worker inherits:
+// all but the variables meant for corral alone. Those are its own
+// (CORRAL_*: the admin token would let a worker drive the admin API, and
+// CORRAL_CONFIG would make a corral run as a worker read this one's file)
+// and systemd's, which name corral's pid and descriptors (systemdEnv). An
+// app's env may still set any of them.
+func inheritedEnv(environ []string) []string {
+	out := environ[:0:0]
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "CORRAL_") || slices.Contains(systemdEnv, name) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// systemdEnv are the variables systemd sets for the service's main
+// process: the notify socket and watchdog, and socket activation's.
+var systemdEnv = []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}
 
 // lookPath finds the executable file name in the directories of path, as
 // a shell started in dir would: relative entries are relative to dir.

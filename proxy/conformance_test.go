@@ -33,6 +33,7 @@ type recorded struct {
 	bodyLen  int
 	bodySum  string // hex sha256 of the body bytes received
 	complete bool   // the body ended as its framing said
+	readErr  error  // why reading it stopped early (nil when complete)
 }
 
 // header returns every value of name (any case), in order.
@@ -144,6 +145,7 @@ func (rec *recorder) serve(c net.Conn) {
 		_ = c.SetReadDeadline(time.Time{})
 		r, err := readRecorded(br)
 		if r != nil {
+			r.readErr = err
 			rec.mu.Lock()
 			rec.got = append(rec.got, r)
 			rec.mu.Unlock()
@@ -191,6 +193,11 @@ func readRecorded(br *bufio.Reader) (*recorded, error) {
 		}
 		r.headers = append(r.headers, l)
 	}
+	return readBody(r, br)
+}
+
+// readBody reads the body r's head frames into r's length and sum.
+func readBody(r *recorded, br *bufio.Reader) (*recorded, error) {
 	h := sha256.New()
 	if te := r.header("Transfer-Encoding"); len(te) > 0 && strings.EqualFold(te[len(te)-1], "chunked") {
 		for {
@@ -976,4 +983,25 @@ func testCookieLines(t *testing.T, e engine, mod func(*config.App)) {
 			t.Errorf("worker got %q, want %s", got, want)
 		}
 	}
+}
+
+// TestConformanceNoContentTypeInvented: a worker's answer without a
+// Content-Type reaches the client without one, on every engine: a type
+// corral made up ("text/plain" from the engine's default, or one sniffed
+// from the first bytes) would change how a browser renders the body.
+func TestConformanceNoContentTypeInvented(t *testing.T) {
+	forEngine(t, false, func(t *testing.T, e engine) {
+		rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n<html>hi</html>")
+			return true
+		})
+		f := startFront(t, e, testSettings(), oneApp(nil, rec.addr))
+		resp, body, err := f.do(t, "GET", "/", nil)
+		if err != nil || string(body) != "<html>hi</html>" {
+			t.Fatalf("GET: %v %q", err, body)
+		}
+		if v, ok := resp.Header["Content-Type"]; ok {
+			t.Fatalf("the client got Content-Type %q; the worker sent none", v)
+		}
+	})
 }

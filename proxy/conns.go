@@ -331,6 +331,9 @@ type ConnStats struct {
 	Parked     int    // idle HTTP/1.1 connections waiting outside the engine
 	Limit      int    // the cap (proxy.max_connections or its default)
 	LimitWaits uint64 // accepts that waited for a free slot
+	// DescriptorWaits counts accepts that waited because corral was out of
+	// file descriptors.
+	DescriptorWaits uint64
 }
 
 // ConnStats returns the client connection counts (for metrics).
@@ -338,16 +341,18 @@ func (p *Proxy) ConnStats() ConnStats {
 	p.mu.Lock()
 	open := len(p.conns)
 	p.mu.Unlock()
-	return ConnStats{Open: open, Parked: int(p.parked.Load()), Limit: p.gate.limit(), LimitWaits: p.gate.waits.Load()}
+	return ConnStats{Open: open, Parked: int(p.parked.Load()), Limit: p.gate.limit(), LimitWaits: p.gate.waits.Load(),
+		DescriptorWaits: p.starved.waits.Load()}
 }
 
 // acceptConn takes a slot and accepts the next client connection of ln.
-// A nil stop never closes.
+// A nil stop never closes. Out of file descriptors, it waits for one
+// (starvation.accept).
 func (p *Proxy) acceptConn(ln net.Listener, stop <-chan struct{}) (net.Conn, error) {
 	if !p.gate.acquire(stop, p.done) {
 		return nil, net.ErrClosed
 	}
-	c, err := ln.Accept()
+	c, err := p.starved.accept(ln, stop, p.done)
 	if err != nil {
 		p.gate.release()
 		return nil, err

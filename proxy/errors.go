@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -39,6 +40,9 @@ var (
 	ErrBadRequest     = &Error{Status: 400, Body: "400 bad request\n", Close: true}
 	ErrReadTimeout    = &Error{Status: 408, Body: "408 request timeout\n", Close: true}
 	ErrClientGone     = &Error{Status: 499, Body: "499 client closed request\n", Close: true}
+	// ErrNoDescriptors: corral had no file descriptor for a worker
+	// connection. Its own shortage, not the worker's failure.
+	ErrNoDescriptors = &Error{Status: 503, Body: "503 server busy\n", RetryAfter: "1"}
 )
 
 // dialError marks a failure to connect to a worker: the request was not
@@ -47,6 +51,23 @@ type dialError struct{ err error }
 
 func (e *dialError) Error() string { return "dialing worker: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
+
+// dialFailed marks err, a failed connect to a worker, as a dial error; when
+// corral itself is out of file descriptors it is ErrNoDescriptors as well
+// (corral's answer: no retry, no strike against the worker), and logged
+// once a minute at most.
+func (p *Proxy) dialFailed(err error) error {
+	if outOfResources(err) {
+		if p.starved.dialWarned.due() {
+			limit, _ := fileLimit()
+			p.log.Warn("out of file descriptors: requests that need a new worker connection get 503",
+				"error", err, "file_limit", limit,
+				"hint", "raise the file limit (ulimit -n, LimitNOFILE=) or lower proxy.max_connections")
+		}
+		err = fmt.Errorf("%w: %w", ErrNoDescriptors, err)
+	}
+	return &dialError{err: err}
+}
 
 // isTimeout reports whether err is a deadline or timeout error, but not a
 // dial timeout (the worker did not accept: that is a connection failure).

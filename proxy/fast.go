@@ -204,6 +204,13 @@ func (p *Proxy) serveFast(ctx *fasthttp.RequestCtx) {
 		writeFastError(ctx, ErrBadRequest)
 		return
 	}
+	if nameWithSpace(h.RawHeaders()) {
+		// The engine keeps "Transfer Encoding: chunked" as a field of
+		// that name; a worker could read it as anything. A name is a
+		// token (RFC 9110 5.1): refuse, as HAProxy and net/http do.
+		writeFastError(ctx, ErrBadRequest)
+		return
+	}
 	if cl == -2 {
 		cl = 0 // no framing header on a request: no body (RFC 9112 6.3)
 	}
@@ -363,6 +370,10 @@ func (c *fastCall) send(b *pool.Backend, st *config.Proxy, body *reqBody, upgrad
 		}
 		return err
 	}
+	if err := ownHead(&resp.Header); err != nil {
+		fasthttp.ReleaseResponse(resp)
+		return err
+	}
 	if stream := resp.BodyStream(); stream != nil {
 		size := resp.Header.ContentLength()
 		if size == -1 {
@@ -454,6 +465,9 @@ func (c *fastCall) relay(fin finish) {
 	out := &ctx.Response
 	resp.Header.CopyTo(&out.Header)
 	out.Header.ResetConnectionClose()
+	// The copy takes the worker client's defaults: a Content-Type the
+	// worker did not send would go out as text/plain.
+	out.Header.SetNoDefaultContentType(true)
 	stream := resp.BodyStream()
 	if c.small != nil {
 		fin.bytes = int64(resp.Header.ContentLength())
@@ -903,6 +917,53 @@ func hasRawHeader(raw []byte, name string) bool {
 			break
 		}
 		raw = raw[end+1:]
+	}
+	return false
+}
+
+var (
+	strHTTP11 = []byte("HTTP/1.1")
+	// errBadAnswer is a worker's answer head that does not parse: a 502,
+	// the worker's fault, like any other the engine refuses.
+	errBadAnswer = errors.New("worker answer: a header field name with a space")
+)
+
+// ownHead makes a worker's answer head corral's to send: in corral's HTTP
+// version (RFC 9110 6.2; an HTTP/1.0 status line would come with a chunked
+// body, which RFC 9112 6.1 has a client treat as faulty), and refused (an
+// answer that does not parse: 502) when a field name has a space inside,
+// which the engine keeps, flagging the connection to close.
+func ownHead(h *fasthttp.ResponseHeader) error {
+	if !h.IsHTTP11() {
+		h.SetProtocol(strHTTP11)
+	}
+	if h.ConnectionClose() {
+		for k := range h.All() {
+			if bytes.ContainsAny(k, " \t") {
+				return errBadAnswer
+			}
+		}
+	}
+	return nil
+}
+
+// nameWithSpace reports whether a raw header line has a space or tab in
+// its name (before its colon). The engine refuses one before the colon;
+// one inside the name it keeps. A continuation line has no name.
+func nameWithSpace(raw []byte) bool {
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			continue // an obs-fold: the line before goes on (the engine joins them)
+		}
+		if name, _, ok := bytes.Cut(line, strColon); ok && bytes.ContainsAny(name, " \t") {
+			return true
+		}
 	}
 	return false
 }

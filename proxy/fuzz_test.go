@@ -3,8 +3,17 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,40 +36,59 @@ func FuzzRewriteRequest(f *testing.F) {
 	}
 	ids := newRequestIDs()
 	f.Fuzz(func(t *testing.T, head []byte) {
-		var h fasthttp.RequestHeader
-		if h.Read(bufio.NewReader(bytes.NewReader(head))) != nil {
-			return // the engine answers 400
-		}
-		// serveFast keeps the client's close to itself before the rewrite
-		// (TestHTTP10ClientKeepsWorkerConnection; this input's seed came
-		// from here: an HTTP/1.0 head forwarded "Connection: close").
-		h.ResetConnectionClose()
 		fw := forwarding{peer: netip.MustParseAddr("192.0.2.1"), proto: strHTTP, host: []byte("a"), start: time.Unix(1, 0), ids: ids}
-		upgrade, _, _ := rewriteRequest(fastRequestHeaders{&h}, &fw, nil)
-		count := map[string]int{}
-		for k := range h.All() {
-			count[strings.ToLower(string(k))]++
-		}
-		for _, name := range []string{"keep-alive", "proxy-connection", "proxy-authorization", "trailer", "expect", "forwarded"} {
-			if count[name] > 0 {
-				t.Fatalf("%s forwarded: %q", name, h.Header())
+		var h fasthttp.RequestHeader
+		if h.Read(bufio.NewReader(bytes.NewReader(head))) == nil {
+			// serveFast keeps the client's close to itself before the
+			// rewrite (TestHTTP10ClientKeepsWorkerConnection; this input's
+			// seed came from here: an HTTP/1.0 head forwarded "Connection:
+			// close").
+			h.ResetConnectionClose()
+			upgrade, _, _ := rewriteRequest(fastRequestHeaders{&h}, &fw, nil)
+			lines := map[string][]string{}
+			for k, v := range h.All() {
+				name := strings.ToLower(string(k))
+				lines[name] = append(lines[name], string(v))
 			}
+			checkRewritten(t, "the HTTP/1.1 engine", lines, upgrade)
 		}
-		if upgrade == nil && (count["connection"] > 0 || count["upgrade"] > 0) {
-			t.Fatalf("Connection/Upgrade forwarded without an upgrade: %q", h.Header())
-		}
-		for _, name := range []string{"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-start", "x-request-id"} {
-			if count[name] != 1 {
-				t.Fatalf("%d %s lines: %q", count[name], name, h.Header())
+		// The same head as the net/http engine (HTTP/2, h2c) hands it over.
+		if req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head))); err == nil {
+			upgrade, _, _ := rewriteRequest(&stdHeaders{h: req.Header}, &fw, nil)
+			lines := map[string][]string{}
+			for k, vs := range req.Header {
+				lines[strings.ToLower(k)] = append(lines[strings.ToLower(k)], vs...)
 			}
-		}
-		if v := h.Peek("X-Forwarded-For"); string(v) != "192.0.2.1" {
-			t.Fatalf("X-Forwarded-For %q from an untrusted peer", v)
-		}
-		if te := h.PeekAll("Te"); len(te) > 1 || (len(te) == 1 && string(te[0]) != "trailers") {
-			t.Fatalf("Te %q", te)
+			checkRewritten(t, "net/http", lines, upgrade)
 		}
 	})
+}
+
+// checkRewritten checks a rewritten head, its values by lowercase name:
+// no hop-by-hop line but corral's own Connection/Upgrade pair for an
+// upgrade, and exactly one of each of corral's forwarding lines, its
+// X-Forwarded-For the untrusted peer's address alone.
+func checkRewritten(t *testing.T, engine string, lines map[string][]string, upgrade []byte) {
+	t.Helper()
+	for _, name := range []string{"keep-alive", "proxy-connection", "proxy-authorization", "trailer", "expect", "forwarded"} {
+		if len(lines[name]) > 0 {
+			t.Fatalf("%s: %s forwarded: %q", engine, name, lines)
+		}
+	}
+	if upgrade == nil && (len(lines["connection"]) > 0 || len(lines["upgrade"]) > 0) {
+		t.Fatalf("%s: Connection/Upgrade forwarded without an upgrade: %q", engine, lines)
+	}
+	for _, name := range []string{"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-start", "x-request-id"} {
+		if len(lines[name]) != 1 {
+			t.Fatalf("%s: %d %s lines: %q", engine, len(lines[name]), name, lines)
+		}
+	}
+	if v := lines["x-forwarded-for"][0]; v != "192.0.2.1" {
+		t.Fatalf("%s: X-Forwarded-For %q from an untrusted peer", engine, v)
+	}
+	if te := lines["te"]; len(te) > 1 || (len(te) == 1 && te[0] != "trailers") {
+		t.Fatalf("%s: Te %q", engine, te)
+	}
 }
 
 // TestHTTP10ClientKeepsWorkerConnection: an HTTP/1.0 client's request goes
@@ -80,5 +108,275 @@ func TestHTTP10ClientKeepsWorkerConnection(t *testing.T) {
 		if v := r.header("Connection"); len(v) > 0 || !strings.HasSuffix(r.line, "HTTP/1.1") {
 			t.Errorf("worker got %q with Connection %q", r.line, v)
 		}
+	}
+}
+
+// FuzzServeFraming sends any bytes to the HTTP/1.1 engine as a client's
+// stream (one request, a pipeline, or garbage), then half-closes, with a
+// recording worker behind it. Whatever the client sent, the worker only
+// receives well-formed requests, framed one way (one Content-Length or
+// chunked, never both), with every body whole or, when it streamed and
+// its client cut it, visibly cut, and every request the worker answers reaches
+// the client: nothing smuggled in, nothing truncated, nothing answered
+// twice or lost.
+func FuzzServeFraming(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nHEAD /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
+		"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhi",
+		"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+		"GET http://b/x HTTP/1.1\r\nHost: a\r\nX: 1\r\n folded\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nshort",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		// Unix sockets on both sides: tens of thousands of executions
+		// would leave as many loopback ports in TIME_WAIT.
+		rec := startRecorder(t, &recorder{socket: true, answer: func(r *recorded, c net.Conn, w *bufio.Writer) bool {
+			if len(r.header("Upgrade")) > 0 {
+				return echoUpgrade(r, c, w)
+			}
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Answered: yes\r\n\r\nok")
+			return true
+		}})
+		c := frontOnSocket(t, rec.addr)
+		_, _ = c.Write(stream)
+		_ = c.CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		out, _ := io.ReadAll(c)
+		_ = c.Close()
+
+		answered := bytes.Count(out, []byte("\r\nX-Answered: yes\r\n"))
+		got := rec.requests()
+		upgraded, complete := false, 0
+		for _, r := range got {
+			if bad := malformed(r); bad != "" {
+				t.Fatalf("worker received %s: %q %q", bad, r.line, r.headers)
+			}
+			upgraded = upgraded || len(r.header("Upgrade")) > 0
+			if r.complete {
+				complete++
+				continue
+			}
+			// Only a body of unknown length streams (README: Retries); cut
+			// short by its client, it reaches the worker as an abort: the
+			// connection ends inside the body, never a body that parses
+			// as whole, nor bytes that are not the chunked framing.
+			if len(r.header("Transfer-Encoding")) == 0 {
+				t.Fatalf("worker received %q with a body cut at %d bytes (%v); a body with a Content-Length is held and arrives whole", r.line, r.bodyLen, r.readErr)
+			}
+			if !errors.Is(r.readErr, io.EOF) && !errors.Is(r.readErr, io.ErrUnexpectedEOF) && !errors.Is(r.readErr, syscall.ECONNRESET) {
+				t.Fatalf("worker received %q with a chunked body it could not parse: %v", r.line, r.readErr)
+			}
+		}
+		if !upgraded && answered != complete {
+			t.Fatalf("the worker answered %d requests, the client saw %d answers:\n%q", complete, answered, out)
+		}
+	})
+}
+
+// malformed says what is wrong with a request as forwarded, or "".
+func malformed(r *recorded) string {
+	parts := strings.Split(r.line, " ")
+	if len(parts) != 3 || parts[2] != "HTTP/1.1" || !isToken(parts[0]) || parts[1] == "" || hasCTL(parts[1]) {
+		return "a malformed request line"
+	}
+	for _, l := range r.headers {
+		name, value, ok := strings.Cut(l, ":")
+		if !ok || !isToken(name) {
+			return "a malformed header line"
+		}
+		for _, b := range []byte(value) {
+			if b < 0x20 && b != '\t' || b == 0x7f {
+				return "a control byte in a header value"
+			}
+		}
+	}
+	cl, te := r.header("Content-Length"), r.header("Transfer-Encoding")
+	switch {
+	case len(r.header("Host")) != 1:
+		return fmt.Sprintf("%d Host lines", len(r.header("Host")))
+	case len(cl) > 1:
+		return "more than one Content-Length"
+	case len(cl) == 1 && len(te) > 0:
+		return "both Content-Length and Transfer-Encoding"
+	case len(te) > 1 || len(te) == 1 && !strings.EqualFold(te[0], "chunked"):
+		return "a Transfer-Encoding other than chunked"
+	case len(cl) == 1 && strings.TrimLeft(cl[0], "0123456789") != "":
+		return "a Content-Length that is not a number"
+	}
+	return ""
+}
+
+// isToken reports whether s is an RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, b := range []byte(s) {
+		if b <= ' ' || b >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", b) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func hasCTL(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0
+}
+
+// frontOnSocket serves the HTTP/1.1 engine, in front of the worker at
+// addr, on a Unix socket, and returns a client connection to it.
+func frontOnSocket(t *testing.T, addr string) *net.UnixConn {
+	p := newTestProxy(t, testSettings())
+	setApps(p, oneApp(nil, addr)(p)...)
+	path := filepath.Join(shortTempDir(t), "front.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-done
+	})
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c.(*net.UnixConn)
+}
+
+// FuzzWorkerAnswer has the worker answer a GET with any bytes, then close.
+// Whatever it sent, the client receives one well-formed response (502
+// for an answer that does not parse) framed one way, with no hop-by-hop
+// line of the worker's and nothing after its body; or, when the worker's
+// body broke off, a response cut short (the abort), never one that reads
+// as complete with bytes missing.
+func FuzzWorkerAnswer(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+		"HTTP/1.1 200 OK\r\n\r\nuntil close",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"garbage\r\n\r\n",
+		"HTTP/1.1 999 Odd\r\nX Y: z\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nbody",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		rec := startRecorder(t, &recorder{socket: true, answer: func(_ *recorded, c net.Conn, w *bufio.Writer) bool {
+			_, _ = w.Write(answer)
+			return false
+		}})
+		c := frontOnSocket(t, rec.addr)
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		_ = c.CloseWrite()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		out, _ := io.ReadAll(c)
+		if bad := checkAnswer(out); bad != "" {
+			t.Fatalf("the worker answered %q; the client got %s:\n%q", answer, bad, out)
+		}
+	})
+}
+
+// checkAnswer says what is wrong with out, one response as a client read
+// it to the connection's close, or "".
+func checkAnswer(out []byte) string {
+	br := bufio.NewReader(bytes.NewReader(out))
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return "no status line"
+		}
+		parts := strings.SplitN(strings.TrimRight(line, "\r\n"), " ", 3)
+		if len(parts) < 2 || parts[0] != "HTTP/1.1" || len(parts[1]) != 3 || strings.Trim(parts[1], "0123456789") != "" {
+			return "a malformed status line"
+		}
+		status, _ := strconv.Atoi(parts[1])
+		r := &recorded{line: line}
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return "a head cut short"
+			}
+			if l = strings.TrimRight(l, "\r\n"); l == "" {
+				break
+			}
+			r.headers = append(r.headers, l)
+		}
+		for _, l := range r.headers {
+			name, _, ok := strings.Cut(l, ":")
+			if !ok || !isToken(name) {
+				return "a malformed header line"
+			}
+			switch strings.ToLower(name) {
+			case "keep-alive", "proxy-connection", "x-secret", "upgrade", "trailer":
+				return "a hop-by-hop line of the worker's"
+			}
+		}
+		if status >= 100 && status < 200 {
+			continue // an interim answer; the final one follows
+		}
+		cl, te := r.header("Content-Length"), r.header("Transfer-Encoding")
+		switch {
+		case len(cl) > 1:
+			return "more than one Content-Length"
+		case len(cl) == 1 && len(te) > 0:
+			return "both Content-Length and Transfer-Encoding"
+		case len(te) > 1 || len(te) == 1 && !strings.EqualFold(te[0], "chunked"):
+			return "a Transfer-Encoding other than chunked"
+		case (status == 204 || status == 304) && (len(te) > 0 || len(cl) == 1 && cl[0] != "0"):
+			return "a body framed on a " + parts[1]
+		}
+		var rest []byte
+		switch {
+		case status == 204 || status == 304:
+			rest, _ = io.ReadAll(br)
+		case len(te) == 1:
+			// A chunked body cut short is the abort; one that ends must end
+			// the connection's bytes too.
+			body := &recorded{headers: []string{"Transfer-Encoding: chunked"}}
+			if _, err := readBody(body, br); err != nil {
+				return ""
+			}
+			rest, _ = io.ReadAll(br)
+		case len(cl) == 1:
+			n, err := strconv.ParseInt(cl[0], 10, 64)
+			if err != nil {
+				return "a Content-Length that is not a number"
+			}
+			if m, _ := io.CopyN(io.Discard, br, n); m < n {
+				return "" // cut short: the abort
+			}
+			rest, _ = io.ReadAll(br)
+		default:
+			return "" // ends at the close
+		}
+		if len(rest) > 0 {
+			return fmt.Sprintf("%d bytes after the body", len(rest))
+		}
+		return ""
 	}
 }

@@ -155,3 +155,59 @@ func TestSlowHeaderClosesConnection(t *testing.T) {
 		t.Fatal("slow request reached the worker")
 	}
 }
+
+// TestHeaderNameWithSpaceNeverForwarded: a field name is a token (RFC 9110
+// 5.1); the engine accepts a name with a space inside ("Transfer
+// Encoding: chunked") and would forward it as is, for a worker to read
+// however it likes. corral answers 400 and the worker receives nothing.
+// (Found by FuzzServeFraming.)
+func TestHeaderNameWithSpaceNeverForwarded(t *testing.T) {
+	rec := newRecorder(t, nil)
+	f := startFront(t, engines[0], testSettings(), oneApp(nil, rec.addr))
+	for _, raw := range []string{
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+		"GET / HTTP/1.1\r\nHost: a\r\nX Y: 1\r\n\r\n",
+	} {
+		if out := f.rawExchange(t, raw); !strings.HasPrefix(out, "HTTP/1.1 400 ") {
+			t.Errorf("%q answered %q, want 400", raw, out)
+		}
+	}
+	if got := rec.requests(); len(got) > 0 {
+		t.Fatalf("worker received %q %q", got[0].line, got[0].headers)
+	}
+}
+
+// TestWorkerAnswerHeadIsCorralsOwn: corral answers in its own HTTP
+// version (RFC 9110 6.2), so an HTTP/1.0 worker's answer does not reach an
+// HTTP/1.1 client as "HTTP/1.0" with a chunked body (which RFC 9112 6.1
+// tells the client to treat as faulty framing); and a worker's header
+// name with a space inside does not parse: 502, not forwarded. (Both
+// found by FuzzWorkerAnswer.)
+func TestWorkerAnswerHeadIsCorralsOwn(t *testing.T) {
+	for _, c := range []struct{ answer, want, body string }{
+		{"HTTP/1.0 200 OK\r\n\r\nbody", "HTTP/1.1 200 OK", "body"},
+		{"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nbody", "HTTP/1.1 200 OK", "body"},
+		{"HTTP/1.1 200 OK\r\nX Y: z\r\nContent-Length: 2\r\n\r\nok", "HTTP/1.1 502 ", ""},
+	} {
+		rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
+			_, _ = w.WriteString(c.answer)
+			return false
+		})
+		f := startFront(t, engines[0], testSettings(), oneApp(nil, rec.addr))
+		out := f.rawExchange(t, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(out, c.want) || strings.Contains(out, "X Y") {
+			t.Errorf("worker answered %q; client got %q, want %q", c.answer, out, c.want)
+			continue
+		}
+		if c.body == "" {
+			continue
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(out)), nil)
+		if err != nil {
+			t.Fatalf("client got %q: %v", out, err)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != c.body {
+			t.Errorf("worker answered %q; client read body %q", c.answer, b)
+		}
+	}
+}

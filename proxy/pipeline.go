@@ -125,6 +125,13 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		p.clientFailed(rt, t, nil, x, body, in.start, acc)
 		return
 	}
+	// A held body (or what of it was read before a full disk made it
+	// stream) took as long as the client took to send it: the workers in
+	// rotation now are the ones to pick from, since a roll may have
+	// replaced every worker of the table the request arrived with.
+	if nt := rt.src.Table(); nt != nil {
+		t = nt
+	}
 
 	req := x.balanceRequest()
 	*req = Request{ClientIP: in.peer}
@@ -173,7 +180,7 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 			p.clientFailed(rt, t, b, x, body, in.start, acc)
 			return
 		}
-		if err != errStaleConn {
+		if err != errStaleConn && who == blameWorker {
 			passiveFailure(p.log, t, b, now, failureReason(err))
 		}
 		if !refusedHead(err) && policy.mayRetry(err, body, now) {
@@ -187,7 +194,9 @@ func (p *Proxy) serve(x exchange, in *inbound) {
 		}
 		e := statusFor(err, who, body)
 		b.Stats.Observe(e.Status, now.Sub(in.start))
-		b.Stats.Errors.Add(1)
+		if who == blameWorker {
+			b.Stats.Errors.Add(1)
+		}
 		p.log.Debug("request failed", "app", rt.name, "worker", b.ID, "status", e.Status, "error", err)
 		acc.fail(x, e, rt.name, b.ID)
 		return

@@ -570,6 +570,7 @@ func (b *reqBody) open(src io.Reader, buf *config.Buffering, acct *buffers, maxB
 func (b *reqBody) holdFile(dir string, acct *buffers) bool {
 	f, err := os.CreateTemp(dir, "corral-body-")
 	if err != nil {
+		acct.fileFailed(true, dir, err)
 		return false
 	}
 	_ = os.Remove(f.Name())
@@ -587,6 +588,7 @@ func (b *reqBody) holdFile(dir string, acct *buffers) bool {
 			w, werr := f.Write(blk[:n])
 			written += int64(w)
 			if werr != nil {
+				acct.fileFailed(true, dir, werr)
 				// The file's failure, not the client's: stream instead,
 				// what is on file first, then what was read and not
 				// written, then the rest from the client. The body is no

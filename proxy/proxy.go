@@ -36,6 +36,7 @@ type Proxy struct {
 	buffers  buffers                       // what is held for slow clients
 	stalls   stallWatch                    // fasthttp responses whose client may have left
 	gate     *connGate                     // proxy.max_connections
+	starved  *starvation                   // accepts waiting for file descriptors
 	parked   atomic.Int64                  // idle connections waiting outside the engine
 	done     chan struct{}                 // closed when Shutdown begins
 	pollOnce sync.Once
@@ -65,9 +66,11 @@ func New(settings config.Proxy, log hclog.Logger) *Proxy {
 		conns:   map[net.Conn]struct{}{},
 		tunnels: map[*tunnel]struct{}{},
 		gate:    newConnGate(maxConnectionsOf(settings.MaxConnections)),
+		starved: newStarvation(log.Named("proxy")),
 		done:    make(chan struct{}),
 	}
 	p.accessLog = p.log.Named("access")
+	p.buffers.log = p.log.Named("buffering")
 	p.settings.Store(&settings)
 	p.noteListenerSettings(nil, &settings)
 	p.router.Store(newRouter(nil))

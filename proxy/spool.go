@@ -6,6 +6,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // A spool holds a worker's response between the worker and a slow client:
@@ -39,6 +41,27 @@ type buffers struct {
 	files   atomic.Int64 // temporary files open
 	spooled atomic.Int64 // responses buffered so far (a counter)
 	spilled atomic.Int64 // of which some part went to disk (a counter)
+
+	// log says when a temporary file cannot be made or written, once a
+	// minute at most for request bodies and for responses.
+	log                    hclog.Logger
+	bodyFailed, respFailed logLimit
+}
+
+// fileFailed logs that a temporary file in dir could not be made or
+// written (err), so a request body (body) or a response streams instead.
+func (b *buffers) fileFailed(body bool, dir string, err error) {
+	what, limit := "response", &b.respFailed
+	if body {
+		what, limit = "request body", &b.bodyFailed
+	}
+	if b.log != nil && limit.due() {
+		if dir == "" {
+			dir = os.TempDir()
+		}
+		b.log.Warn("cannot write a buffer file; streaming the "+what+" instead", "dir", dir, "error", err,
+			"hint", "free space in proxy.buffering.dir or lower request_disk/response_disk/disk_limit")
+	}
 }
 
 // reserve takes n bytes of memory if the total stays within limit.
@@ -259,6 +282,7 @@ func (s *spool) openFile() bool {
 	f, err := os.CreateTemp(s.lim.dir, "corral-spool-")
 	if err != nil {
 		s.lim.disk = 0
+		s.acct.fileFailed(false, s.lim.dir, err)
 		return false
 	}
 	_ = os.Remove(f.Name()) // the file lives until it is closed, and no longer
@@ -292,6 +316,7 @@ func (s *spool) fill(src io.Reader) error {
 		s.filled += int64(n)
 		switch {
 		case n > 0 && werr != nil:
+			s.acct.fileFailed(false, s.lim.dir, werr)
 			s.keepStaged(n)
 		case n > 0:
 			s.publish(n, toFile, at)

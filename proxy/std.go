@@ -267,6 +267,9 @@ func (c *stdCall) relay(fin finish) {
 	for k := range resp.Trailer {
 		h.Add("Trailer", k)
 	}
+	if _, ok := h["Content-Type"]; !ok {
+		h["Content-Type"] = nil // the engine would sniff one from the body
+	}
 	w.WriteHeader(resp.StatusCode)
 	var body io.Reader = resp.Body
 	var sp *spool

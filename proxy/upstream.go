@@ -121,7 +121,7 @@ func (u *upstream) dial(addr string) (net.Conn, error) {
 func (u *upstream) dialRaw() (net.Conn, error) {
 	c, err := net.DialTimeout(u.network(), u.addr, u.p.settings.Load().DialTimeout)
 	if err != nil {
-		return nil, &dialError{err: err}
+		return nil, u.p.dialFailed(err)
 	}
 	return c, nil
 }
@@ -153,7 +153,7 @@ func (u *upstream) transport() *http.Transport {
 			defer cancel()
 			c, err := d.DialContext(ctx, u.network(), u.addr)
 			if err != nil {
-				return nil, &dialError{err: err}
+				return nil, u.p.dialFailed(err)
 			}
 			return c, nil
 		},

@@ -104,18 +104,21 @@ func (b *lockedBuffer) String() string {
 
 // corralProc is one `corral run` started by a test.
 type corralProc struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	dir     string
-	config  string
-	public  string
-	admin   string
-	ports   string
-	log     *lockedBuffer
-	env     []string // added to corral's environment
-	logFile *os.File // when set, corral writes its log here directly, not through a pipe
-	exited  chan struct{}
-	exitErr error
+	t      *testing.T
+	cmd    *exec.Cmd
+	dir    string
+	config string
+	public string
+	admin  string
+	ports  string
+	log    *lockedBuffer
+	env    []string // added to corral's environment
+	// extraFiles are passed to corral as descriptors 3, 4, ... (what a
+	// parent that forgot close-on-exec leaves it).
+	extraFiles []*os.File
+	logFile    *os.File // when set, corral writes its log here directly, not through a pipe
+	exited     chan struct{}
+	exitErr    error
 }
 
 // configVars are substituted into test configs: {public}, {admin},
@@ -171,6 +174,7 @@ func (c *corralProc) start(wrap ...string) {
 	if len(c.env) > 0 {
 		c.cmd.Env = append(os.Environ(), c.env...)
 	}
+	c.cmd.ExtraFiles = c.extraFiles
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)

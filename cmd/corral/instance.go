@@ -183,7 +183,9 @@ func (in *instance) serveAdmin(ln net.Listener) {
 		return
 	}
 	in.goBackground(func() {
-		if err := in.admin.Serve(ln); err != nil {
+		// Out of descriptors, the admin API waits like the public port,
+		// with one log line instead of net/http's one a retry.
+		if err := in.admin.Serve(proxy.PatientListener(ln, in.log.Named("admin"))); err != nil {
 			in.log.Error("admin listener stopped", "addr", ln.Addr().String(), "error", err)
 		}
 	})
@@ -700,7 +702,8 @@ var _ admin.ProxyMetrics = (*instance)(nil)
 func (in *instance) ProxySnapshot() admin.ProxyStats {
 	c, b := in.proxy.ConnStats(), in.proxy.BufferStats()
 	return admin.ProxyStats{
-		Connections:       admin.ClientConnections{Open: c.Open, Parked: c.Parked, Limit: c.Limit, LimitWaits: c.LimitWaits},
+		Connections: admin.ClientConnections{Open: c.Open, Parked: c.Parked, Limit: c.Limit, LimitWaits: c.LimitWaits,
+			DescriptorWaits: c.DescriptorWaits},
 		BufferMemoryBytes: b.MemoryBytes, BufferDiskBytes: b.DiskBytes, BufferStagingBytes: b.StagingBytes,
 		BufferFiles: b.Files, BufferedResponses: b.Spooled, SpilledResponses: b.Spilled,
 	}

@@ -93,17 +93,25 @@ func hostPID(below int, nsPID int) int {
 	return 0
 }
 
-// unshareAsPID1 returns the wrapper that starts corral as PID 1 of a new
-// PID namespace, or skips the test when this machine cannot do that.
-func unshareAsPID1(t *testing.T) []string {
+// rootUnshare returns the path of unshare, or skips the test when it is
+// not installed or the test does not run as root, which it needs for what.
+func rootUnshare(t *testing.T, what string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to create a PID namespace (unshare --pid); CI runs as root")
+		t.Skipf("needs root %s; CI runs as root", what)
 	}
 	path, err := exec.LookPath("unshare")
 	if err != nil {
 		t.Skip("unshare (util-linux) is not installed")
 	}
+	return path
+}
+
+// unshareAsPID1 returns the wrapper that starts corral as PID 1 of a new
+// PID namespace, or skips the test when this machine cannot do that.
+func unshareAsPID1(t *testing.T) []string {
+	t.Helper()
+	path := rootUnshare(t, "to create a PID namespace (unshare --pid)")
 	if out, err := exec.Command(path, "--pid", "--fork", "--mount-proc", "true").CombinedOutput(); err != nil {
 		t.Skipf("this sandbox cannot create PID namespaces: %v %s", err, out)
 	}

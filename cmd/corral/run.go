@@ -49,6 +49,7 @@ func configPoll(stderr io.Writer) time.Duration {
 }
 
 func runCommand(args []string, stderr io.Writer) int {
+	keepInheritedDescriptors()
 	path, ok := configFlag("run", args, stderr)
 	if !ok {
 		return 2

@@ -3,9 +3,15 @@
 // It serves on 127.0.0.1:$PORT (on the Unix socket $PORT when it is a
 // path, as for an app with {socket}): "/" answers JSON with its worker id, pid and
 // $GREETING; "/ws" is a WebSocket echo; "/slow?ms=N" answers after N ms;
-// "/concurrency" answers the most requests it ever had at once;
+// "/concurrency" answers the most requests it ever had at once, and
+// "/inflight" how many it has now (neither counts itself or /healthz);
 // "/say?msg=M" prints M on its standard output; "/env?name=N" answers
-// the value of its environment variable N; "/alloc?mib=N" allocates N MiB,
+// the value of its environment variable N; "/environ" its whole
+// environment, one NAME=value a line; "/fds" the descriptors it was started
+// with (those not close-on-exec), one "N -> target" a line; "/upload"
+// answers "N HASH", the length and SHA-256 of the body it read;
+// "/bytes?n=N" answers N bytes of a fixed pattern, their SHA-256 in
+// X-Body-Sha256; "/alloc?mib=N" allocates N MiB,
 // touches every page and keeps it; "/spin?ms=N" keeps a CPU busy until the
 // process used N ms more CPU time; "/garbage?kind=K" answers bytes that are
 // no HTTP response (see garbage); "/cut?chunked=1" declares a 1 MiB body
@@ -24,6 +30,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -77,6 +85,38 @@ func grow(mib int) {
 	grown = append(grown, b)
 }
 
+// inheritedFDs lists the process's descriptors that are not close-on-exec,
+// one "N -> target" a line. The Go runtime opens all of its own (epoll,
+// cgroup files, sockets) close-on-exec and exec keeps the flag as it was,
+// so these are exactly the descriptors the process was started with.
+func inheritedFDs() string {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return "error " + err.Error() + "\n"
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(-1)
+	var b strings.Builder
+	for _, n := range names {
+		info, err := os.ReadFile("/proc/self/fdinfo/" + n)
+		if err != nil {
+			continue // the directory's own descriptor, already closed
+		}
+		var flags uint64
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, _ = strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			}
+		}
+		if flags&syscall.O_CLOEXEC != 0 {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + n)
+		fmt.Fprintf(&b, "%s -> %s\n", n, target)
+	}
+	return b.String()
+}
+
 func main() {
 	switch os.Getenv("TESTAPP_MODE") {
 	case "never-ready":
@@ -107,6 +147,9 @@ func main() {
 	})
 	mux.HandleFunc("/concurrency", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, most.Load())
+	})
+	mux.HandleFunc("/inflight", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, inflight.Load())
 	})
 	mux.HandleFunc("/grow", func(w http.ResponseWriter, r *http.Request) {
 		grow(64) // a leak for max_memory
@@ -173,6 +216,35 @@ func main() {
 		}
 		fmt.Fprintln(w, n)
 	})
+	mux.HandleFunc("/environ", func(w http.ResponseWriter, r *http.Request) {
+		for _, kv := range os.Environ() {
+			fmt.Fprintln(w, kv)
+		}
+	})
+	mux.HandleFunc("/fds", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, inheritedFDs())
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%d %x\n", n, h.Sum(nil))
+	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + i>>10)
+		}
+		sum := sha256.Sum256(b)
+		w.Header().Set("X-Body-Sha256", hex.EncodeToString(sum[:]))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(b)
+	})
 	mux.Handle("/ws", websocket.Handler(func(c *websocket.Conn) { io.Copy(c, c) }))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -182,7 +254,7 @@ func main() {
 	})
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Health probes bypass max_inflight by design; only app requests count.
-		if r.URL.Path != "/concurrency" && r.URL.Path != "/healthz" {
+		if r.URL.Path != "/concurrency" && r.URL.Path != "/inflight" && r.URL.Path != "/healthz" {
 			n := inflight.Add(1)
 			defer inflight.Add(-1)
 			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
