@@ -196,8 +196,8 @@ func (l *load) post(kind string, c *http.Client, prefix string, size, seed int, 
 }
 
 // tunnel upgrades a new connection to soak-echo and sends lines through it.
-func (l *load) tunnel(prefix string, lines int) result {
-	r := result{kind: "tunnel", post: true, start: time.Now()}
+func (l *load) tunnel(prefix string, lines int) (r result) {
+	r = result{kind: "tunnel", post: true, start: time.Now()}
 	defer func() { r.end = time.Now() }()
 	c, err := net.DialTimeout("tcp", l.addr, l.timeout)
 	if err != nil {
