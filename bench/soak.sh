@@ -36,6 +36,7 @@ log "commit $(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unkn
 
 # soak runs corral as its child and stops it (and so its workers) itself;
 # start_bg lets cleanup stop soak too on Ctrl-C or an error.
+: >"$WORK/soak.out"
 start_bg "$WORK/soak.out" "$WORK/soak" run -corral "$CORRAL" -dir "$WORK" "${args[@]}"
 soak_pid=$LAST_PID
 tail -n +1 -f --pid="$soak_pid" "$WORK/soak.out" &
