@@ -292,15 +292,20 @@ func (s *soak) soak(ctx context.Context) error {
 	return nil
 }
 
-// idle closes the load's connections, waits for corral's pooled worker
-// connections to time out (worker_idle_timeout, 2 s) and returns the median
+// idleWait is how long corral needs to become idle once its clients left:
+// its pooled worker connections close after worker_idle_timeout (2 s here),
+// and fasthttp's idle serving goroutines exit after 10 s (its
+// MaxIdleWorkerDuration).
+const idleWait = 12 * time.Second
+
+// idle closes the load's connections, waits idleWait and returns the median
 // of five samples a second apart.
 func (s *soak) idle(ctx context.Context) (sample, error) {
 	s.ld.closeIdle()
 	select {
 	case <-ctx.Done():
 		return sample{}, ctx.Err()
-	case <-time.After(4 * time.Second):
+	case <-time.After(idleWait):
 	}
 	var xs []sample
 	for i := 0; i < 5; i++ {
