@@ -266,30 +266,35 @@ func (s *soak) soak(ctx context.Context) error {
 	s.rssHalves()
 
 	logf("load stopped after %s; waiting up to %s for goroutines and fds to return to baseline", s.loadTime.Round(time.Second), s.o.settle)
-	if err := s.cfg.write(s.ch.gen, 3, false); err != nil { // the file as the chaos left it
+	// A reload (of the file as the chaos left it) undoes a runtime scale a
+	// failed step may have left behind.
+	if err := s.ch.post("/reload", nil); err != nil {
 		return err
 	}
 	if err := s.adm.waitFor("every worker ready", 60*time.Second, (*status).settled); err != nil {
 		return err
 	}
-	s.ld.closeIdle()
+	// Measured as the baseline was; then, if not back yet, sampled every
+	// second until it is or settle has passed.
 	t0 := time.Now()
+	x, err := s.idle(ctx)
+	if err != nil {
+		return err
+	}
 	for {
-		x, err := s.smp.take()
-		if err != nil {
-			return err
-		}
 		s.after = x
 		if x.goroutines <= s.base.goroutines+s.o.tolG && x.fds <= s.base.fds+s.o.tolFD {
 			s.back, s.backAfter = true, time.Since(t0)
-			break
+			return nil
 		}
 		if time.Since(t0) > s.o.settle {
-			break
+			return nil
 		}
 		time.Sleep(time.Second)
+		if x, err = s.smp.take(); err != nil {
+			return err
+		}
 	}
-	return nil
 }
 
 // idleWait is how long corral needs to become idle once its clients left:

@@ -134,11 +134,12 @@ func (s *soak) report(out io.Writer) bool {
 	fmt.Fprintf(tw, "RSS MiB\t%s\t%s\t%s\tsecond-half peak %s <= %.2f x first-half peak %s + %d: %s\t\n",
 		mib(s.base.rss), mib(s.peak.rss), mib(s.after.rss), mib(s.rssLast), s.o.rssGrowth, mib(s.rssFirst), s.o.rssSlack, verdict(rOK))
 	tw.Flush()
+	fmt.Fprintf(out, "(baseline: median of 5 samples a second apart, taken %s after the %s warm-up's connections closed;\n", idleWait, s.o.warmup)
 	if s.back {
-		fmt.Fprintf(out, "(baseline: median of 5 samples, idle after a %s warm-up; after: the first sample, once the load stopped and its connections closed,\n"+
-			" within the tolerances: reached %s after)\n", s.o.warmup, s.backAfter.Round(time.Second))
+		fmt.Fprintf(out, " after: the same, once the load stopped and every app was back to its instances: within the tolerances %s after)\n",
+			s.backAfter.Round(time.Second))
 	} else {
-		fmt.Fprintf(out, "(after: the last sample, %s after the load stopped: never back within the tolerances)\n", s.o.settle)
+		fmt.Fprintf(out, " after: the last sample, %s after the load stopped: never back within the tolerances)\n", s.o.settle)
 	}
 	fmt.Fprintln(out)
 	if ok {
