@@ -12,8 +12,8 @@ import (
 // report prints the summary and answers whether the soak passed.
 func (s *soak) report(out io.Writer) bool {
 	ok := true
-	fmt.Fprintf(out, "soak: %s of load (%d clients, at most %d req/s) with chaos, corral pid %d, %s, nproc %d\n\n",
-		s.loadTime.Round(time.Second), s.o.clients, s.o.rate, s.cmd.Process.Pid, runtime.Version(), runtime.NumCPU())
+	fmt.Fprintf(out, "soak: %s of load (%d clients, at most %d req/s) with chaos from %s, corral pid %d, %s, nproc %d\n\n",
+		s.loadTime.Round(time.Second), s.o.clients, s.o.rate, s.start.UTC().Format("2006-01-02 15:04 UTC"), s.cmd.Process.Pid, runtime.Version(), runtime.NumCPU())
 
 	// Requests, by what was asked.
 	type tally struct{ n, failed int }
