@@ -112,7 +112,16 @@ func (s *soak) report(out io.Writer) bool {
 	for _, c := range []string{"crash", "health", "manual", "reload", "recycle"} {
 		parts = append(parts, fmt.Sprintf("%s %.0f", c, by[c]))
 	}
-	fmt.Fprintf(out, "restarts by cause (corral_worker_replacements_total, whole run): %s\n\n", strings.Join(parts, ", "))
+	fmt.Fprintf(out, "restarts by cause (corral_worker_replacements_total, whole run): %s\n", strings.Join(parts, ", "))
+	// Every crash is a kill the chaos sent, and a freeze is too short for a
+	// health restart (restart_after is 60 s).
+	if int(by["crash"]) != len(kills) || by["health"] != 0 {
+		ok = false
+		fmt.Fprintf(out, "restarts: FAIL: crash %.0f, health %.0f; want crash = kills sent (%d), health 0\n", by["crash"], by["health"], len(kills))
+	} else {
+		fmt.Fprintf(out, "restarts: ok (crash = kills sent, health 0)\n")
+	}
+	fmt.Fprintln(out)
 
 	// Leaks.
 	mib := func(kib int) string { return fmt.Sprintf("%.1f", float64(kib)/1024) }
