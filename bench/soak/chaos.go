@@ -23,7 +23,7 @@ type kill struct {
 // to its configured shape before the next.
 type chaos struct {
 	adm       *admin
-	cfg       *config
+	cfg       *soakConfig
 	corralPid int
 	gap       time.Duration // pause between steps
 	freeze    time.Duration // how long a frozen worker stays stopped

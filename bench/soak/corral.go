@@ -79,13 +79,19 @@ type status struct {
 	Apps []appStatus `json:"apps"`
 }
 
+// get answers the body of a GET that answered 200.
+func (a *admin) get(path string) ([]byte, error) {
+	code, b, err := a.do(http.MethodGet, path, nil)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("%s: %d", path, code)
+	}
+	return b, err
+}
+
 func (a *admin) status() (*status, error) {
-	code, b, err := a.do(http.MethodGet, "/status", nil)
+	b, err := a.get("/status")
 	if err != nil {
 		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("/status: %d", code)
 	}
 	var s status
 	return &s, json.Unmarshal(b, &s)
@@ -137,12 +143,9 @@ type metrics struct {
 }
 
 func (a *admin) metrics() (*metrics, error) {
-	code, b, err := a.do(http.MethodGet, "/metrics", nil)
+	b, err := a.get("/metrics")
 	if err != nil {
 		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: %d", code)
 	}
 	m := &metrics{goroutines: -1, replacements: map[string]float64{}}
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -236,20 +239,27 @@ func (s *sampler) replacementsByCause() map[string]float64 {
 	return out
 }
 
-// config is the soak's corral config; gen, instances and broken vary.
-type config struct {
+// soakConfig is the soak's corral config; gen, instances and broken vary.
+type soakConfig struct {
 	path, bin, listen, adminAddr, token, ports string
 }
 
-func (c *config) write(gen, webInstances int, broken bool) error {
+func (c *soakConfig) write(gen, webInstances int, broken bool) error {
 	q := strconv.Quote
+	health := `  health {
+    path                = "/healthz"
+    interval            = "250ms"
+    timeout             = "200ms"
+    unhealthy_threshold = 2
+  }
+`
 	text := fmt.Sprintf(`# written by bench/soak
-listen       = %s
-worker_ports = %s
+listen       = %[1]s
+worker_ports = %[2]s
 
 admin {
-  listen = %s
-  token  = %s
+  listen = %[3]s
+  token  = %[4]s
 }
 
 proxy {
@@ -258,39 +268,27 @@ proxy {
 }
 
 app "web" {
-  command       = [%s, "worker", "-port", "{port}"]
-  env           = { SOAK_GEN = "%d" }
-  instances     = %d
+  command       = [%[5]s, "worker", "-port", "{port}"]
+  env           = { SOAK_GEN = "%[6]d" }
+  instances     = %[7]d
   drain_timeout = "10s"
-  health {
-    path                = "/healthz"
-    interval            = "250ms"
-    timeout             = "200ms"
-    unhealthy_threshold = 2
-  }
-}
+%[8]s}
 
 app "sock" {
-  command       = [%s, "worker", "-socket", "{socket}"]
+  command       = [%[5]s, "worker", "-socket", "{socket}"]
   path_prefix   = "/sock"
   strip_prefix  = true
   instances     = 2
   drain_timeout = "10s"
-  health {
-    path                = "/healthz"
-    interval            = "250ms"
-    timeout             = "200ms"
-    unhealthy_threshold = 2
-  }
-}
+%[8]s}
 
 app "bg" {
-  command     = [%s, "background"]
+  command     = [%[5]s, "background"]
   serve       = false
   instances   = 1
   settle_time = "300ms"
 }
-`, q(c.listen), q(c.ports), q(c.adminAddr), q(c.token), q(c.bin), gen, webInstances, q(c.bin), q(c.bin))
+`, q(c.listen), q(c.ports), q(c.adminAddr), q(c.token), q(c.bin), gen, webInstances, health)
 	if broken {
 		text += "\napp \"broken\" {\n  command = [\n" // a syntax error: the block never closes
 	}

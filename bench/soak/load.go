@@ -145,13 +145,10 @@ func (l *load) get(kind string, c *http.Client, prefix string, size, seed int, d
 	r := result{kind: kind, start: time.Now()}
 	url := fmt.Sprintf("%s%s/data?size=%d&seed=%d&delay=%s&pause=%s", l.base, prefix, size, seed, delay, pause)
 	resp, err := c.Get(url)
-	if err != nil {
-		r.fail = transportKind(err)
-		r.end = time.Now()
+	if !r.answered(resp, err) {
 		return r
 	}
 	defer resp.Body.Close()
-	r.pid, _ = strconv.Atoi(resp.Header.Get("X-Pid"))
 	if resp.StatusCode != http.StatusOK {
 		io.Copy(io.Discard, resp.Body)
 		r.fail = "status " + strconv.Itoa(resp.StatusCode)
@@ -160,6 +157,18 @@ func (l *load) get(kind string, c *http.Client, prefix string, size, seed int, d
 	}
 	r.end = time.Now()
 	return r
+}
+
+// answered notes the worker that sent resp's head, or the failure when none
+// came (then it is the end of the request).
+func (r *result) answered(resp *http.Response, err error) bool {
+	if err != nil {
+		r.fail = transportKind(err)
+		r.end = time.Now()
+		return false
+	}
+	r.pid, _ = strconv.Atoi(resp.Header.Get("X-Pid"))
+	return true
 }
 
 // unsized hides a reader's length, so the request goes out chunked.
@@ -175,13 +184,10 @@ func (l *load) post(kind string, c *http.Client, prefix string, size, seed int, 
 		rd = unsized{rd}
 	}
 	resp, err := c.Post(l.base+prefix+"/echo?delay="+delay, "application/octet-stream", rd)
-	if err != nil {
-		r.fail = transportKind(err)
-		r.end = time.Now()
+	if !r.answered(resp, err) {
 		return r
 	}
 	defer resp.Body.Close()
-	r.pid, _ = strconv.Atoi(resp.Header.Get("X-Pid"))
 	got, err := io.ReadAll(resp.Body)
 	switch want := fmt.Sprintf("%d %s\n", size, hex.EncodeToString(sum[:])); {
 	case resp.StatusCode != http.StatusOK:

@@ -24,7 +24,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -112,7 +111,7 @@ func run(args []string) int {
 
 type soak struct {
 	o      options
-	cfg    *config
+	cfg    *soakConfig
 	adm    *admin
 	cmd    *exec.Cmd
 	logf   *os.File
@@ -152,7 +151,7 @@ func newSoak(o options) (*soak, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := &config{path: filepath.Join(o.dir, "config.hcl"), bin: self, listen: listen, adminAddr: adminAddr,
+	cfg := &soakConfig{path: filepath.Join(o.dir, "config.hcl"), bin: self, listen: listen, adminAddr: adminAddr,
 		token: "soak-token-0123456789abcdef", ports: o.ports}
 	if err := cfg.write(0, 3, false); err != nil {
 		return nil, err
@@ -374,13 +373,4 @@ func (s *soak) progress(logf func(string, ...any)) {
 	s.ch.mu.Unlock()
 	logf("%s: %d requests, %d failed; %d chaos steps, %d kills; corral %d goroutines, %d fds, %d KiB RSS",
 		time.Since(s.start).Round(time.Second), n, failed, steps, kills, x.goroutines, x.fds, x.rss)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -58,7 +60,7 @@ func (s *soak) report(out io.Writer) bool {
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "requests\tcount\tfailed\t")
-	for _, k := range sortedKeys(kinds) {
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", k, kinds[k].n, kinds[k].failed)
 	}
 	fmt.Fprintf(tw, "all\t%d\t%d\t\n", total, failed)
@@ -67,7 +69,7 @@ func (s *soak) report(out io.Writer) bool {
 
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "failures by kind\tcount\tin flight on a killed worker\tunexpected\t")
-	for _, k := range sortedKeys(fails) {
+	for _, k := range slices.Sorted(maps.Keys(fails)) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t\n", k, fails[k][0]+fails[k][1], fails[k][0], fails[k][1])
 	}
 	fmt.Fprintf(tw, "all\t%d\t%d\t%d\t\n", failed, failed-unexpected, unexpected)
@@ -86,7 +88,7 @@ func (s *soak) report(out io.Writer) bool {
 	s.ch.mu.Lock()
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "chaos step\ttimes\t")
-	for _, k := range sortedKeys(s.ch.done) {
+	for _, k := range slices.Sorted(maps.Keys(s.ch.done)) {
 		fmt.Fprintf(tw, "%s\t%d\t\n", k, s.ch.done[k])
 	}
 	tw.Flush()
