@@ -8,7 +8,7 @@
 #
 #   bench/soak.sh [-d DURATION] [soak run flags...]
 #   flock /tmp/bench.lock bench/soak.sh -d 30m     # the long run
-#   bench/soak.sh -d 40s -warmup 5s                # .ci/run's short form
+#   bench/soak.sh -d 30s -warmup 5s                # .ci/run's short form
 #
 # Settings: CORRAL_BIN (a prebuilt corral), KEEP_WORK=1 (keep the config,
 # corral.log, chaos.log and failures.log in /tmp/corral-bench.*).

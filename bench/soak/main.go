@@ -298,12 +298,12 @@ func (s *soak) soak(ctx context.Context) error {
 
 // idleWait is how long corral needs to become idle once its clients left:
 // its pooled worker connections close after worker_idle_timeout (2 s here),
-// and fasthttp's idle serving goroutines exit after 10 s (its
-// MaxIdleWorkerDuration).
-const idleWait = 12 * time.Second
+// and fasthttp's idle serving goroutines exit once idle for 10 s, at the
+// next round of its cleaner, which runs every 10 s: up to 20 s.
+const idleWait = 21 * time.Second
 
 // idle closes the load's connections, waits idleWait and returns the median
-// of five samples a second apart.
+// of three samples a second apart.
 func (s *soak) idle(ctx context.Context) (sample, error) {
 	s.ld.closeIdle()
 	select {
@@ -312,7 +312,7 @@ func (s *soak) idle(ctx context.Context) (sample, error) {
 	case <-time.After(idleWait):
 	}
 	var xs []sample
-	for i := 0; i < 5; i++ {
+	for i := 0; i < 3; i++ {
 		x, err := s.smp.take()
 		if err != nil {
 			return sample{}, err
@@ -328,7 +328,7 @@ func (s *soak) idle(ctx context.Context) (sample, error) {
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
-	return sample{at: xs[2].at, goroutines: med(func(x sample) int { return x.goroutines }),
+	return sample{at: xs[1].at, goroutines: med(func(x sample) int { return x.goroutines }),
 		fds: med(func(x sample) int { return x.fds }), rss: med(func(x sample) int { return x.rss })}, nil
 }
 

@@ -145,7 +145,7 @@ func (s *soak) report(out io.Writer) bool {
 	fmt.Fprintf(tw, "RSS MiB\t%s\t%s\t%s\tsecond-half peak %s <= %.2f x first-half peak %s + %d: %s\t\n",
 		mib(s.base.rss), mib(s.peak.rss), mib(s.after.rss), mib(s.rssLast), s.o.rssGrowth, mib(s.rssFirst), s.o.rssSlack, verdict(rOK))
 	tw.Flush()
-	fmt.Fprintf(out, "(baseline: median of 5 samples a second apart, taken %s after the %s warm-up's connections closed;\n", idleWait, s.o.warmup)
+	fmt.Fprintf(out, "(baseline: median of 3 samples a second apart, taken %s after the %s warm-up's connections closed;\n", idleWait, s.o.warmup)
 	if s.back {
 		fmt.Fprintf(out, " after: the same, once the load stopped and every app was back to its instances: within the tolerances %s after)\n",
 			s.backAfter.Round(time.Second))
