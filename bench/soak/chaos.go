@@ -225,9 +225,10 @@ func (c *chaos) usr2() error {
 
 // allowed reports whether a failed request was one in flight on a worker
 // the chaos killed: only a failure a killed worker can cause (a 502 for a
-// request corral may not resend, a response or tunnel cut after its head
-// came from that very worker), for a request that was in flight when the
-// kill was sent or started within slack after it.
+// POST, which corral may not resend; a response or tunnel cut after its head
+// came from that very worker, or before the client saw any head), for a
+// request that was in flight when the kill was sent or started within slack
+// after it.
 func allowed(r result, kills []kill, slack time.Duration) bool {
 	switch r.fail {
 	case "status 502":

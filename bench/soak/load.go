@@ -27,7 +27,7 @@ import (
 // A result is one request the load made.
 type result struct {
 	kind       string // what was asked: get-keepalive, post-chunked, tunnel, ...
-	post       bool   // not idempotent: corral may not retry it
+	post       bool   // a POST, not idempotent: corral may not resend it once sent
 	start, end time.Time
 	pid        int    // the worker that sent the response head (X-Pid), 0 when none came
 	fail       string // "" for success, else the failure's kind
@@ -203,7 +203,7 @@ func (l *load) post(kind string, c *http.Client, prefix string, size, seed int, 
 
 // tunnel upgrades a new connection to soak-echo and sends lines through it.
 func (l *load) tunnel(prefix string, lines int) (r result) {
-	r = result{kind: "tunnel", post: true, start: time.Now()}
+	r = result{kind: "tunnel", start: time.Now()} // a GET: corral resends it while no head came
 	defer func() { r.end = time.Now() }()
 	c, err := net.DialTimeout("tcp", l.addr, l.timeout)
 	if err != nil {

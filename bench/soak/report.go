@@ -74,8 +74,8 @@ func (s *soak) report(out io.Writer) bool {
 	}
 	fmt.Fprintf(tw, "all\t%d\t%d\t%d\t\n", failed, failed-unexpected, unexpected)
 	tw.Flush()
-	fmt.Fprintf(out, "(in flight on a killed worker: a 502 for a POST or tunnel, or a response or tunnel cut after the head came from the killed pid,\n"+
-		" for a request in flight at the kill or started within %s after it; anything else is unexpected)\n", s.o.killSlack)
+	fmt.Fprintf(out, "(in flight on a killed worker: a 502 for a POST, or a response or tunnel cut after the head came from the killed pid or before\n"+
+		" any head came, for a request in flight at the kill or started within %s after it; anything else is unexpected)\n", s.o.killSlack)
 	if unexpected > 0 {
 		ok = false
 		for _, r := range worst {
