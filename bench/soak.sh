@@ -19,7 +19,7 @@ args=()
 while (($#)); do
   case $1 in
     -d) args+=(-d "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done
