@@ -429,6 +429,9 @@ func (c *fastCall) sendUpgrade(u *upstream, st *config.Proxy, body *reqBody) err
 		resp := fasthttp.AcquireResponse()
 		resp.StreamBody = true
 		if err = resp.Read(c.upr); err == nil {
+			err = ownHead(&resp.Header)
+		}
+		if err == nil {
 			_ = conn.SetReadDeadline(time.Time{})
 			c.resp, c.up = resp, conn
 			return nil
