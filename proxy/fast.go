@@ -425,7 +425,7 @@ func (c *fastCall) sendUpgrade(u *upstream, st *config.Proxy, body *reqBody) err
 		if d := st.ResponseHeaderTimeout; d > 0 {
 			_ = conn.SetReadDeadline(time.Now().Add(d))
 		}
-		c.upr = bufio.NewReader(conn)
+		c.upr = bufio.NewReaderSize(conn, maxResponseHead) // the head bound of the worker client
 		resp := fasthttp.AcquireResponse()
 		resp.StreamBody = true
 		if err = resp.Read(c.upr); err == nil {

@@ -121,3 +121,29 @@ func TestReview3WorkerNameWithSpaceOnEveryEngine(t *testing.T) {
 		}
 	})
 }
+
+// TestReview3UpgradeAnswerHeadBound (found in review: the upgrade path read
+// the answer through a 4 KiB reader): the answer to an upgrade request has
+// the same head bound as any other, maxResponseHead: under it relayed,
+// over it a 502.
+func TestReview3UpgradeAnswerHeadBound(t *testing.T) {
+	big, over := strings.Repeat("b", maxResponseHead-2048), strings.Repeat("o", maxResponseHead+1024)
+	forEngine(t, true, func(t *testing.T, e engine) {
+		for _, c := range []struct{ answer, want string }{
+			{"HTTP/1.1 426 Upgrade Required\r\nX-Big: " + big + "\r\nContent-Length: 4\r\n\r\nnope", "HTTP/1.1 426 "},
+			{"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Big: " + big + "\r\n\r\n", "HTTP/1.1 101 "},
+			{"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Big: " + over + "\r\n\r\n", "HTTP/1.1 502 "},
+		} {
+			rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
+				_, _ = w.WriteString(c.answer)
+				_ = w.Flush()
+				return false
+			})
+			f := startFront(t, e, testSettings(), oneApp(func(a *config.App) { a.Retries = 0 }, rec.addr))
+			out := f.rawExchange(t, "GET /ws HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			if !strings.HasPrefix(out, c.want) || strings.Contains(out, over) || c.want != "HTTP/1.1 502 " && !strings.Contains(out, big) {
+				t.Errorf("worker answered %.40q (%d bytes); client got %.80q, want %q", c.answer, len(c.answer), out, c.want)
+			}
+		}
+	})
+}
