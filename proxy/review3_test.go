@@ -26,11 +26,7 @@ func TestReview3UpgradeAnswerHeadIsCorralsOwn(t *testing.T) {
 	}
 	forEngine(t, true, func(t *testing.T, e engine) {
 		for _, c := range cases {
-			rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
-				_, _ = w.WriteString(c.answer)
-				return false
-			})
-			f := startFront(t, e, testSettings(), oneApp(func(a *config.App) { a.Retries = 0 }, rec.addr))
+			f := frontAnswering(t, e, c.answer, false)
 			out := f.rawExchange(t, ask)
 			if !strings.HasPrefix(out, c.want) || strings.Contains(out, "X Y") {
 				t.Errorf("%s: client got %q, want %q", c.name, out, c.want)
@@ -92,11 +88,7 @@ func TestReview3WorkerNameWithSpaceOnEveryEngine(t *testing.T) {
 	}
 	forEngine(t, false, func(t *testing.T, e engine) {
 		for _, c := range cases {
-			rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
-				_, _ = w.WriteString(c.answer)
-				return true
-			})
-			f := startFront(t, e, testSettings(), oneApp(func(a *config.App) { a.Retries = 0 }, rec.addr))
+			f := frontAnswering(t, e, c.answer, true)
 			resp, body, err := f.do(t, "GET", "/", nil)
 			want := c.want
 			if !e.h1 {
@@ -134,16 +126,23 @@ func TestReview3UpgradeAnswerHeadBound(t *testing.T) {
 			{"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Big: " + big + "\r\n\r\n", "HTTP/1.1 101 "},
 			{"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-Big: " + over + "\r\n\r\n", "HTTP/1.1 502 "},
 		} {
-			rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
-				_, _ = w.WriteString(c.answer)
-				_ = w.Flush()
-				return false
-			})
-			f := startFront(t, e, testSettings(), oneApp(func(a *config.App) { a.Retries = 0 }, rec.addr))
+			f := frontAnswering(t, e, c.answer, false)
 			out := f.rawExchange(t, "GET /ws HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 			if !strings.HasPrefix(out, c.want) || strings.Contains(out, over) || c.want != "HTTP/1.1 502 " && !strings.Contains(out, big) {
 				t.Errorf("worker answered %.40q (%d bytes); client got %.80q, want %q", c.answer, len(c.answer), out, c.want)
 			}
 		}
 	})
+}
+
+// frontAnswering serves e in front of one worker that answers every
+// request with answer (and then closes the connection unless keep), with
+// retries off.
+func frontAnswering(t *testing.T, e engine, answer string, keep bool) *front {
+	rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
+		_, _ = w.WriteString(answer)
+		_ = w.Flush()
+		return keep
+	})
+	return startFront(t, e, testSettings(), oneApp(func(a *config.App) { a.Retries = 0 }, rec.addr))
 }
