@@ -146,3 +146,26 @@ func frontAnswering(t *testing.T, e engine, answer string, keep bool) *front {
 	})
 	return startFront(t, e, testSettings(), oneApp(func(a *config.App) { a.Retries = 0 }, rec.addr))
 }
+
+// TestReview3AnswersNotRefused pins answers the new head checks must let
+// through on every engine: an HTTP/1.0 worker keeping its connection
+// alive, and interim 1xx answers before the final one (consumed, never
+// taken for the final status).
+func TestReview3AnswersNotRefused(t *testing.T) {
+	cases := []struct{ name, answer string }{
+		{"HTTP/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"},
+		{"103 then 200", "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+		{"100 then 200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+	}
+	forEngine(t, false, func(t *testing.T, e engine) {
+		for _, c := range cases {
+			f := frontAnswering(t, e, c.answer, true)
+			for i := range 2 { // the second on the kept connection
+				resp, body, err := f.do(t, "GET", "/", nil)
+				if err != nil || resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("Connection") != "" {
+					t.Errorf("%s, request %d: %v %q err %v", c.name, i, resp, body, err)
+				}
+			}
+		}
+	})
+}
