@@ -425,10 +425,13 @@ func (c *fastCall) sendUpgrade(u *upstream, st *config.Proxy, body *reqBody) err
 		if d := st.ResponseHeaderTimeout; d > 0 {
 			_ = conn.SetReadDeadline(time.Now().Add(d))
 		}
-		c.upr = bufio.NewReader(conn)
+		c.upr = bufio.NewReaderSize(conn, maxResponseHead) // the head bound of the worker client
 		resp := fasthttp.AcquireResponse()
 		resp.StreamBody = true
 		if err = resp.Read(c.upr); err == nil {
+			err = ownHead(&resp.Header)
+		}
+		if err == nil {
 			_ = conn.SetReadDeadline(time.Time{})
 			c.resp, c.up = resp, conn
 			return nil

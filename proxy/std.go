@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -236,7 +237,36 @@ func (c *stdCall) send(b *pool.Backend, _ *config.Proxy, body *reqBody, _ []byte
 	if err != nil {
 		return err
 	}
+	if err := ownStdHead(resp.Header); err != nil {
+		_ = resp.Body.Close()
+		return err
+	}
 	c.resp = resp
+	return nil
+}
+
+// ownStdHead judges the names of a worker's answer as fasthttp's ownHead
+// does: the transport keeps a name with a space (go.dev/issue/34540), which
+// the HTTP/2 encoder would drop unsaid. One with a space inside does not
+// parse: errBadAnswer. A space before the colon is removed (RFC 9112 5.1),
+// except on a framing name, which the transport did not frame the body by
+// (fasthttp did): errBadAnswer too.
+func ownStdHead(h http.Header) error {
+	for k, vs := range h {
+		if !strings.Contains(k, " ") {
+			continue
+		}
+		name := strings.TrimRight(k, " ")
+		if strings.Contains(name, " ") {
+			return errBadAnswer
+		}
+		name = http.CanonicalHeaderKey(name)
+		if name == "Content-Length" || name == "Transfer-Encoding" {
+			return errBadAnswer
+		}
+		delete(h, k)
+		h[name] = append(h[name], vs...)
+	}
 	return nil
 }
 
