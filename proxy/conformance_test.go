@@ -1005,3 +1005,41 @@ func TestConformanceNoContentTypeInvented(t *testing.T) {
 		}
 	})
 }
+
+// TestConformanceStreamedHeadNotHeldForTheFirstByte: a response of unknown
+// length (a server-sent-events stream, a long poll) reaches the client
+// head first, before the worker has sent a byte of its body: a client
+// waits for the head before it waits for events. The worker sends its
+// first bytes only once the client has the head, or after 5 s.
+func TestConformanceStreamedHeadNotHeldForTheFirstByte(t *testing.T) {
+	forEngine(t, false, func(t *testing.T, e engine) {
+		gotHead := make(chan struct{})
+		timedOut := make(chan bool, 1)
+		rec := newRecorder(t, func(_ *recorded, _ net.Conn, w *bufio.Writer) bool {
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+			_ = w.Flush()
+			select {
+			case <-gotHead:
+				timedOut <- false
+			case <-time.After(5 * time.Second):
+				timedOut <- true
+			}
+			_, _ = w.WriteString("6\r\ndata:1\r\n0\r\n\r\n")
+			return true
+		})
+		f := startFront(t, e, testSettings(), oneApp(nil, rec.addr))
+		resp, err := f.client.Get(f.url("/events"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		close(gotHead)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "data:1" {
+			t.Fatalf("body %q, %v", body, err)
+		}
+		if <-timedOut {
+			t.Fatal("the client got the head only with the first body bytes")
+		}
+	})
+}

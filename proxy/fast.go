@@ -517,6 +517,10 @@ func (c *fastCall) relay(fin finish) {
 		c.relayUntilClose(rl)
 		return
 	}
+	// A stream of unknown length (server-sent events, a long poll): the
+	// engine would write the head with the first body bytes, which may be
+	// long in coming.
+	out.ImmediateHeaderFlush = size < 0
 	out.SetBodyStream(rl, size)
 }
 

@@ -301,9 +301,10 @@ func FuzzWorkerAnswer(f *testing.F) {
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		out, _ := io.ReadAll(c)
 		if len(out) == 0 && headParses(answer) {
-			// The HTTP/1.1 engine writes a head with the first bytes of
-			// its body: a worker body that broke before any byte is the
-			// abort with nothing sent, a close no client takes for an answer.
+			// The HTTP/1.1 engine writes a head of known length with the
+			// first bytes of its body: a worker body that broke before any
+			// byte is the abort with nothing sent, a close no client takes
+			// for an answer.
 			return
 		}
 		if bad := checkAnswer(out, listedNames(answer)); bad != "" {

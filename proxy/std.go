@@ -301,6 +301,12 @@ func (c *stdCall) relay(fin finish) {
 		h["Content-Type"] = nil // the engine would sniff one from the body
 	}
 	w.WriteHeader(resp.StatusCode)
+	if resp.ContentLength < 0 && resp.Body != http.NoBody {
+		// A stream of unknown length (server-sent events, a long poll):
+		// the head goes now, not with the first body bytes, which may be
+		// long in coming.
+		_ = http.NewResponseController(w).Flush()
+	}
 	var body io.Reader = resp.Body
 	var sp *spool
 	if resp.Body != http.NoBody {
