@@ -609,12 +609,8 @@ func (f fastRequestHeaders) Present() nameSet {
 	}
 	var has nameSet
 	for len(raw) > 0 {
-		line := raw
-		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-			line, raw = raw[:i], raw[i+1:]
-		} else {
-			raw = nil
-		}
+		var line []byte
+		line, raw = nextLine(raw)
 		if name, _, ok := bytes.Cut(line, strColon); ok {
 			has |= nameBit(name)
 		}
@@ -912,18 +908,11 @@ func uriAuthority(uri []byte) []byte {
 // field named name (lowercase).
 func hasRawHeader(raw []byte, name string) bool {
 	for len(raw) > 0 {
-		end := 0
-		for end < len(raw) && raw[end] != '\n' {
-			end++
-		}
-		line := raw[:end]
+		var line []byte
+		line, raw = nextLine(raw)
 		if len(line) > len(name) && line[len(name)] == ':' && equalFold(line[:len(name)], name) {
 			return true
 		}
-		if end == len(raw) {
-			break
-		}
-		raw = raw[end+1:]
 	}
 	return false
 }
@@ -956,23 +945,35 @@ func ownHead(h *fasthttp.ResponseHeader) error {
 
 // nameWithSpace reports whether a raw header line has a space or tab in
 // its name (before its colon). The engine refuses one before the colon;
-// one inside the name it keeps. A continuation line has no name.
+// one inside the name it keeps. A continuation line has no name. (One
+// pass over each name's bytes: bytes.Cut and ContainsAny per line cost
+// 600 ns on a browser's head.)
 func nameWithSpace(raw []byte) bool {
 	for len(raw) > 0 {
-		line := raw
-		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-			line, raw = raw[:i], raw[i+1:]
-		} else {
-			raw = nil
-		}
-		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+		var line []byte
+		line, raw = nextLine(raw)
+		if len(line) == 0 || line[0] == ' ' || line[0] == '\t' {
 			continue // an obs-fold: the line before goes on (the engine joins them)
 		}
-		if name, _, ok := bytes.Cut(line, strColon); ok && bytes.ContainsAny(name, " \t") {
-			return true
+		for _, c := range line {
+			if c == ':' {
+				break
+			}
+			if c == ' ' || c == '\t' {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// nextLine splits raw header lines at the first: the line (without its
+// '\n') and the rest.
+func nextLine(raw []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+		return raw[:i], raw[i+1:]
+	}
+	return raw, nil
 }
 
 // uriPath returns the path of a raw request target, without the query and,
