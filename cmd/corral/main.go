@@ -46,6 +46,12 @@ const (
 )
 
 func main() {
+	// The time package reads the local zone's file on first use, opened
+	// without close-on-exec: a worker forked meanwhile inherits it
+	// (TestWorkersGetOnlyTheirStandardDescriptors saw fd 12 ->
+	// /usr/share/zoneinfo/Etc/UTC once in CI). Read it now, before any
+	// goroutine forks.
+	_ = time.Local.String()
 	pool.RunShim() // a worker shim never gets further
 	tuneRuntime()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
